@@ -1,0 +1,103 @@
+package hub
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// App is one tenant: its credentials, options and limits. A zero limit takes its default.
+type App struct {
+	ID     string `json:"id"`
+	Key    string `json:"key"`
+	Secret string `json:"secret"`
+
+	// ClientEvents allows client-* events on private and presence channels.
+	ClientEvents bool `json:"client_events"`
+	// AllowedOrigins lists the Origin values accepted at the handshake; empty accepts any.
+	// An entry may be "*" or start with "*." to match any subdomain, e.g. "https://*.example.com".
+	AllowedOrigins []string `json:"allowed_origins,omitempty"`
+	// MaxConnections caps this app's open connections on a node; 0 means no cap.
+	MaxConnections int `json:"max_connections,omitempty"`
+	// MaxClientEventsPerSecond per connection; default 10.
+	MaxClientEventsPerSecond int `json:"max_client_events_per_second,omitempty"`
+	// MaxPresenceMembers per presence channel; default 100.
+	MaxPresenceMembers int `json:"max_presence_members,omitempty"`
+	// MaxUserInfoBytes caps a presence member's user_info (bytes of JSON); default 1024.
+	MaxUserInfoBytes int `json:"max_user_info_bytes,omitempty"`
+	// MaxUserIDLength in characters; default 128.
+	MaxUserIDLength int `json:"max_user_id_length,omitempty"`
+	// MaxEventBytes caps an event's data (HTTP API and client events); default 10240.
+	MaxEventBytes int `json:"max_event_bytes,omitempty"`
+	// MaxChannelsPerEvent for one HTTP publish; default 100.
+	MaxChannelsPerEvent int `json:"max_channels_per_event,omitempty"`
+	// MaxBatchEvents for one batch_events request; default 10.
+	MaxBatchEvents int `json:"max_batch_events,omitempty"`
+	// MaxChannelNameLength in bytes; default 200 (Pusher documents 164; the SDKs allow 200).
+	MaxChannelNameLength int `json:"max_channel_name_length,omitempty"`
+	// MaxEventNameLength in bytes; default 200.
+	MaxEventNameLength int `json:"max_event_name_length,omitempty"`
+}
+
+// withDefaults returns a copy with every zero limit replaced by its default.
+func (a App) withDefaults() App {
+	def := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	def(&a.MaxClientEventsPerSecond, 10)
+	def(&a.MaxPresenceMembers, 100)
+	def(&a.MaxUserInfoBytes, 1024)
+	def(&a.MaxUserIDLength, 128)
+	def(&a.MaxEventBytes, 10240)
+	def(&a.MaxChannelsPerEvent, 100)
+	def(&a.MaxBatchEvents, 10)
+	def(&a.MaxChannelNameLength, 200)
+	def(&a.MaxEventNameLength, 200)
+	return a
+}
+
+// ErrInvalidApp is wrapped by the errors Validate returns.
+var ErrInvalidApp = errors.New("hub: invalid app")
+
+// Validate reports a missing credential or a negative limit.
+func (a *App) Validate() error {
+	switch {
+	case a.ID == "":
+		return fmt.Errorf("%w: empty id", ErrInvalidApp)
+	case a.Key == "":
+		return fmt.Errorf("%w %s: empty key", ErrInvalidApp, a.ID)
+	case a.Secret == "":
+		return fmt.Errorf("%w %s: empty secret", ErrInvalidApp, a.ID)
+	case strings.ContainsAny(a.Key, "/?#:"):
+		return fmt.Errorf("%w %s: key must not contain '/', '?', '#' or ':'", ErrInvalidApp, a.ID)
+	}
+	for _, v := range []int{a.MaxConnections, a.MaxClientEventsPerSecond, a.MaxPresenceMembers, a.MaxUserInfoBytes,
+		a.MaxUserIDLength, a.MaxEventBytes, a.MaxChannelsPerEvent, a.MaxBatchEvents, a.MaxChannelNameLength, a.MaxEventNameLength} {
+		if v < 0 {
+			return fmt.Errorf("%w %s: negative limit", ErrInvalidApp, a.ID)
+		}
+	}
+	return nil
+}
+
+// originAllowed matches origin against the app's allowed origins.
+func (a *App) originAllowed(origin string) bool {
+	if len(a.AllowedOrigins) == 0 {
+		return true
+	}
+	for _, o := range a.AllowedOrigins {
+		if o == "*" || strings.EqualFold(o, origin) {
+			return true
+		}
+		// "https://*.example.com" matches "https://a.example.com" and "https://a.b.example.com".
+		if scheme, rest, ok := strings.Cut(o, "*."); ok {
+			if len(origin) > len(scheme)+len(rest) && strings.HasPrefix(origin, scheme) &&
+				strings.HasSuffix(strings.ToLower(origin), "."+strings.ToLower(rest)) {
+				return true
+			}
+		}
+	}
+	return false
+}
