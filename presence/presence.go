@@ -18,6 +18,13 @@ type Member struct {
 	Info   json.RawMessage `json:"user_info,omitempty"` // raw JSON, never re-encoded; nil when absent
 }
 
+// Departure is a user who left a channel because a node's entries were removed (the
+// node crashed or was cleaned up): the node that learns of it sends member_removed.
+type Departure struct {
+	Channel string
+	UserID  string
+}
+
 // Store tracks which users are present in which presence channels, across every node.
 //
 // A user may be present through several connections (tabs, devices, nodes): the store
@@ -30,21 +37,27 @@ type Member struct {
 // names are opaque (the hub prefixes them with the app id). Count must not read all
 // members (implementations keep a counter).
 //
-// Methods may do network I/O; callers must not call them from an epoll loop.
+// Every method checks ctx at entry, so a cancelled context fails fast with an error that
+// wraps ctx.Err(). Methods may do network I/O; callers must not call them from an epoll
+// loop.
 type Store interface {
 	// Add records connection connID as member m of channel. If the user is not yet
 	// present and the channel already has maxMembers users (maxMembers > 0), it returns
-	// ErrFull and records nothing. first is true when this is the user's first
-	// connection in the channel. Adding the same connID twice is a no-op (first=false).
+	// ErrFull and records nothing; another connection of a present user is always
+	// accepted. first is true when this is the user's first connection in the channel.
+	// Adding the same connID twice is a no-op (first=false). The store keeps its own
+	// copy of m.Info.
 	Add(ctx context.Context, channel, connID string, m Member, maxMembers int) (first bool, err error)
-	// Remove forgets connection connID of userID in channel. last is true when the user
-	// has no connection left there. Removing an unknown connection returns last=false.
+	// Remove forgets connection connID of userID in channel, whichever node added it.
+	// last is true when the user has no connection left there. Removing an unknown
+	// connection returns last=false.
 	Remove(ctx context.Context, channel, connID, userID string) (last bool, err error)
 	// Members lists the distinct users of channel, each with the info of one of its
-	// connections, in no particular order.
+	// connections, in no particular order. The caller owns the returned slices.
 	Members(ctx context.Context, channel string) ([]Member, error)
 	// Count is the number of distinct users in channel.
 	Count(ctx context.Context, channel string) (int, error)
-	// Close releases the store; later calls return ErrClosed.
+	// Close releases this node's store; later calls on it, Close included, return
+	// ErrClosed.
 	Close() error
 }

@@ -1,0 +1,589 @@
+// Package presencetest is the conformance suite that every presence.Store engine must
+// pass.
+//
+// The Store contract is synchronous (a call returns after its effect), so the suite
+// checks results directly, with no waiting.
+package presencetest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/herald-rt/herald/presence"
+)
+
+// SeedEnv names the environment variable that replays the randomized case with a given
+// seed (the seed is logged when that case fails).
+const SeedEnv = "PRESENCETEST_SEED"
+
+// Run runs the suite. newCluster is called once per subtest and returns a fresh, empty
+// cluster; the function it returns gives the Store of a node id in that cluster (the
+// suite calls it once per node id). The suite closes every Store it gets; whatever else
+// the cluster holds is for newCluster to clean up with t.Cleanup.
+func Run(t *testing.T, newCluster func(t *testing.T) func(nodeID string) presence.Store) {
+	t.Helper()
+	cases := []struct {
+		name string
+		fn   func(t *testing.T, c *cluster)
+	}{
+		{"FirstLastOneUserTwoConnections", testOneUserTwoConns},
+		{"TwoUsers", testTwoUsers},
+		{"SameUserOnTwoNodes", testTwoNodes},
+		{"MembersDistinctInfoUnchanged", testMembers},
+		{"RandomAgainstModel", testModel},
+		{"MaxMembers", testMaxMembers},
+		{"Idempotent", testIdempotent},
+		{"EmptyChannel", testEmpty},
+		{"Concurrent", testConcurrent},
+		{"ConcurrentSameUser", testConcurrentSameUser},
+		{"Close", testClose},
+		{"CancelledContext", testCancelledContext},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.fn(t, &cluster{t: t, newNode: newCluster(t)})
+		})
+	}
+}
+
+type cluster struct {
+	t       *testing.T
+	newNode func(nodeID string) presence.Store
+}
+
+// node gets the Store of node id and closes it when the test ends.
+func (c *cluster) node(id string) *node {
+	c.t.Helper()
+	s := c.newNode(id)
+	if s == nil {
+		c.t.Fatalf("factory returned a nil Store for node %q", id)
+	}
+	c.t.Cleanup(func() {
+		if err := s.Close(); err != nil && !errors.Is(err, presence.ErrClosed) {
+			c.t.Errorf("node %s: Close: %v", id, err)
+		}
+	})
+	return &node{t: c.t, id: id, s: s}
+}
+
+// node wraps a Store with calls that fail the test on error.
+type node struct {
+	t  *testing.T
+	id string
+	s  presence.Store
+}
+
+func (n *node) add(channel, conn, userID string, want bool) {
+	n.t.Helper()
+	n.addInfo(channel, conn, presence.Member{UserID: userID}, 0, want)
+}
+
+func (n *node) addInfo(channel, conn string, m presence.Member, maxMembers int, want bool) {
+	n.t.Helper()
+	first, err := n.s.Add(context.Background(), channel, conn, m, maxMembers)
+	if err != nil {
+		n.t.Fatalf("node %s: Add(%q, %q, %q, %d): %v", n.id, channel, conn, m.UserID, maxMembers, err)
+	}
+	if first != want {
+		n.t.Fatalf("node %s: Add(%q, %q, %q): first=%v, want %v", n.id, channel, conn, m.UserID, first, want)
+	}
+}
+
+func (n *node) remove(channel, conn, userID string, want bool) {
+	n.t.Helper()
+	last, err := n.s.Remove(context.Background(), channel, conn, userID)
+	if err != nil {
+		n.t.Fatalf("node %s: Remove(%q, %q, %q): %v", n.id, channel, conn, userID, err)
+	}
+	if last != want {
+		n.t.Fatalf("node %s: Remove(%q, %q, %q): last=%v, want %v", n.id, channel, conn, userID, last, want)
+	}
+}
+
+func (n *node) members(channel string) []presence.Member {
+	n.t.Helper()
+	ms, err := n.s.Members(context.Background(), channel)
+	if err != nil {
+		n.t.Fatalf("node %s: Members(%q): %v", n.id, channel, err)
+	}
+	return ms
+}
+
+func (n *node) count(channel string) int {
+	n.t.Helper()
+	c, err := n.s.Count(context.Background(), channel)
+	if err != nil {
+		n.t.Fatalf("node %s: Count(%q): %v", n.id, channel, err)
+	}
+	return c
+}
+
+// expect checks Count and the set of Members' user ids of channel.
+func (n *node) expect(channel string, users ...string) {
+	n.t.Helper()
+	if got := n.count(channel); got != len(users) {
+		n.t.Errorf("node %s: Count(%q) = %d, want %d", n.id, channel, got, len(users))
+	}
+	got := ids(n.members(channel))
+	want := slices.Sorted(slices.Values(users))
+	if !slices.Equal(got, want) {
+		n.t.Errorf("node %s: Members(%q) = %q, want %q", n.id, channel, got, want)
+	}
+}
+
+// ids returns the sorted user ids of ms, duplicates kept (they are a failure).
+func ids(ms []presence.Member) []string {
+	out := make([]string, len(ms))
+	for i, m := range ms {
+		out[i] = m.UserID
+	}
+	slices.Sort(out)
+	return out
+}
+
+func testOneUserTwoConns(t *testing.T, c *cluster) {
+	a := c.node("a")
+	a.add("room", "c1", "u1", true)
+	a.add("room", "c2", "u1", false)
+	a.expect("room", "u1")
+	a.remove("room", "c1", "u1", false)
+	a.expect("room", "u1")
+	a.remove("room", "c2", "u1", true)
+	a.expect("room")
+	// Gone means gone: the next connection is first again.
+	a.add("room", "c3", "u1", true)
+	a.expect("room", "u1")
+}
+
+func testTwoUsers(t *testing.T, c *cluster) {
+	a := c.node("a")
+	a.add("room", "c1", "u1", true)
+	a.add("room", "c2", "u2", true)
+	a.add("room", "c3", "u2", false)
+	a.expect("room", "u1", "u2")
+	a.remove("room", "c1", "u1", true)
+	a.expect("room", "u2")
+	a.remove("room", "c2", "u2", false)
+	a.remove("room", "c3", "u2", true)
+	a.expect("room")
+	// Channels are independent.
+	a.add("room", "c1", "u1", true)
+	a.add("other", "c1", "u1", true)
+	a.remove("other", "c1", "u1", true)
+	a.expect("room", "u1")
+	a.expect("other")
+}
+
+// testTwoNodes: first and last are cluster-wide, not per node.
+func testTwoNodes(t *testing.T, c *cluster) {
+	a, b := c.node("a"), c.node("b")
+	a.add("room", "ca", "u1", true)
+	b.add("room", "cb", "u1", false)
+	a.expect("room", "u1")
+	b.expect("room", "u1")
+	a.remove("room", "ca", "u1", false)
+	b.expect("room", "u1")
+	b.remove("room", "cb", "u1", true)
+	a.expect("room")
+	b.expect("room")
+
+	b.add("room", "cb2", "u2", true)
+	a.add("room", "ca2", "u3", true)
+	a.expect("room", "u2", "u3")
+	b.expect("room", "u2", "u3")
+}
+
+func testMembers(t *testing.T, c *cluster) {
+	a, b := c.node("a"), c.node("b")
+	infos := map[string]raw{
+		"u1": raw(`{"name":"Ada","tags":["a","b"],"n":1.5e3}`),
+		"u2": raw(`{"name":"Zoë 世界 \ud83d\ude00","esc":"\"\\u0000\""}`),
+		"u3": nil,
+		"u4": raw(`"just a string"`),
+		"u5": raw(` { "spaced" : true } `),
+	}
+	buf := make([]byte, 0, 256)
+	for id, info := range infos {
+		// The caller's buffer is reused for every Add: a store must keep a copy.
+		buf = append(buf[:0], info...)
+		m := presence.Member{UserID: id}
+		if info != nil {
+			m.Info = buf
+		}
+		a.addInfo("room", "a-"+id, m, 0, true)
+		// A second connection on another node, with the same info, adds no member.
+		b.addInfo("room", "b-"+id, presence.Member{UserID: id, Info: []byte(info)}, 0, false)
+	}
+	for i := range buf {
+		buf[i] = 'X'
+	}
+	check := func(ms []presence.Member) {
+		t.Helper()
+		if got := ids(ms); !slices.Equal(got, []string{"u1", "u2", "u3", "u4", "u5"}) {
+			t.Fatalf("Members ids = %q, want u1..u5 once each", got)
+		}
+		for _, m := range ms {
+			if want := infos[m.UserID]; !bytes.Equal(m.Info, want) {
+				t.Errorf("Members: %s has info %q, want %q", m.UserID, m.Info, want)
+			}
+		}
+	}
+	ms := a.members("room")
+	check(ms)
+	// The caller owns what Members returns: writing into it changes nothing stored.
+	for _, m := range ms {
+		for i := range m.Info {
+			m.Info[i] = 'Y'
+		}
+	}
+	check(b.members("room"))
+
+	// With different infos per connection, the member has one of them.
+	a.addInfo("room2", "c1", presence.Member{UserID: "u", Info: raw(`{"tab":1}`)}, 0, true)
+	b.addInfo("room2", "c2", presence.Member{UserID: "u", Info: raw(`{"tab":2}`)}, 0, false)
+	ms = a.members("room2")
+	if len(ms) != 1 || (string(ms[0].Info) != `{"tab":1}` && string(ms[0].Info) != `{"tab":2}`) {
+		t.Errorf("Members(room2) = %q, want u with one of its connections' infos", ms)
+	}
+}
+
+// raw is a short name for JSON test data.
+type raw = []byte
+
+// testModel drives a random sequence of adds and removes from two nodes over two
+// channels and checks every result against a plain model.
+func testModel(t *testing.T, c *cluster) {
+	const (
+		ops     = 2000
+		users   = 20
+		conns   = 50
+		maxUser = 15 // the limit used by a third of the adds
+	)
+	seed := rand.Uint64()
+	if s := os.Getenv(SeedEnv); s != "" {
+		var err error
+		if seed, err = strconv.ParseUint(s, 10, 64); err != nil {
+			t.Fatalf("%s=%q: %v", SeedEnv, s, err)
+		}
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("replay with %s=%d", SeedEnv, seed)
+		}
+	})
+	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	nodes := []*node{c.node("a"), c.node("b")}
+	channels := []string{"room-0", "room-1"}
+	// model: channel → user → set of conns. A connection always belongs to the same user,
+	// and is always added from the same node, as in the hub.
+	model := map[string]map[string]map[string]bool{}
+	ctx := context.Background()
+	for i := range ops {
+		channel := channels[rng.IntN(len(channels))]
+		conn := rng.IntN(conns)
+		connID := "c" + strconv.Itoa(conn)
+		userID := "u" + strconv.Itoa(conn%users)
+		n := nodes[conn/users%len(nodes)] // a user has connections on both nodes
+		present := model[channel][userID]
+		if rng.IntN(2) == 0 {
+			limit := 0
+			if rng.IntN(3) == 0 {
+				limit = maxUser
+			}
+			wantFull := present == nil && limit > 0 && len(model[channel]) >= limit
+			wantFirst := present == nil && !wantFull
+			first, err := n.s.Add(ctx, channel, connID, presence.Member{UserID: userID}, limit)
+			switch {
+			case wantFull && !errors.Is(err, presence.ErrFull):
+				t.Fatalf("op %d: Add(%s, %s, %s, %d) with %d users: err=%v, want ErrFull", i, channel, connID, userID, limit, len(model[channel]), err)
+			case !wantFull && err != nil:
+				t.Fatalf("op %d: Add(%s, %s, %s, %d): %v", i, channel, connID, userID, limit, err)
+			case first != wantFirst:
+				t.Fatalf("op %d: Add(%s, %s, %s): first=%v, want %v", i, channel, connID, userID, first, wantFirst)
+			}
+			if !wantFull {
+				if model[channel] == nil {
+					model[channel] = map[string]map[string]bool{}
+				}
+				if present == nil {
+					present = map[string]bool{}
+					model[channel][userID] = present
+				}
+				present[connID] = true
+			}
+		} else {
+			wantLast := present[connID] && len(present) == 1
+			last, err := n.s.Remove(ctx, channel, connID, userID)
+			if err != nil {
+				t.Fatalf("op %d: Remove(%s, %s, %s): %v", i, channel, connID, userID, err)
+			}
+			if last != wantLast {
+				t.Fatalf("op %d: Remove(%s, %s, %s): last=%v, want %v", i, channel, connID, userID, last, wantLast)
+			}
+			delete(present, connID)
+			if len(present) == 0 {
+				delete(model[channel], userID)
+			}
+		}
+		// Check the channel just touched through the other node.
+		other := nodes[(conn/users+1)%len(nodes)]
+		want := make([]string, 0, len(model[channel]))
+		for u := range model[channel] {
+			want = append(want, u)
+		}
+		slices.Sort(want)
+		if got := other.count(channel); got != len(want) {
+			t.Fatalf("op %d: Count(%s) = %d, want %d", i, channel, got, len(want))
+		}
+		if got := ids(other.members(channel)); !slices.Equal(got, want) {
+			t.Fatalf("op %d: Members(%s) = %q, want %q", i, channel, got, want)
+		}
+	}
+}
+
+func testMaxMembers(t *testing.T, c *cluster) {
+	a, b := c.node("a"), c.node("b")
+	const limit = 2
+	a.addInfo("room", "c1", presence.Member{UserID: "u1"}, limit, true)
+	b.addInfo("room", "c2", presence.Member{UserID: "u2"}, limit, true)
+	for _, n := range []*node{a, b} {
+		first, err := n.s.Add(context.Background(), "room", "c3", presence.Member{UserID: "u3"}, limit)
+		if !errors.Is(err, presence.ErrFull) || first {
+			t.Fatalf("node %s: third user in a channel of %d: first=%v err=%v, want ErrFull", n.id, limit, first, err)
+		}
+	}
+	a.expect("room", "u1", "u2") // ErrFull recorded nothing
+	// A present user's new connection is always accepted, even at the limit.
+	b.addInfo("room", "c4", presence.Member{UserID: "u1"}, limit, false)
+	a.addInfo("room", "c5", presence.Member{UserID: "u2"}, 1, false)
+	a.expect("room", "u1", "u2")
+	// ErrFull recorded nothing: removing the refused connection is not a "last".
+	a.remove("room", "c3", "u3", false)
+	// Room frees up: the refused user gets in.
+	a.remove("room", "c2", "u2", false)
+	a.remove("room", "c5", "u2", true)
+	a.addInfo("room", "c3", presence.Member{UserID: "u3"}, limit, true)
+	a.expect("room", "u1", "u3")
+	// The limit is per channel, and zero or negative means none.
+	for i := range 50 {
+		a.addInfo("big", "c"+strconv.Itoa(i), presence.Member{UserID: "u" + strconv.Itoa(i)}, 0, true)
+	}
+	a.addInfo("big", "c-neg", presence.Member{UserID: "u-neg"}, -1, true)
+	if got := a.count("big"); got != 51 {
+		t.Errorf("Count(big) = %d, want 51", got)
+	}
+}
+
+func testIdempotent(t *testing.T, c *cluster) {
+	a, b := c.node("a"), c.node("b")
+	a.add("room", "c1", "u1", true)
+	a.add("room", "c1", "u1", false) // the same connection again
+	b.add("room", "c1", "u1", false) // even through another node
+	a.expect("room", "u1")
+	a.remove("room", "c-unknown", "u1", false) // unknown connection of a present user
+	a.remove("room", "c1", "u-unknown", false) // unknown user
+	a.remove("room-unknown", "c1", "u1", false)
+	a.expect("room", "u1")
+	a.remove("room", "c1", "u1", true) // one Remove undoes the repeated Adds
+	a.remove("room", "c1", "u1", false)
+	a.expect("room")
+	// A known connection at the limit is still a no-op, not ErrFull.
+	a.addInfo("full", "c1", presence.Member{UserID: "u1"}, 1, true)
+	a.addInfo("full", "c1", presence.Member{UserID: "u1"}, 1, false)
+}
+
+func testEmpty(t *testing.T, c *cluster) {
+	a := c.node("a")
+	a.expect("never-used")
+	a.add("room", "c1", "u1", true)
+	a.remove("room", "c1", "u1", true)
+	a.expect("room")
+	if ms := a.members("room"); len(ms) != 0 {
+		t.Errorf("Members of an emptied channel = %q, want none", ms)
+	}
+}
+
+// testConcurrent: goroutines on two nodes add and remove their own users in shared
+// channels while others read; every result is what the goroutine alone predicts, and the
+// channels end empty.
+func testConcurrent(t *testing.T, c *cluster) {
+	const workers, rounds = 8, 50
+	nodes := []*node{c.node("a"), c.node("b")}
+	channels := []string{"room-0", "room-1", "room-2"}
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for w := range workers {
+		n := nodes[w%len(nodes)]
+		wg.Go(func() {
+			userID := "u" + strconv.Itoa(w)
+			for r := range rounds {
+				channel := channels[r%len(channels)]
+				c1, c2 := fmt.Sprintf("w%d-r%d-1", w, r), fmt.Sprintf("w%d-r%d-2", w, r)
+				steps := []struct {
+					add  bool
+					conn string
+					want bool
+				}{{true, c1, true}, {true, c2, false}, {false, c1, false}, {false, c2, true}}
+				for _, s := range steps {
+					var got bool
+					var err error
+					if s.add {
+						got, err = n.s.Add(ctx, channel, s.conn, presence.Member{UserID: userID, Info: raw(`{}`)}, 0)
+					} else {
+						got, err = n.s.Remove(ctx, channel, s.conn, userID)
+					}
+					if err != nil || got != s.want {
+						t.Errorf("worker %d round %d: add=%v %s: got %v, %v; want %v", w, r, s.add, s.conn, got, err, s.want)
+						return
+					}
+				}
+			}
+		})
+	}
+	stop := make(chan struct{})
+	var readers sync.WaitGroup
+	for i := range 2 {
+		n := nodes[i]
+		readers.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				for _, ch := range channels {
+					cnt, err := n.s.Count(ctx, ch)
+					if err != nil || cnt < 0 || cnt > workers {
+						t.Errorf("Count(%s) = %d, %v; want 0..%d", ch, cnt, err, workers)
+						return
+					}
+					ms, err := n.s.Members(ctx, ch)
+					if err != nil || len(ms) > workers {
+						t.Errorf("Members(%s): %d members, %v; want at most %d", ch, len(ms), err, workers)
+						return
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(stop)
+	readers.Wait()
+	for _, ch := range channels {
+		nodes[0].expect(ch)
+	}
+}
+
+// testConcurrentSameUser: connections of one user arriving and leaving at once on
+// several nodes yield exactly one first and one last per round, cluster-wide.
+func testConcurrentSameUser(t *testing.T, c *cluster) {
+	const conns, rounds = 6, 30
+	nodes := []*node{c.node("a"), c.node("b"), c.node("c")}
+	ctx := context.Background()
+	for r := range rounds {
+		var firsts, lasts atomic.Int32
+		var wg sync.WaitGroup
+		for i := range conns {
+			n := nodes[i%len(nodes)]
+			connID := fmt.Sprintf("r%d-c%d", r, i)
+			wg.Go(func() {
+				first, err := n.s.Add(ctx, "room", connID, presence.Member{UserID: "u"}, 1)
+				if err != nil {
+					t.Errorf("Add(%s): %v", connID, err)
+				}
+				if first {
+					firsts.Add(1)
+				}
+			})
+		}
+		wg.Wait()
+		for i := range conns {
+			n := nodes[(i+1)%len(nodes)]
+			connID := fmt.Sprintf("r%d-c%d", r, i)
+			wg.Go(func() {
+				last, err := n.s.Remove(ctx, "room", connID, "u")
+				if err != nil {
+					t.Errorf("Remove(%s): %v", connID, err)
+				}
+				if last {
+					lasts.Add(1)
+				}
+			})
+		}
+		wg.Wait()
+		if firsts.Load() != 1 || lasts.Load() != 1 {
+			t.Fatalf("round %d: %d firsts and %d lasts among %d connections of one user, want 1 and 1", r, firsts.Load(), lasts.Load(), conns)
+		}
+	}
+	nodes[0].expect("room")
+}
+
+// testClose: a closed Store refuses every call with ErrClosed; the other nodes, and what
+// they see, are unaffected.
+func testClose(t *testing.T, c *cluster) {
+	a, b := c.node("a"), c.node("b")
+	a.add("room", "ca", "u1", true)
+	b.add("room", "cb", "u2", true)
+	if err := a.s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	ctx := context.Background()
+	_, errAdd := a.s.Add(ctx, "room", "ca2", presence.Member{UserID: "u3"}, 0)
+	_, errRemove := a.s.Remove(ctx, "room", "ca", "u1")
+	_, errMembers := a.s.Members(ctx, "room")
+	_, errCount := a.s.Count(ctx, "room")
+	for name, err := range map[string]error{
+		"Add": errAdd, "Remove": errRemove, "Members": errMembers, "Count": errCount, "Close": a.s.Close(),
+	} {
+		if !errors.Is(err, presence.ErrClosed) {
+			t.Errorf("%s after Close: %v, want ErrClosed", name, err)
+		}
+	}
+	b.add("room", "cb2", "u4", true)
+	b.remove("room", "cb2", "u4", true)
+	if got := b.count("room"); got < 1 || got > 2 {
+		// u1's entry may or may not outlive its node's Close; u2's must.
+		t.Errorf("Count(room) on the open node = %d, want u2 (and maybe u1)", got)
+	}
+	if !slices.Contains(ids(b.members("room")), "u2") {
+		t.Errorf("Members(room) on the open node lost u2")
+	}
+}
+
+func testCancelledContext(t *testing.T, c *cluster) {
+	a := c.node("a")
+	a.add("room", "c1", "u1", true)
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	expired, cancel2 := context.WithDeadline(context.Background(), time.Unix(1, 0))
+	defer cancel2()
+	for _, tc := range []struct {
+		ctx  context.Context
+		want error
+	}{{cancelled, context.Canceled}, {expired, context.DeadlineExceeded}} {
+		_, errAdd := a.s.Add(tc.ctx, "room", "c2", presence.Member{UserID: "u2"}, 0)
+		_, errRemove := a.s.Remove(tc.ctx, "room", "c1", "u1")
+		_, errMembers := a.s.Members(tc.ctx, "room")
+		_, errCount := a.s.Count(tc.ctx, "room")
+		for name, err := range map[string]error{
+			"Add": errAdd, "Remove": errRemove, "Members": errMembers, "Count": errCount,
+		} {
+			if !errors.Is(err, tc.want) {
+				t.Errorf("%s with a done context: %v, want %v", name, err, tc.want)
+			}
+		}
+	}
+	// Checked at entry: neither the Add nor the Remove happened.
+	a.expect("room", "u1")
+	a.remove("room", "c1", "u1", true)
+}
