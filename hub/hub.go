@@ -1,10 +1,365 @@
 package hub
 
 import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/herald-rt/herald/presence"
+	"github.com/herald-rt/herald/pubsub"
+	"github.com/herald-rt/herald/transport"
 )
 
-// Hub is one Herald node's Pusher protocol engine.
+// Config configures a Hub. The zero value serves no app; everything else has a default.
+type Config struct {
+	// Apps are the tenants served. Keys and ids must be unique.
+	Apps []App
+	// NodeID is the first half of every socket_id ("<node>.<conn>"), so that socket ids
+	// are unique across nodes. 0 picks a random one.
+	NodeID uint32
+	// Transport configures the listener and loops. Handler and HTTP are set by the hub;
+	// the idle settings are derived from ActivityTimeout and PongTimeout.
+	Transport transport.Config
+	// NewBroker builds the broker with the hub as its handler; nil uses pubsub.NewMemory.
+	NewBroker func(pubsub.Handler) (pubsub.Broker, error)
+	// Presence is the presence store; nil uses an in-memory one. The hub closes it.
+	Presence presence.Store
+	// ActivityTimeout is sent to clients (they ping after that much silence); default 120 s.
+	// The server pings a connection it has not heard from for ActivityTimeout+30 s.
+	ActivityTimeout time.Duration
+	// PongTimeout is how long the server waits for any sign of life after its ping
+	// before closing with 4201; default 30 s.
+	PongTimeout time.Duration
+	// MaxConnections caps this node's connections (all apps); past it new connections
+	// get 4100 and are closed, and open ones are untouched. 0 means no cap.
+	MaxConnections int
+	// MaxChannelsPerConnection caps one connection's subscriptions; default 1000.
+	MaxChannelsPerConnection int
+	// CacheTTL is how long a cache channel keeps its last event; default 30 min.
+	CacheTTL time.Duration
+	// OpsShards and OpsQueue size the off-loop workers for broker and presence calls;
+	// defaults 8 shards of 4096 queued jobs.
+	OpsShards, OpsQueue int
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// Registerer receives the hub's Prometheus metrics; nil registers nowhere.
+	Registerer prometheus.Registerer
+}
+
+// Errors returned by New.
+var (
+	ErrDuplicateApp = errors.New("hub: duplicate app id or key")
+	ErrNoApps       = errors.New("hub: no app configured")
+)
+
+// Hub is one Herald node's Pusher protocol engine. It owns the transport server, the
+// broker and the presence store.
 type Hub struct {
-	clock func() time.Time
+	cfg     Config
+	log     *slog.Logger
+	clock   func() time.Time
+	nodeID  uint32
+	nodeStr string
+
+	appsByKey map[string]*appState
+	appsByID  map[string]*appState
+
+	srv      *transport.Server
+	broker   pubsub.Broker
+	presence presence.Store
+	index    *index
+	ops      *ops
+	cache    *cacheStore
+	metrics  *metrics
+
+	open atomic.Int64 // open connections (all apps)
+
+	conns connTable // conn id → client, for socket_id exclusion
+	users userTable // app + user id → signed-in clients
+
+	shutdownOnce sync.Once
+	closed       atomic.Bool
+}
+
+// New builds a hub and binds its listening socket. Call Run to serve.
+func New(cfg Config) (*Hub, error) {
+	if len(cfg.Apps) == 0 {
+		return nil, ErrNoApps
+	}
+	if cfg.ActivityTimeout <= 0 {
+		cfg.ActivityTimeout = 120 * time.Second
+	}
+	if cfg.PongTimeout <= 0 {
+		cfg.PongTimeout = 30 * time.Second
+	}
+	if cfg.MaxChannelsPerConnection <= 0 {
+		cfg.MaxChannelsPerConnection = 1000
+	}
+	if cfg.CacheTTL <= 0 {
+		cfg.CacheTTL = 30 * time.Minute
+	}
+	if cfg.OpsShards <= 0 {
+		cfg.OpsShards = 8
+	}
+	if cfg.OpsQueue <= 0 {
+		cfg.OpsQueue = 4096
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.NodeID == 0 {
+		var b [4]byte
+		_, _ = rand.Read(b[:])
+		cfg.NodeID = binary.LittleEndian.Uint32(b[:])>>1 | 1
+	}
+	h := &Hub{
+		cfg:       cfg,
+		log:       cfg.Logger,
+		clock:     time.Now,
+		nodeID:    cfg.NodeID,
+		nodeStr:   strconv.FormatUint(uint64(cfg.NodeID), 10),
+		appsByKey: make(map[string]*appState),
+		appsByID:  make(map[string]*appState),
+		index:     newIndex(),
+		cache:     newCacheStore(),
+	}
+	for _, a := range cfg.Apps {
+		if err := a.Validate(); err != nil {
+			return nil, err
+		}
+		if h.appsByKey[a.Key] != nil || h.appsByID[a.ID] != nil {
+			return nil, fmt.Errorf("%w: %s", ErrDuplicateApp, a.ID)
+		}
+		if strings.Contains(a.ID, ":") {
+			return nil, fmt.Errorf("%w %s: id must not contain ':'", ErrInvalidApp, a.ID)
+		}
+		st := &appState{cfg: a.withDefaults()}
+		h.appsByKey[a.Key] = st
+		h.appsByID[a.ID] = st
+	}
+	h.metrics = newMetrics(h, cfg.Registerer)
+	for _, a := range h.appsByID {
+		a.stats = h.metrics.forApp(a.cfg.ID)
+	}
+
+	h.presence = cfg.Presence
+	if h.presence == nil {
+		h.presence = presence.NewMemory()
+	}
+	var err error
+	if cfg.NewBroker != nil {
+		h.broker, err = cfg.NewBroker(h)
+	} else {
+		h.broker = pubsub.NewMemory(h)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("hub: broker: %w", err)
+	}
+
+	tc := cfg.Transport
+	tc.Handler = h
+	tc.HTTP = h.APIHandler()
+	tc.IdleTimeout = cfg.ActivityTimeout + 30*time.Second
+	tc.PongTimeout = cfg.PongTimeout
+	tc.IdleClose = closePongTimeout
+	tc.SlowConsumer = closeSlowConsumer
+	if tc.Logger == nil {
+		tc.Logger = cfg.Logger
+	}
+	h.srv, err = transport.New(tc)
+	if err != nil {
+		_ = h.broker.Close()
+		return nil, err
+	}
+	h.ops = newOps(cfg.OpsShards, cfg.OpsQueue)
+	return h, nil
+}
+
+// Run starts serving; it returns at once.
+func (h *Hub) Run() error { return h.srv.Run() }
+
+// Addr is the public listen address.
+func (h *Hub) Addr() string { return h.srv.Addr() }
+
+// NodeID is the node part of this hub's socket ids.
+func (h *Hub) NodeID() uint32 { return h.nodeID }
+
+// Draining reports whether Shutdown has started (readiness probes fail from then on).
+func (h *Hub) Draining() bool { return h.closed.Load() }
+
+// Shutdown stops accepting, closes every connection with 4200 so that clients reconnect
+// to another node at once, waits for them (until ctx ends), then finishes the queued
+// broker and presence work and closes the broker and the store.
+func (h *Hub) Shutdown(ctx context.Context) error {
+	var err error
+	h.shutdownOnce.Do(func() {
+		h.closed.Store(true)
+		err = h.srv.Shutdown(ctx, closeShutdown)
+		h.ops.close()
+		err = errors.Join(err, h.broker.Close(), h.presence.Close())
+	})
+	return err
+}
+
+// TransportStats exposes the transport's counters (for the admin server).
+func (h *Hub) TransportStats() transport.Stats { return h.srv.Stats() }
+
+var _ transport.Handler = (*Hub)(nil)
+var _ pubsub.Handler = (*Hub)(nil)
+
+// --- transport.Handler --------------------------------------------------------------
+
+// Accept checks the path, the app key, the Origin and the protocol version. An unknown
+// key or a bad version is accepted and then closed with its Pusher code, because
+// pusher-js reads close codes (an HTTP error would just make it retry).
+func (h *Hub) Accept(req *transport.UpgradeRequest) (any, error) {
+	key, ok := strings.CutPrefix(req.Path, "/app/")
+	if !ok || key == "" || strings.Contains(key, "/") {
+		return nil, &transport.RejectError{Status: http.StatusNotFound, Message: "path not found; connect to /app/{key}"}
+	}
+	c := &client{}
+	a := h.appsByKey[key]
+	if a == nil {
+		c.reject = &closeAppNotFound
+		return c, nil
+	}
+	if req.Origin != "" && !a.cfg.originAllowed(req.Origin) {
+		a.stats.rejected("origin_not_allowed")
+		return nil, &transport.RejectError{Status: http.StatusForbidden, Message: "origin not allowed"}
+	}
+	c.app = a
+	if r := checkProtocol(req.RawQuery); r != nil {
+		c.reject = r
+	}
+	return c, nil
+}
+
+// checkProtocol accepts protocol 5 to 7 and a missing one (taken as 7).
+func checkProtocol(rawQuery string) *transport.CloseReason {
+	for rawQuery != "" {
+		var kv string
+		kv, rawQuery, _ = strings.Cut(rawQuery, "&")
+		k, v, _ := strings.Cut(kv, "=")
+		if k != "protocol" {
+			continue
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return &closeBadProtocol
+		}
+		if n < 5 {
+			return &closeOldProtocol
+		}
+		return nil
+	}
+	return nil
+}
+
+func (h *Hub) OnOpen(tc *transport.Conn) {
+	c := tc.Value().(*client)
+	c.conn = tc
+	if c.reject != nil {
+		h.refuse(c, *c.reject)
+		return
+	}
+	a := c.app
+	n := h.open.Add(1)
+	an := a.stats.open.Add(1)
+	c.counted = true
+	if h.cfg.MaxConnections > 0 && n > int64(h.cfg.MaxConnections) {
+		h.refuse(c, closeOverCapacity)
+		return
+	}
+	if a.cfg.MaxConnections > 0 && an > int64(a.cfg.MaxConnections) {
+		h.refuse(c, closeOverQuota)
+		return
+	}
+	h.conns.put(tc.ID(), c)
+	a.stats.opened()
+	b := make([]byte, 0, 128)
+	b = append(b, `{"event":"pusher:connection_established","data":"{\"socket_id\":\"`...)
+	b = h.appendSocketID(b, c)
+	b = append(b, `\",\"activity_timeout\":`...)
+	b = strconv.AppendInt(b, int64(h.cfg.ActivityTimeout/time.Second), 10)
+	b = append(b, `}"}`...)
+	tc.WriteText(b)
+}
+
+// refuse sends pusher:error with the reason's code and closes with it.
+func (h *Hub) refuse(c *client, r transport.CloseReason) {
+	c.conn.WriteText(errorJSON(int(r.Code), r.Text))
+	c.conn.Close(r)
+}
+
+func (h *Hub) OnMessage(tc *transport.Conn, msg []byte) {
+	c := tc.Value().(*client)
+	if c.reject != nil || c.conn.Closed() {
+		return
+	}
+	c.app.stats.received()
+	h.handleMessage(c, msg)
+}
+
+func (h *Hub) OnIdle(tc *transport.Conn) { tc.WriteText(pingJSON) }
+
+func (h *Hub) OnClose(tc *transport.Conn, reason transport.CloseReason) {
+	c := tc.Value().(*client)
+	if c.app != nil {
+		c.app.stats.closed(reason.Label)
+	} else {
+		h.metrics.closedNoApp(reason.Label)
+	}
+	if !c.counted {
+		return
+	}
+	h.open.Add(-1)
+	c.app.stats.open.Add(-1)
+	h.conns.del(tc.ID(), c)
+	if c.userID != "" {
+		h.users.del(c.app, c.userID, c)
+	}
+	for _, s := range c.subs {
+		h.leave(c, s)
+	}
+	c.subs = nil
+}
+
+// socket ids are "<node>.<conn id>": unique across nodes, and a node can tell its own.
+func (h *Hub) appendSocketID(b []byte, c *client) []byte {
+	b = append(b, h.nodeStr...)
+	b = append(b, '.')
+	return strconv.AppendUint(b, c.conn.ID(), 10)
+}
+
+func (h *Hub) socketID(c *client) string { return string(h.appendSocketID(nil, c)) }
+
+// parseSocketID splits "<node>.<conn>"; ok is false for anything else.
+func parseSocketID(s string) (node uint32, conn uint64, ok bool) {
+	a, b, found := strings.Cut(s, ".")
+	if !found || a == "" || b == "" {
+		return 0, 0, false
+	}
+	for _, r := range a + b {
+		if r < '0' || r > '9' {
+			return 0, 0, false
+		}
+	}
+	n, err1 := strconv.ParseUint(a, 10, 32)
+	cid, err2 := strconv.ParseUint(b, 10, 64)
+	if err1 != nil || err2 != nil {
+		// A well-formed id of another server (longer numbers) is valid but never ours.
+		return 0, 0, true
+	}
+	return uint32(n), cid, true
 }

@@ -1,0 +1,41 @@
+// Package e2e is Herald's end-to-end suite: real Pusher clients drive the built herald
+// binary over loopback.
+//
+//   - pusher-js 8.6.0 (its Node build) connects, subscribes, signs in and sends client
+//     events, exactly as a browser app would;
+//   - the `pusher` Node server SDK 5.3.4 publishes through the signed HTTP API and signs
+//     channel authorizations and user sign-ins (its authorizeChannel/authenticateUser,
+//     called from pusher-js's customHandler hooks, so no auth HTTP server is needed).
+//
+// The Go side (e2e_test.go) builds cmd/herald with the race detector, writes an
+// apps.json, starts herald as a child process on free loopback ports (its output goes
+// to the test log), waits for its "serving" line and runs each js/*.test.mjs file with
+// `node --test` as one subtest. The JS side learns where herald is from the environment:
+// HERALD_HOST, HERALD_PORT, HERALD_ADMIN, HERALD_PID, APP_ID/APP_KEY/APP_SECRET and
+// APP2_* (a second app, for isolation tests), E2E_MAX_CONNECTIONS and
+// E2E_ACTIVITY_TIMEOUT for the instance started with those flags.
+//
+// Three herald instances, each with its own files:
+//
+//	main    apps.json with two apps (client events on for the first)
+//	        connection, channels, presence, client_events, users, rest, admin
+//	limits  flags only: --app-* without --client-events, --max-connections,
+//	        --activity-timeout 2s                                     limits
+//	drain   the test sends SIGTERM itself and expects close 4200;     drain
+//	        the harness then expects exit status 0
+//
+// Every instance is stopped with SIGTERM (SIGKILL after a grace period) and must exit
+// with status 0 and without a data race report on its stderr.
+//
+// Requirements: node ≥ 20 on PATH and e2e/js/node_modules, which `make test` installs
+// with `npm ci --prefix e2e/js`. Without node_modules the tests fail (they do not skip):
+// a suite that silently skips is a suite that does not run. To run one file by hand
+// against a herald you started yourself:
+//
+//	cd e2e/js && HERALD_PORT=6001 HERALD_ADMIN=127.0.0.1:9601 APP_ID=1 APP_KEY=k1 APP_SECRET=s1 \
+//	    node --test --test-reporter=spec channels.test.mjs
+//
+// Set E2E_DEBUG=1 for pusher-js's own log. Tests wait for events with bounded timeouts;
+// to assert that something did NOT arrive they first wait for a later marker event on
+// the same path, so that "not received" means something.
+package e2e

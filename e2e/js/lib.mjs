@@ -1,0 +1,410 @@
+// Helpers shared by the end-to-end tests: real pusher-js clients (its Node build) and
+// the real `pusher` server SDK, pointed at the herald started by e2e/e2e_test.go.
+//
+// Every client gets a wire tap: the raw frames it received and sent and the close code
+// of each WebSocket it opened, so that a failing assertion can print what was on the
+// wire and so that tests can check what pusher-js itself hides (close codes, exact
+// bytes, reconnect attempts).
+
+import { randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import Pusher from 'pusher-js';
+import PusherServer from 'pusher';
+
+export { sleep };
+
+function need(name) {
+  const v = process.env[name];
+  if (!v) {
+    throw new Error(`${name} is not set: run these tests through "go test ./e2e" (or "make test"), which starts herald and sets HERALD_HOST, HERALD_PORT, HERALD_ADMIN and APP_*`);
+  }
+  return v;
+}
+
+// env describes the herald under test.
+export const env = {
+  host: process.env.HERALD_HOST || '127.0.0.1',
+  port: Number(need('HERALD_PORT')),
+  admin: need('HERALD_ADMIN'), // host:port of the admin server
+  pid: Number(process.env.HERALD_PID || 0),
+  app: { id: need('APP_ID'), key: need('APP_KEY'), secret: need('APP_SECRET') },
+  app2: process.env.APP2_ID
+    ? { id: process.env.APP2_ID, key: process.env.APP2_KEY, secret: process.env.APP2_SECRET }
+    : null,
+  maxConnections: Number(process.env.E2E_MAX_CONNECTIONS || 0),
+  activityTimeout: Number(process.env.E2E_ACTIVITY_TIMEOUT || 0),
+};
+
+if (process.env.E2E_DEBUG) {
+  Pusher.logToConsole = true;
+}
+
+// uniq returns a channel-name-safe unique name with the given prefix.
+export function uniq(prefix) {
+  return `${prefix}${randomBytes(5).toString('hex')}`;
+}
+
+// sdk returns a `pusher` server SDK client for app (the main app by default). opts are
+// merged into the SDK options (e.g. {secret: 'wrong'} or {encryptionMasterKeyBase64}).
+export function sdk(opts = {}) {
+  const app = opts.app || env.app;
+  const o = { appId: app.id, key: app.key, secret: app.secret, host: env.host, port: String(env.port), useTLS: false, timeout: 5000, ...opts };
+  delete o.app;
+  return new PusherServer(o);
+}
+
+// --- the wire tap -----------------------------------------------------------------------
+
+// A Log keeps entries and lets tests wait for one that matches.
+export class Log {
+  constructor(describe) {
+    this.entries = [];
+    this.waiters = new Set();
+    this.describe = describe || (() => '');
+  }
+  push(e) {
+    this.entries.push(e);
+    for (const w of [...this.waiters]) {
+      if (w.pred(e)) {
+        this.waiters.delete(w);
+        clearTimeout(w.timer);
+        w.resolve(e);
+      }
+    }
+  }
+  find(pred) {
+    return this.entries.find(pred);
+  }
+  filter(pred) {
+    return this.entries.filter(pred);
+  }
+  // wait resolves with the first entry (past or future) matching pred, or rejects after ms.
+  wait(pred, what, ms = 5000) {
+    const hit = this.entries.find(pred);
+    if (hit !== undefined) return Promise.resolve(hit);
+    return new Promise((resolve, reject) => {
+      const w = { pred, resolve };
+      w.timer = setTimeout(() => {
+        this.waiters.delete(w);
+        reject(new Error(`timed out after ${ms} ms waiting for ${what}\n${this.describe()}`));
+      }, ms);
+      this.waiters.add(w);
+    });
+  }
+}
+
+// One tap per pusher-js instance, keyed by its timeline (each Pusher has its own and
+// hands it to every transport it creates).
+const taps = new WeakMap();
+function tapFor(timeline) {
+  let t = taps.get(timeline);
+  if (!t) {
+    t = { sockets: [], frames: null };
+    taps.set(timeline, t);
+  }
+  return t;
+}
+
+const initTransport = Pusher.Runtime.transportConnectionInitializer;
+Pusher.Runtime.transportConnectionInitializer = function tappedInitializer() {
+  const tap = tapFor(this.timeline);
+  const sock = { n: tap.sockets.length, opened: false, close: null };
+  tap.sockets.push(sock);
+  const record = (dir, raw) => {
+    if (tap.frames) tap.frames.push({ sock: sock.n, dir, raw, at: Date.now() });
+  };
+  this.bind('open', () => {
+    sock.opened = true;
+    record('open', '');
+  });
+  this.bind('message', (m) => record('in', String(m.data)));
+  this.bind('closed', (ev) => {
+    sock.close = { code: ev && ev.code, reason: ev && ev.reason };
+    record('close', JSON.stringify(sock.close));
+  });
+  const send = this.send;
+  this.send = (data) => {
+    record('out', String(data));
+    return send.call(this, data);
+  };
+  return initTransport.call(this);
+};
+
+// --- clients ----------------------------------------------------------------------------
+
+const clients = new Set();
+
+// cleanup disconnects every client made by connect; call it from afterEach.
+export async function cleanup() {
+  for (const c of clients) c.disconnect();
+  clients.clear();
+}
+
+function parse(raw) {
+  try {
+    const f = JSON.parse(raw);
+    let data = f.data;
+    if (typeof data === 'string') {
+      try {
+        data = JSON.parse(data);
+      } catch {
+        // not JSON: keep the string
+      }
+    }
+    return { ...f, parsedData: data };
+  } catch {
+    return { event: undefined, raw };
+  }
+}
+
+// Client wraps one pusher-js instance and its wire tap.
+export class Client {
+  constructor(name, pusher) {
+    this.name = name;
+    this.pusher = pusher;
+    this.tap = tapFor(pusher.timeline);
+    const describe = () => this.dump();
+    // frames: {sock, dir: 'in'|'out'|'open'|'close', raw, at, ...parsed}
+    this.frames = new Log(describe);
+    this.tap.frames = { push: (f) => this.frames.push(f.dir === 'in' || f.dir === 'out' ? { ...f, ...parse(f.raw) } : f) };
+    // states: every connection state pusher-js went through.
+    this.states = new Log(describe);
+    this.states.push({ state: pusher.connection.state });
+    pusher.connection.bind('state_change', ({ current }) => this.states.push({ state: current }));
+    // errors: what pusher-js reports on connection 'error', reduced to {code, message, type}.
+    this.errors = new Log(describe);
+    pusher.connection.bind('error', (e) => {
+      const inner = e && e.error && e.error.data ? e.error.data : e && e.data ? e.data : {};
+      this.errors.push({ code: inner.code, message: inner.message, type: e && e.type, raw: e });
+    });
+    // events: channel events as pusher-js hands them to the app (after decryption),
+    // {channel, event, data, metadata}.
+    this.events = new Log(describe);
+    // userEvents: events pusher-js hands to pusher.user.bind (server-to-user messages).
+    this.userEvents = new Log(describe);
+    pusher.user.bind_global((event, data) => this.userEvents.push({ event, data }));
+  }
+
+  get socketId() {
+    return this.pusher.connection.socket_id;
+  }
+  get state() {
+    return this.pusher.connection.state;
+  }
+
+  // inbound returns the parsed frames received with the given event name (and channel).
+  inbound(event, channel) {
+    return this.frames.filter((f) => f.dir === 'in' && f.event === event && (channel === undefined || f.channel === channel));
+  }
+  outbound(event, channel) {
+    return this.frames.filter((f) => f.dir === 'out' && f.event === event && (channel === undefined || f.channel === channel));
+  }
+  // waitFrame waits for an inbound frame with that event (and channel).
+  waitFrame(event, channel, ms = 5000) {
+    return this.frames.wait(
+      (f) => f.dir === 'in' && f.event === event && (channel === undefined || f.channel === channel),
+      `${this.name}: frame ${event}${channel ? ' on ' + channel : ''}`,
+      ms,
+    );
+  }
+  waitState(state, ms = 5000) {
+    return this.states.wait((s) => s.state === state, `${this.name}: state ${state}`, ms);
+  }
+  waitError(code, ms = 5000) {
+    return this.errors.wait((e) => e.code === code, `${this.name}: pusher-js error with code ${code}`, ms);
+  }
+  // waitClose waits until the n-th WebSocket (0: the first) is closed and returns {code, reason}.
+  waitClose(n = 0, ms = 5000) {
+    return this.frames.wait((f) => f.dir === 'close' && f.sock === n, `${this.name}: close of socket #${n}`, ms).then(() => this.tap.sockets[n].close);
+  }
+  // waitEvent waits for a channel event delivered by pusher-js.
+  waitEvent(channel, event, ms = 5000, pred = () => true) {
+    return this.events.wait((e) => e.channel === channel && e.event === event && pred(e), `${this.name}: event ${event} on ${channel}`, ms);
+  }
+  received(channel, event) {
+    return this.events.filter((e) => e.channel === channel && (event === undefined || e.event === event));
+  }
+
+  // subscribe subscribes and records every event pusher-js emits on the channel.
+  subscribe(name) {
+    const ch = this.pusher.subscribe(name);
+    if (!ch.__e2eTapped) {
+      // Record what pusher-js hands to the app's bind() callbacks, metadata included.
+      ch.__e2eTapped = true;
+      const emit = ch.emit;
+      ch.emit = (event, data, metadata) => {
+        this.events.push({ channel: name, event, data, metadata });
+        return emit.call(ch, event, data, metadata);
+      };
+    }
+    return ch;
+  }
+
+  // subscribed subscribes and waits for pusher:subscription_succeeded; it throws with the
+  // frames seen if pusher:subscription_error comes instead.
+  async subscribed(name, ms = 5000) {
+    const ch = this.subscribe(name);
+    const ok = this.waitEvent(name, 'pusher:subscription_succeeded', ms);
+    const bad = this.waitEvent(name, 'pusher:subscription_error', ms + 1000).then(
+      (e) => {
+        throw new Error(`${this.name}: subscription to ${name} failed: ${JSON.stringify(e.data)}\n${this.dump()}`);
+      },
+      () => new Promise(() => {}),
+    );
+    await Promise.race([ok, bad]);
+    return ch;
+  }
+
+  // signin asks pusher-js to sign in and waits for pusher:signin_success and for the
+  // #server-to-user-<id> subscription pusher-js makes afterwards.
+  async signin(ms = 5000) {
+    this.pusher.signin();
+    await this.waitFrame('pusher:signin_success', undefined, ms);
+    const id = this.userData.id;
+    await this.waitFrame('pusher_internal:subscription_succeeded', `#server-to-user-${id}`, ms);
+  }
+
+  disconnect() {
+    this.pusher.disconnect();
+  }
+
+  // dump renders the wire for error messages.
+  dump(limit = 40) {
+    const all = this.frames.entries;
+    const lines = all.slice(-limit).map((f) => {
+      const t = new Date(f.at).toISOString().slice(17, 23);
+      return `    ${t} #${f.sock} ${f.dir.padEnd(5)} ${f.raw.length > 300 ? f.raw.slice(0, 300) + '…' : f.raw}`;
+    });
+    const errs = this.errors.entries.map((e) => `    error ${e.type} code=${e.code} ${e.message ?? ''}`);
+    return [`  ${this.name} (state ${this.state}, socket ${this.socketId}) wire${all.length > limit ? ` (last ${limit} of ${all.length})` : ''}:`, ...lines, ...errs].join('\n');
+  }
+}
+
+// connect makes a pusher-js client and (by default) waits until it is connected.
+//
+// opts: name (for messages), key (app key), app (credentials the auth handlers sign
+// with), user ({user_id, user_info} for presence channel_data), userData ({id, ...} for
+// sign-in), authorize(socketId, channel, sign) to override channel auth, activityTimeout
+// (ms), wait (default true).
+export async function connect(opts = {}) {
+  const app = opts.app || env.app;
+  const signer = sdk({ app, ...(opts.sdkOptions || {}) });
+  const user = opts.user;
+  const userData = opts.userData || (user ? { id: String(user.user_id), user_info: user.user_info } : undefined);
+  const sign = (socketId, channel) => signer.authorizeChannel(socketId, channel, channel.startsWith('presence-') ? user : undefined);
+  const options = {
+    wsHost: env.host,
+    wsPort: env.port,
+    forceTLS: false,
+    enabledTransports: ['ws'],
+    disableStats: true,
+    cluster: '',
+    channelAuthorization: {
+      customHandler: ({ socketId, channelName }, cb) => {
+        try {
+          cb(null, opts.authorize ? opts.authorize(socketId, channelName, sign) : sign(socketId, channelName));
+        } catch (e) {
+          cb(e, null);
+        }
+      },
+    },
+    userAuthentication: {
+      customHandler: ({ socketId }, cb) => {
+        try {
+          cb(null, signer.authenticateUser(socketId, userData));
+        } catch (e) {
+          cb(e, null);
+        }
+      },
+    },
+  };
+  if (opts.activityTimeout) options.activityTimeout = opts.activityTimeout;
+  const pusher = new Pusher(opts.key || app.key, options);
+  const c = new Client(opts.name || 'client', pusher);
+  c.userData = userData;
+  clients.add(c);
+  if (opts.wait !== false) {
+    await c.waitState('connected', opts.timeout || 5000);
+  }
+  return c;
+}
+
+// expectNone asserts that nothing matching pred was recorded in log; use it after a
+// marker event has been seen so that "not received" means something.
+export function expectNone(log, pred, what) {
+  const hit = log.find(pred);
+  if (hit !== undefined) {
+    throw new Error(`unexpected ${what}: ${JSON.stringify(hit.raw ?? hit)}\n${log.describe()}`);
+  }
+}
+
+// --- HTTP -------------------------------------------------------------------------------
+
+// apiError runs an SDK call that must fail and returns {status, body}: the HTTP status
+// and the parsed JSON error body.
+export async function apiError(promise) {
+  let err;
+  try {
+    const res = await promise;
+    const text = await res.text();
+    throw new Error(`request succeeded with ${res.status} ${text}, want an error`);
+  } catch (e) {
+    err = e;
+  }
+  if (err.status === undefined) throw err;
+  let body;
+  try {
+    body = JSON.parse(err.body);
+  } catch {
+    throw new Error(`error body is not JSON (status ${err.status}): ${JSON.stringify(err.body)}`);
+  }
+  return { status: err.status, body, text: err.body };
+}
+
+// json reads an SDK response.
+export async function json(res) {
+  const text = await res.text();
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new Error(`response is not JSON (status ${res.status}): ${JSON.stringify(text)}`);
+  }
+}
+
+// admin GETs a path on the admin server.
+export async function admin(path) {
+  const res = await fetch(`http://${env.admin}${path}`);
+  return { status: res.status, text: await res.text(), type: res.headers.get('content-type') };
+}
+
+export async function stats() {
+  const r = await admin('/stats');
+  if (r.status !== 200) throw new Error(`/stats answered ${r.status}: ${r.text}`);
+  return JSON.parse(r.text);
+}
+
+// eventually polls fn until it returns a truthy value, or throws with the last value.
+export async function eventually(fn, what, ms = 5000, every = 50) {
+  const deadline = Date.now() + ms;
+  let last;
+  for (;;) {
+    last = await fn();
+    if (last) return last;
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}; last value ${JSON.stringify(last)}`);
+    await sleep(every);
+  }
+}
+
+// nodeConnections is /stats node.connections.
+export async function nodeConnections() {
+  return (await stats()).node.connections;
+}
+
+// quiesce waits until herald counts no open connection (clients of earlier tests are
+// gone), so that tests that count connections start from zero.
+export async function quiesce(ms = 5000) {
+  let n;
+  await eventually(async () => (n = await nodeConnections()) === 0, 'herald to count 0 connections', ms).catch((e) => {
+    throw new Error(`${e.message} (it counts ${n})`);
+  });
+}

@@ -1,0 +1,288 @@
+package hub
+
+import (
+	"sort"
+	"sync"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// appStats are one app's counters. The hot paths only touch atomics; Prometheus reads
+// them at scrape time through the hub's collector, so no metric object sits on the
+// fan-out path.
+type appStats struct {
+	open          atomic.Int64
+	openedTotal   atomic.Uint64
+	msgsIn        atomic.Uint64
+	msgsOut       atomic.Uint64
+	publishAPI    atomic.Uint64
+	publishClient atomic.Uint64
+
+	mu      sync.Mutex
+	closes  map[string]uint64 // by close reason label
+	drops   map[string]uint64 // refused or dropped work, by reason
+	rejects map[string]uint64 // refused handshakes, by reason
+}
+
+func (s *appStats) opened()           { s.openedTotal.Add(1) }
+func (s *appStats) received()         { s.msgsIn.Add(1) }
+func (s *appStats) sent(n uint64)     { s.msgsOut.Add(n) }
+func (s *appStats) closed(l string)   { s.bump(&s.closes, l) }
+func (s *appStats) dropped(r string)  { s.bump(&s.drops, r) }
+func (s *appStats) rejected(r string) { s.bump(&s.rejects, r) }
+
+func (s *appStats) published(source string) {
+	if source == "client" {
+		s.publishClient.Add(1)
+	} else {
+		s.publishAPI.Add(1)
+	}
+}
+
+func (s *appStats) bump(m *map[string]uint64, label string) {
+	s.mu.Lock()
+	if *m == nil {
+		*m = make(map[string]uint64)
+	}
+	(*m)[label]++
+	s.mu.Unlock()
+}
+
+// copyMap copies one of the maps guarded by s.mu (the field is read under the lock:
+// bump may replace it).
+func (s *appStats) copyMap(m *map[string]uint64) map[string]uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]uint64, len(*m))
+	for k, v := range *m {
+		out[k] = v
+	}
+	return out
+}
+
+// metrics is the hub's Prometheus collector and its node-wide counters.
+type metrics struct {
+	h          *Hub
+	noApp      appStats // closes of connections with an unknown key
+	brokerErrs atomic.Uint64
+	badEnv     atomic.Uint64
+
+	connections, opened, closed, msgsIn, msgsOut, published, dropped, rejected,
+	channels, subscriptions, brokerErrors, opsPending,
+	tAccepted, tUpgraded, tHandshakeFailed, tHTTP, tBytesIn, tBytesOut, tFramesIn, tFramesOut, tMailboxDropped *prometheus.Desc
+}
+
+func newMetrics(h *Hub, reg prometheus.Registerer) *metrics {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc("herald_"+name, help, labels, nil)
+	}
+	m := &metrics{
+		h:                h,
+		connections:      d("connections", "Open WebSocket connections.", "app"),
+		opened:           d("connections_opened_total", "WebSocket connections established.", "app"),
+		closed:           d("connections_closed_total", "WebSocket connections closed, by reason.", "app", "reason"),
+		msgsIn:           d("messages_received_total", "Messages received from clients.", "app"),
+		msgsOut:          d("messages_sent_total", "Event deliveries to connections (one per recipient).", "app"),
+		published:        d("events_published_total", "Events published, by source (api or client).", "app", "source"),
+		dropped:          d("dropped_total", "Work refused or dropped, by reason.", "app", "reason"),
+		rejected:         d("handshakes_rejected_total", "WebSocket handshakes refused by the app's rules, by reason.", "app", "reason"),
+		channels:         d("channels", "Channels with at least one local subscriber or subscribe in progress.", "app"),
+		subscriptions:    d("subscriptions", "Active channel subscriptions.", "app"),
+		brokerErrors:     d("broker_errors_total", "Broker calls that failed."),
+		opsPending:       d("ops_pending", "Broker and presence jobs queued off the epoll loops."),
+		tAccepted:        d("tcp_accepted_total", "TCP connections accepted on the public port."),
+		tUpgraded:        d("websocket_upgrades_total", "WebSocket handshakes completed."),
+		tHandshakeFailed: d("handshake_failures_total", "Handshakes answered with an HTTP error or timed out."),
+		tHTTP:            d("http_connections_total", "Connections on the public port served as plain HTTP (REST API)."),
+		tBytesIn:         d("bytes_received_total", "Bytes read from WebSocket connections."),
+		tBytesOut:        d("bytes_sent_total", "Bytes written to WebSocket connections."),
+		tFramesIn:        d("frames_received_total", "WebSocket frames received."),
+		tFramesOut:       d("frames_sent_total", "WebSocket frames sent."),
+		tMailboxDropped:  d("fanout_dropped_total", "Fan-out jobs dropped because a loop's mailbox was full."),
+	}
+	if reg != nil {
+		reg.MustRegister(m)
+	}
+	return m
+}
+
+func (m *metrics) forApp(string) *appStats  { return &appStats{} }
+func (m *metrics) closedNoApp(label string) { m.noApp.closed(label) }
+func (m *metrics) brokerError()             { m.brokerErrs.Add(1) }
+func (m *metrics) badEnvelope()             { m.badEnv.Add(1) }
+
+func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{m.connections, m.opened, m.closed, m.msgsIn, m.msgsOut, m.published, m.dropped,
+		m.rejected, m.channels, m.subscriptions, m.brokerErrors, m.opsPending, m.tAccepted, m.tUpgraded,
+		m.tHandshakeFailed, m.tHTTP, m.tBytesIn, m.tBytesOut, m.tFramesIn, m.tFramesOut, m.tMailboxDropped} {
+		ch <- d
+	}
+}
+
+func (m *metrics) Collect(ch chan<- prometheus.Metric) {
+	st := m.h.Stats()
+	g := func(d *prometheus.Desc, v float64, l ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, l...)
+	}
+	c := func(d *prometheus.Desc, v uint64, l ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), l...)
+	}
+	for id, a := range st.Apps {
+		g(m.connections, float64(a.Connections), id)
+		c(m.opened, a.ConnectionsOpened, id)
+		for r, v := range a.Closes {
+			c(m.closed, v, id, r)
+		}
+		c(m.msgsIn, a.MessagesIn, id)
+		c(m.msgsOut, a.MessagesOut, id)
+		c(m.published, a.PublishedAPI, id, "api")
+		c(m.published, a.PublishedClient, id, "client")
+		for r, v := range a.Dropped {
+			c(m.dropped, v, id, r)
+		}
+		for r, v := range a.Rejected {
+			c(m.rejected, v, id, r)
+		}
+		g(m.channels, float64(a.Channels), id)
+		g(m.subscriptions, float64(a.Subscriptions), id)
+	}
+	for r, v := range st.Node.UnknownAppCloses {
+		c(m.closed, v, "", r)
+	}
+	c(m.brokerErrors, st.Node.BrokerErrors)
+	g(m.opsPending, float64(st.Node.OpsPending))
+	t := st.Node.Transport
+	c(m.tAccepted, t.Accepted)
+	c(m.tUpgraded, t.Upgraded)
+	c(m.tHandshakeFailed, t.HandshakeFailed)
+	c(m.tHTTP, t.HTTPRequests)
+	c(m.tBytesIn, t.BytesIn)
+	c(m.tBytesOut, t.BytesOut)
+	c(m.tFramesIn, t.FramesIn)
+	c(m.tFramesOut, t.FramesOut)
+	c(m.tMailboxDropped, t.MailboxDropped)
+}
+
+// Stats is a snapshot of the hub's figures, for the admin /stats endpoint.
+type Stats struct {
+	Node NodeStats           `json:"node"`
+	Apps map[string]AppStats `json:"apps"`
+}
+
+// NodeStats are this node's totals.
+type NodeStats struct {
+	NodeID           uint32            `json:"node_id"`
+	Connections      int64             `json:"connections"`
+	Channels         int               `json:"channels"`
+	Subscriptions    int               `json:"subscriptions"`
+	MessagesIn       uint64            `json:"messages_in"`
+	MessagesOut      uint64            `json:"messages_out"`
+	SlowConsumers    uint64            `json:"slow_consumer_closes"`
+	ErrorCloses      uint64            `json:"error_closes"`
+	BrokerErrors     uint64            `json:"broker_errors"`
+	OpsPending       int               `json:"ops_pending"`
+	Draining         bool              `json:"draining"`
+	UnknownAppCloses map[string]uint64 `json:"unknown_app_closes,omitempty"`
+	Transport        TransportStats    `json:"transport"`
+}
+
+// TransportStats mirrors transport.Stats for JSON.
+type TransportStats struct {
+	Accepted        uint64 `json:"accepted"`
+	Upgraded        uint64 `json:"upgraded"`
+	HandshakeFailed uint64 `json:"handshake_failed"`
+	HTTPRequests    uint64 `json:"http_connections"`
+	Open            int64  `json:"open"`
+	BytesIn         uint64 `json:"bytes_in"`
+	BytesOut        uint64 `json:"bytes_out"`
+	FramesIn        uint64 `json:"frames_in"`
+	FramesOut       uint64 `json:"frames_out"`
+	MailboxDropped  uint64 `json:"mailbox_dropped"`
+}
+
+// AppStats are one app's figures on this node.
+type AppStats struct {
+	Connections       int64             `json:"connections"`
+	ConnectionsOpened uint64            `json:"connections_opened"`
+	Channels          int               `json:"channels"`
+	Subscriptions     int               `json:"subscriptions"`
+	MessagesIn        uint64            `json:"messages_in"`
+	MessagesOut       uint64            `json:"messages_out"`
+	PublishedAPI      uint64            `json:"published_api"`
+	PublishedClient   uint64            `json:"published_client"`
+	SlowConsumers     uint64            `json:"slow_consumer_closes"`
+	ErrorCloses       uint64            `json:"error_closes"`
+	Closes            map[string]uint64 `json:"closes"`
+	Dropped           map[string]uint64 `json:"dropped,omitempty"`
+	Rejected          map[string]uint64 `json:"rejected,omitempty"`
+}
+
+// errorLabels are the close reasons that mean something went wrong (as opposed to a
+// client leaving, a drain or an app's own decision).
+var errorLabels = map[string]bool{
+	"protocol_error": true, "invalid_payload": true, "message_too_big": true, "unsupported_data": true,
+	"pong_timeout": true, "conn_lost": true, "invalid_version": true, "unsupported_protocol": true,
+}
+
+// Stats returns a snapshot. It walks the channel index, so it costs O(channels).
+func (h *Hub) Stats() Stats {
+	st := Stats{Apps: make(map[string]AppStats, len(h.appsByID))}
+	for id, a := range h.appsByID {
+		s := a.stats
+		as := AppStats{
+			Connections:       s.open.Load(),
+			ConnectionsOpened: s.openedTotal.Load(),
+			MessagesIn:        s.msgsIn.Load(),
+			MessagesOut:       s.msgsOut.Load(),
+			PublishedAPI:      s.publishAPI.Load(),
+			PublishedClient:   s.publishClient.Load(),
+			Closes:            s.copyMap(&s.closes),
+			Dropped:           s.copyMap(&s.drops),
+			Rejected:          s.copyMap(&s.rejects),
+		}
+		h.index.each(a, func(ch *channel) {
+			as.Channels++
+			as.Subscriptions += ch.count()
+		})
+		as.SlowConsumers = as.Closes[closeSlowConsumer.Label]
+		for l, v := range as.Closes {
+			if errorLabels[l] {
+				as.ErrorCloses += v
+			}
+		}
+		st.Apps[id] = as
+		n := &st.Node
+		n.Connections += as.Connections
+		n.Channels += as.Channels
+		n.Subscriptions += as.Subscriptions
+		n.MessagesIn += as.MessagesIn
+		n.MessagesOut += as.MessagesOut
+		n.SlowConsumers += as.SlowConsumers
+		n.ErrorCloses += as.ErrorCloses
+	}
+	st.Node.NodeID = h.nodeID
+	st.Node.BrokerErrors = h.metrics.brokerErrs.Load()
+	st.Node.OpsPending = h.ops.pending()
+	st.Node.Draining = h.closed.Load()
+	if u := h.metrics.noApp.copyMap(&h.metrics.noApp.closes); len(u) > 0 {
+		st.Node.UnknownAppCloses = u
+	}
+	t := h.srv.Stats()
+	st.Node.Transport = TransportStats{
+		Accepted: t.Accepted, Upgraded: t.Upgraded, HandshakeFailed: t.HandshakeFailed, HTTPRequests: t.HTTPRequests,
+		Open: t.Open, BytesIn: t.BytesIn, BytesOut: t.BytesOut, FramesIn: t.FramesIn, FramesOut: t.FramesOut,
+		MailboxDropped: t.MailboxDropped,
+	}
+	return st
+}
+
+// AppIDs lists the configured app ids, sorted.
+func (h *Hub) AppIDs() []string {
+	ids := make([]string, 0, len(h.appsByID))
+	for id := range h.appsByID {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return ids
+}

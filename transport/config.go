@@ -1,0 +1,90 @@
+package transport
+
+import (
+	"log/slog"
+	"net/http"
+	"runtime"
+	"time"
+)
+
+// Config configures a Server. The zero value works except for Handler, which is required.
+type Config struct {
+	Addr      string // listen address; default ":6001"
+	ReusePort bool   // set SO_REUSEPORT so that several processes can share Addr
+	Loops     int    // epoll loops; default runtime.NumCPU()
+
+	MaxHeaderBytes   int           // request head limit; default 16 KiB (431 beyond)
+	HandshakeTimeout time.Duration // whole request head must arrive within; default 5 s (408 beyond)
+	MaxMessageBytes  int           // reassembled message limit; default 64 KiB (close 1009 beyond)
+	MaxPendingBytes  int           // per-connection output queue bound; default 1 MiB
+	SlowConsumer     CloseReason   // reason used past MaxPendingBytes; default {1008, "slow consumer", "slow_consumer"}
+
+	IdleTimeout time.Duration // call Handler.OnIdle after this much silence; 0 disables
+	PongTimeout time.Duration // after OnIdle, close with IdleClose unless data arrives; default 30 s
+	IdleClose   CloseReason   // default {1001, "pong timeout", "pong_timeout"}
+
+	CloseTimeout time.Duration // how long to wait for the peer's close frame after ours; default 3 s
+
+	// MailboxSize bounds each loop's queue of Fanout and Do jobs; past it a job is
+	// dropped and counted in Stats.MailboxDropped. Default 8192 jobs.
+	MailboxSize int
+
+	Handler Handler      // required
+	HTTP    http.Handler // serves plain (non-upgrade) HTTP requests on Addr; nil answers 404
+	Logger  *slog.Logger // default slog.Default()
+}
+
+const (
+	defaultAddr             = ":6001"
+	defaultMaxHeaderBytes   = 16 << 10
+	defaultHandshakeTimeout = 5 * time.Second
+	defaultMaxMessageBytes  = 64 << 10
+	defaultMaxPendingBytes  = 1 << 20
+	defaultPongTimeout      = 30 * time.Second
+	defaultCloseTimeout     = 3 * time.Second
+	defaultMailboxSize      = 8192
+)
+
+// withDefaults fills every zero (or negative) field with its documented default.
+func (c Config) withDefaults() Config {
+	if c.Addr == "" {
+		c.Addr = defaultAddr
+	}
+	if c.Loops <= 0 {
+		c.Loops = runtime.NumCPU()
+	}
+	if c.MaxHeaderBytes <= 0 {
+		c.MaxHeaderBytes = defaultMaxHeaderBytes
+	}
+	if c.HandshakeTimeout <= 0 {
+		c.HandshakeTimeout = defaultHandshakeTimeout
+	}
+	if c.MaxMessageBytes <= 0 {
+		c.MaxMessageBytes = defaultMaxMessageBytes
+	}
+	if c.MaxPendingBytes <= 0 {
+		c.MaxPendingBytes = defaultMaxPendingBytes
+	}
+	if c.SlowConsumer == (CloseReason{}) {
+		c.SlowConsumer = defaultSlowConsumer
+	}
+	if c.IdleTimeout < 0 {
+		c.IdleTimeout = 0
+	}
+	if c.PongTimeout <= 0 {
+		c.PongTimeout = defaultPongTimeout
+	}
+	if c.IdleClose == (CloseReason{}) {
+		c.IdleClose = defaultIdleClose
+	}
+	if c.CloseTimeout <= 0 {
+		c.CloseTimeout = defaultCloseTimeout
+	}
+	if c.MailboxSize <= 0 {
+		c.MailboxSize = defaultMailboxSize
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}

@@ -1,0 +1,390 @@
+package transport
+
+import (
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	readBufSize = 64 << 10 // the loop's one read buffer
+	maxEvents   = 256      // events per epoll_wait
+	acceptBatch = 64       // accepts per listener wake-up, so one loop cannot hog a burst
+	tokListener = -1       // epoll data of the listening socket
+	tokWake     = -2       // epoll data of the loop's eventfd
+)
+
+// wakeBytes is what an eventfd write adds: 1.
+var wakeBytes = [8]byte{1}
+
+// loop is one epoll loop. Everything but the mailbox and the counters is owned by
+// the loop goroutine (or by the goroutine calling New/Shutdown while the loop is
+// not running).
+type loop struct {
+	srv    *Server
+	cfg    *Config
+	log    *slog.Logger
+	idx    int
+	epfd   int
+	wakefd int
+
+	now          int64 // loop clock: ns since the server started, read once per wake-up
+	buf          []byte
+	events       []unix.EpollEvent
+	ev           unix.EpollEvent // scratch for epoll_ctl
+	slab         []slabEntry
+	free         []uint32
+	nconns       int // sockets owned, in any state
+	wheel        wheel
+	reap         []reapEntry
+	iov          []unix.Iovec
+	scratch      []byte // WriteText frames
+	closeBuf     []byte // close, pong and HTTP error frames
+	up           *upgrader
+	acceptPaused bool // listener taken out of this epoll set after EMFILE
+	pausedAt     int64
+	stopping     bool // Shutdown asked to drain
+	quit         bool
+	drained      chan struct{} // closed once stopping and nconns == 0
+	lastWarn     int64
+
+	st counters
+
+	spare []job // the mailbox slice not in use, kept for the next swap
+
+	mu       sync.Mutex // guards the fields below
+	mbox     []job
+	wakeSent bool // an eventfd write is pending since the last mailbox swap
+	closed   bool // the loop has exited; posts are refused
+}
+
+type slabEntry struct {
+	c   *Conn
+	gen uint32
+}
+
+// job is a unit of work posted to a loop from any goroutine.
+type job struct {
+	frame  []byte
+	conns  []*Conn
+	except *Conn
+	c      *Conn
+	fn     func()
+	ctrl   ctrlKind
+	reason *CloseReason
+}
+
+type ctrlKind uint8
+
+const (
+	ctrlNone  ctrlKind = iota
+	ctrlDrain          // Close every connection with reason; report when none is left
+	ctrlQuit           // close what is left abruptly and exit
+)
+
+func newLoop(s *Server, idx int) (*loop, error) {
+	l := &loop{
+		srv: s, cfg: &s.cfg, log: s.cfg.Logger, idx: idx, epfd: -1, wakefd: -1,
+		buf:     make([]byte, readBufSize),
+		events:  make([]unix.EpollEvent, maxEvents),
+		drained: make(chan struct{}),
+	}
+	var err error
+	if l.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
+		return nil, fmt.Errorf("%w: epoll_create1: %w", ErrPoll, err)
+	}
+	if l.wakefd, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
+		l.closeFDs()
+		return nil, fmt.Errorf("%w: eventfd: %w", ErrPoll, err)
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: tokWake}
+	if err = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, l.wakefd, &ev); err != nil {
+		l.closeFDs()
+		return nil, fmt.Errorf("%w: epoll_ctl eventfd: %w", ErrPoll, err)
+	}
+	l.up = newUpgrader(s.cfg.Handler)
+	return l, nil
+}
+
+func (l *loop) closeFDs() {
+	if l.epfd >= 0 {
+		_ = unix.Close(l.epfd)
+		l.epfd = -1
+	}
+	if l.wakefd >= 0 {
+		_ = unix.Close(l.wakefd)
+		l.wakefd = -1
+	}
+}
+
+// watchListener adds the listening socket to this loop's epoll set. EPOLLEXCLUSIVE
+// wakes one (or a few) of the loops per new connection instead of all of them; the
+// loop that wakes accepts and owns the connection.
+func (l *loop) watchListener(lnfd int) error {
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLEXCLUSIVE, Fd: tokListener}
+	return unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, lnfd, &ev)
+}
+
+func (l *loop) run() {
+	defer l.srv.loopWG.Done()
+	l.now = l.srv.clock()
+	l.wheel.next = l.now/int64(tick) + 1
+	for !l.quit {
+		n, err := unix.EpollWait(l.epfd, l.events, l.timeout())
+		l.now = l.srv.clock()
+		if err != nil {
+			if err != unix.EINTR {
+				l.log.Error("transport: epoll_wait failed; loop stops", "loop", l.idx, "err", err)
+				break
+			}
+			n = 0
+		}
+		for i := 0; i < n; i++ {
+			l.dispatch(l.events[i])
+		}
+		l.advance()
+		if l.acceptPaused && l.now-l.pausedAt >= int64(time.Second) {
+			l.resumeAccept()
+		}
+		l.reapClosed()
+		if l.stopping && l.nconns == 0 && !l.quit {
+			l.signalDrained()
+		}
+	}
+	l.abortAll()
+	l.mu.Lock()
+	l.closed = true
+	l.mbox = nil
+	l.mu.Unlock()
+	l.spare = nil
+}
+
+func (l *loop) signalDrained() {
+	select {
+	case <-l.drained:
+	default:
+		close(l.drained)
+	}
+}
+
+// abortAll closes every socket the loop still owns; the opened ones get OnClose.
+func (l *loop) abortAll() {
+	for _, e := range l.slab {
+		if e.c != nil {
+			l.finish(e.c, CloseConnLost)
+		}
+	}
+	l.reapClosed()
+}
+
+func (l *loop) dispatch(ev unix.EpollEvent) {
+	switch ev.Fd {
+	case tokListener:
+		l.acceptConns()
+		return
+	case tokWake:
+		var b [8]byte
+		_, _ = unix.Read(l.wakefd, b[:])
+		l.runMailbox()
+		return
+	}
+	c := l.lookup(uint32(ev.Fd), uint32(ev.Pad))
+	if c == nil {
+		return // closed earlier in this batch
+	}
+	if ev.Events&unix.EPOLLOUT != 0 && c.flags&fOutArmed != 0 {
+		l.flush(c)
+	}
+	if ev.Events&(unix.EPOLLIN|unix.EPOLLHUP|unix.EPOLLERR) != 0 && c.state != stDead {
+		l.onReadable(c)
+	}
+}
+
+// --- slab --------------------------------------------------------------------------
+
+// allocSlot stores c in a free slab slot. The slot and its generation go in the
+// epoll event data, so an event finds its Conn without a map; the generation makes
+// events for a slot's previous owner (in the same epoll_wait batch) miss.
+func (l *loop) allocSlot(c *Conn) uint32 {
+	var i uint32
+	if n := len(l.free); n > 0 {
+		i = l.free[n-1]
+		l.free = l.free[:n-1]
+	} else {
+		i = uint32(len(l.slab))
+		l.slab = append(l.slab, slabEntry{})
+	}
+	l.slab[i].c = c
+	return i
+}
+
+func (l *loop) freeSlot(i uint32) {
+	l.slab[i].c = nil
+	l.slab[i].gen++
+	l.free = append(l.free, i)
+}
+
+func (l *loop) lookup(slot, gen uint32) *Conn {
+	if int(slot) >= len(l.slab) {
+		return nil
+	}
+	e := l.slab[slot]
+	if e.gen != gen {
+		return nil
+	}
+	return e.c
+}
+
+// --- accept ------------------------------------------------------------------------
+
+func (l *loop) acceptConns() {
+	s := l.srv
+	s.lnMu.RLock()
+	defer s.lnMu.RUnlock()
+	if s.lnFD < 0 || l.stopping {
+		return
+	}
+	for range acceptBatch {
+		fd, sa, err := unix.Accept4(s.lnFD, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		switch {
+		case err == nil:
+			l.addConn(fd, sa)
+		case err == unix.EAGAIN:
+			return
+		case err == unix.EINTR || err == unix.ECONNABORTED:
+		case err == unix.EMFILE || err == unix.ENFILE || err == unix.ENOBUFS || err == unix.ENOMEM:
+			// Out of descriptors: the listener stays readable, so stop watching it
+			// for a second instead of spinning on it.
+			if l.now-l.lastWarn >= int64(time.Second) {
+				l.lastWarn = l.now
+				l.log.Warn("transport: accept failed; pausing accepts for 1s", "loop", l.idx, "err", err)
+			}
+			_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, s.lnFD, nil)
+			l.acceptPaused, l.pausedAt = true, l.now
+			return
+		default:
+			l.log.Debug("transport: accept failed", "loop", l.idx, "err", err)
+			return
+		}
+	}
+}
+
+func (l *loop) resumeAccept() {
+	s := l.srv
+	s.lnMu.RLock()
+	defer s.lnMu.RUnlock()
+	l.acceptPaused = false
+	if s.lnFD >= 0 && !l.stopping {
+		if err := l.watchListener(s.lnFD); err != nil {
+			l.log.Error("transport: cannot watch the listener again", "loop", l.idx, "err", err)
+		}
+	}
+}
+
+func (l *loop) addConn(fd int, sa unix.Sockaddr) {
+	c := &Conn{l: l, fd: int32(fd), id: l.srv.nextID.Add(1), state: stHandshake}
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		c.ip = [16]byte{10: 0xff, 11: 0xff, 12: a.Addr[0], 13: a.Addr[1], 14: a.Addr[2], 15: a.Addr[3]}
+		c.port = uint16(a.Port)
+	case *unix.SockaddrInet6:
+		c.ip, c.port = a.Addr, uint16(a.Port)
+	}
+	// Frames are written whole; Nagle would only delay them.
+	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	c.slot = l.allocSlot(c)
+	l.ev = unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(c.slot), Pad: int32(l.slab[c.slot].gen)}
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &l.ev); err != nil {
+		l.log.Debug("transport: epoll_ctl add failed", "err", err)
+		l.freeSlot(c.slot)
+		_ = unix.Close(fd)
+		return
+	}
+	l.nconns++
+	bump(&l.st.accepted, 1)
+	c.mark, c.lastRead = l.now, l.now
+	l.schedule(c, l.now+int64(l.cfg.HandshakeTimeout))
+}
+
+// --- mailbox -----------------------------------------------------------------------
+
+// post queues j for the loop and wakes it. bounded jobs past MailboxSize are dropped
+// and counted. It never blocks on the loop: the lock covers an append and, once per
+// batch, an eventfd write.
+func (l *loop) post(j job, bounded bool) bool {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return false
+	}
+	if bounded && len(l.mbox) >= l.cfg.MailboxSize {
+		l.mu.Unlock()
+		l.srv.mailboxDropped.Add(1)
+		return false
+	}
+	l.mbox = append(l.mbox, j)
+	if !l.wakeSent {
+		l.wakeSent = true
+		// Under the lock so that the eventfd cannot be closed under us.
+		_, _ = unix.Write(l.wakefd, wakeBytes[:])
+	}
+	l.mu.Unlock()
+	return true
+}
+
+func (l *loop) runMailbox() {
+	l.mu.Lock()
+	jobs := l.mbox
+	l.mbox = l.spare[:0]
+	l.wakeSent = false
+	l.mu.Unlock()
+	for i := range jobs {
+		l.runJob(&jobs[i])
+		jobs[i] = job{}
+	}
+	l.spare = jobs[:0]
+}
+
+func (l *loop) runJob(j *job) {
+	switch j.ctrl {
+	case ctrlDrain:
+		l.drain(*j.reason)
+		return
+	case ctrlQuit:
+		l.quit = true
+		return
+	}
+	if j.fn != nil {
+		if j.c == nil || j.c.state != stDead {
+			j.fn()
+		}
+		return
+	}
+	for _, c := range j.conns {
+		// A Conn of another loop would make two writers: skip it.
+		if c == nil || c == j.except || c.l != l || c.state != stOpen {
+			continue
+		}
+		l.send(c, j.frame, false)
+	}
+}
+
+// drain starts closing every connection for Shutdown.
+func (l *loop) drain(reason CloseReason) {
+	l.stopping = true
+	if l.acceptPaused {
+		l.acceptPaused = false
+	}
+	for _, e := range l.slab {
+		switch c := e.c; {
+		case c == nil:
+		case c.state == stHandshake:
+			l.finish(c, reason)
+		case c.state == stOpen:
+			c.Close(reason)
+		}
+	}
+}
