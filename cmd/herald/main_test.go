@@ -1,0 +1,91 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestHelpListsEveryFlag(t *testing.T) {
+	var out bytes.Buffer
+	_, err := parseFlags([]string{"--help"}, &out)
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("got %v", err)
+	}
+	for _, f := range []string{"addr", "admin-addr", "app-id", "app-key", "app-secret", "client-events", "config", "reuseport"} {
+		if !strings.Contains(out.String(), "-"+f+" ") && !strings.Contains(out.String(), "-"+f+"\n") {
+			t.Errorf("--help does not list --%s", f)
+		}
+	}
+	if !strings.Contains(out.String(), "HERALD_") {
+		t.Error("--help does not mention the environment variables")
+	}
+}
+
+func TestEnvironmentAndFlags(t *testing.T) {
+	t.Setenv("HERALD_ADDR", "127.0.0.1:7001")
+	t.Setenv("HERALD_CLIENT_EVENTS", "true")
+	t.Setenv("HERALD_ACTIVITY_TIMEOUT", "30s")
+	t.Setenv("HERALD_ADMIN_ADDR", "127.0.0.1:1")
+	o, err := parseFlags([]string{"--admin-addr", "127.0.0.1:9999"}, os.Stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.addr != "127.0.0.1:7001" || !o.clientEvents || o.activityTimeout != 30*time.Second {
+		t.Fatalf("environment not applied: %+v", o)
+	}
+	if o.adminAddr != "127.0.0.1:9999" {
+		t.Fatalf("command line must win over the environment: %s", o.adminAddr)
+	}
+	t.Setenv("HERALD_MAX_CONNECTIONS", "lots")
+	if _, err := parseFlags(nil, os.Stderr); err == nil || !strings.Contains(err.Error(), "HERALD_MAX_CONNECTIONS") {
+		t.Fatalf("bad env value: %v", err)
+	}
+}
+
+func TestApps(t *testing.T) {
+	// No app: a demo app with a fresh secret.
+	apps, demo, err := (&options{}).apps()
+	if err != nil || !demo || len(apps) != 1 || len(apps[0].Secret) != 32 {
+		t.Fatalf("demo: %+v %v %v", apps, demo, err)
+	}
+	// Partial flags are an error.
+	if _, _, err := (&options{appID: "1"}).apps(); err == nil {
+		t.Fatal("want an error for --app-id alone")
+	}
+	// Config file plus flags.
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "apps.json")
+	if err := os.WriteFile(cfg, []byte(`{"apps":[{"id":"2","key":"k2","secret":"s2","max_connections":5}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	apps, demo, err = (&options{configFile: cfg, appID: "1", appKey: "k1", appSecret: "s1", clientEvents: true}).apps()
+	if err != nil || demo || len(apps) != 2 || apps[0].MaxConnections != 5 || !apps[1].ClientEvents {
+		t.Fatalf("config: %+v %v %v", apps, demo, err)
+	}
+	// Unknown fields are refused, so a typo in a limit does not pass silently.
+	if err := os.WriteFile(cfg, []byte(`{"apps":[{"id":"2","key":"k2","secret":"s2","max_conections":5}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := (&options{configFile: cfg}).apps(); err == nil || !strings.Contains(err.Error(), "max_conections") {
+		t.Fatalf("typo: %v", err)
+	}
+	if _, _, err := (&options{configFile: filepath.Join(dir, "missing.json")}).apps(); err == nil {
+		t.Fatal("missing file accepted")
+	}
+}
+
+func TestRunRejectsBadConfig(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if err := run([]string{"--log-format", "xml"}, &out, &errOut); err == nil {
+		t.Fatal("bad log format accepted")
+	}
+	if err := run([]string{"stray"}, &out, &errOut); err == nil {
+		t.Fatal("stray argument accepted")
+	}
+}
