@@ -34,16 +34,21 @@
 // # Concurrency contract
 //
 //   - Each loop is one goroutine with one epoll set, one eventfd and one 64 KiB read
-//     buffer. A connection belongs to the loop that accepted it (the listener is in
-//     every loop's epoll set with EPOLLEXCLUSIVE) for its whole life. All Handler
-//     methods for a connection run on its owner loop, one at a time.
+//     buffer. The listener is in every loop's epoll set with EPOLLEXCLUSIVE; the loop
+//     that wakes accepts (at most 64 per wake-up) and deals the sockets out
+//     round-robin (through the mailbox), so that loops own equal shares. A connection
+//     belongs to its owner loop for its whole life. All Handler methods for a
+//     connection run on its owner loop, one at a time.
 //   - Conn.ID, Conn.Loop and Conn.RemoteAddr are safe anywhere. Conn.Value,
 //     SetValue, WriteText, WriteFrame, Close and Closed are owner loop only: call them
 //     from a Handler callback or from a function passed to Server.Do.
 //   - Server.Fanout, Server.Do, Server.Stats, Server.StopAccepting and Server.Addr
 //     are safe from any goroutine and never wait for a loop: Fanout and Do put one
-//     job in a loop's bounded mailbox (a mutex-guarded slice swapped out whole by the
-//     loop, woken through its eventfd). Shutdown must not be called from a Handler.
+//     job in a loop's mailbox (a mutex-guarded slice swapped out whole by the loop,
+//     woken through its eventfd), in order. Fanout jobs past Config.MailboxSize are
+//     dropped and counted; Do jobs are always admitted, because they carry state
+//     changes that must not be lost and their callers bound them. Shutdown must not
+//     be called from a Handler.
 //   - Locks: each loop's mailbox mutex, and Server.lnMu (shared by a loop while it
 //     accepts, exclusive while StopAccepting closes the listener). No two locks are
 //     ever held together, so there is no lock order.
@@ -72,7 +77,10 @@
 //     message, checked from frame headers before any payload is buffered), the HTTP
 //     handoff channel.
 //   - OnClose runs exactly once for every connection that got OnOpen, with the first
-//     close reason; every close is counted under its label in Stats.Closed.
+//     close reason; every such close is counted under its label in Stats.Closed.
+//     Conn.Close queues the close frame behind pending output, shuts the write side
+//     once it is flushed, and closes the socket on the peer's close frame or EOF, or
+//     CloseTimeout after Close was called (flush and wait share that one deadline).
 //   - Timers are a per-loop wheel (100 ms ticks) with lazy re-arming; there is no
 //     time.Timer and no goroutine per connection.
 //   - Bad input gets an HTTP status (400, 404/403 from Accept, 408, 426, 431) or a

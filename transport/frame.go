@@ -2,6 +2,7 @@ package transport
 
 import (
 	"encoding/binary"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/gobwas/ws"
@@ -108,7 +109,7 @@ func appendCloseFrame(dst []byte, code uint16, text string) []byte {
 	if code == 0 {
 		return append(dst, 0x80|byte(ws.OpClose), 0)
 	}
-	text = truncateUTF8(text, maxControlPayload-2)
+	text = truncateUTF8(strings.ToValidUTF8(text, ""), maxControlPayload-2)
 	dst = append(dst, 0x80|byte(ws.OpClose), byte(2+len(text)), byte(code>>8), byte(code))
 	return append(dst, text...)
 }

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -138,6 +139,9 @@ func startServer(t testing.TB, cfg Config) *Server {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = quietLogger()
+	}
+	if cfg.CloseTimeout == 0 {
+		cfg.CloseTimeout = 500 * time.Millisecond // the cleanup's Shutdown waits for silent clients
 	}
 	s, err := New(cfg)
 	if err != nil {
@@ -291,3 +295,5 @@ func (c *wsClient) send(t testing.TB, b0 byte, payload []byte) {
 		t.Fatal(err)
 	}
 }
+
+func netipAddrPort(s string) (netip.AddrPort, error) { return netip.ParseAddrPort(s) }

@@ -75,6 +75,8 @@ type job struct {
 	fn     func()
 	ctrl   ctrlKind
 	reason *CloseReason
+	fd     int           // ctrlAdopt
+	sa     unix.Sockaddr // ctrlAdopt
 }
 
 type ctrlKind uint8
@@ -83,6 +85,7 @@ const (
 	ctrlNone  ctrlKind = iota
 	ctrlDrain          // Close every connection with reason; report when none is left
 	ctrlQuit           // close what is left abruptly and exit
+	ctrlAdopt          // own a socket another loop accepted
 )
 
 func newLoop(s *Server, idx int) (*loop, error) {
@@ -109,7 +112,12 @@ func newLoop(s *Server, idx int) (*loop, error) {
 	return l, nil
 }
 
+// closeFDs marks the loop closed, so that no post writes to a closed (and possibly
+// reused) eventfd, and closes its descriptors. The loop goroutine must not be running.
 func (l *loop) closeFDs() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.closed = true
 	if l.epfd >= 0 {
 		_ = unix.Close(l.epfd)
 		l.epfd = -1
@@ -157,6 +165,11 @@ func (l *loop) run() {
 	l.abortAll()
 	l.mu.Lock()
 	l.closed = true
+	for _, j := range l.mbox { // sockets handed over but never adopted
+		if j.ctrl == ctrlAdopt {
+			_ = unix.Close(j.fd)
+		}
+	}
 	l.mbox = nil
 	l.mu.Unlock()
 	l.spare = nil
@@ -251,7 +264,7 @@ func (l *loop) acceptConns() {
 		fd, sa, err := unix.Accept4(s.lnFD, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
 		switch {
 		case err == nil:
-			l.addConn(fd, sa)
+			l.assign(fd, sa)
 		case err == unix.EAGAIN:
 			return
 		case err == unix.EINTR || err == unix.ECONNABORTED:
@@ -269,6 +282,22 @@ func (l *loop) acceptConns() {
 			l.log.Debug("transport: accept failed", "loop", l.idx, "err", err)
 			return
 		}
+	}
+}
+
+// assign gives an accepted socket to the next loop in turn. EPOLLEXCLUSIVE wakes
+// the first idle loop, which under light load is nearly always the same one; dealing
+// sockets out round-robin keeps the loops' shares of connections (and so of fan-out
+// work) even whatever the arrival pattern.
+func (l *loop) assign(fd int, sa unix.Sockaddr) {
+	loops := l.srv.loops
+	target := loops[l.srv.nextLoop.Add(1)%uint64(len(loops))]
+	if target == l {
+		l.addConn(fd, sa)
+		return
+	}
+	if !target.post(job{ctrl: ctrlAdopt, fd: fd, sa: sa}, false) {
+		_ = unix.Close(fd)
 	}
 }
 
@@ -355,6 +384,13 @@ func (l *loop) runJob(j *job) {
 		return
 	case ctrlQuit:
 		l.quit = true
+		return
+	case ctrlAdopt:
+		if l.stopping {
+			_ = unix.Close(j.fd)
+			return
+		}
+		l.addConn(j.fd, j.sa)
 		return
 	}
 	if j.fn != nil {

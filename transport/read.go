@@ -104,13 +104,13 @@ func (l *loop) upgrade(c *Conn, head, rest []byte) {
 	}
 	c.value = value
 	c.state = stOpen
+	l.send(c, resp, true)
+	if c.state != stOpen {
+		return // the write failed before OnOpen: no OnClose either
+	}
 	c.flags |= fOpened
 	bump(&l.st.upgraded, 1)
 	l.st.open.Add(1)
-	l.send(c, resp, true)
-	if c.state != stOpen {
-		return // the write failed; reapClosed reports it
-	}
 	if l.cfg.IdleTimeout > 0 {
 		l.schedule(c, l.now+int64(l.cfg.IdleTimeout))
 	}

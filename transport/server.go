@@ -22,6 +22,7 @@ type Server struct {
 	base  time.Time // the loops' clock is time since base (monotonic)
 
 	nextID         atomic.Uint64
+	nextLoop       atomic.Uint64 // round-robin owner of the next accepted socket
 	mailboxDropped atomic.Uint64
 	closed         sync.Map // label -> *atomic.Uint64
 
@@ -200,7 +201,9 @@ func (s *Server) Shutdown(ctx context.Context, reason CloseReason) error {
 // Fanout writes one prebuilt frame to every connection in byLoop (byLoop[i] holds only
 // connections owned by loop i), skipping except (may be nil). Safe from any goroutine;
 // never blocks: each loop gets one job in its bounded mailbox. The slices in byLoop and
-// frame must not be modified afterwards.
+// frame must not be modified afterwards. A Conn listed under the wrong loop is skipped
+// (writing it from a loop that does not own it would make two writers), as are
+// closed ones.
 func (s *Server) Fanout(frame []byte, byLoop [][]*Conn, except *Conn) {
 	if len(frame) == 0 {
 		return
@@ -216,11 +219,13 @@ func (s *Server) Fanout(frame []byte, byLoop [][]*Conn, except *Conn) {
 }
 
 // Do runs fn on c's owner loop (from any goroutine), unless c is already closed
-// (its socket is gone). The job is dropped, and counted in Stats.MailboxDropped,
-// when the loop's mailbox is full.
+// (its socket is gone). Unlike Fanout, Do is admitted past the mailbox bound: callers
+// use it for state changes that must not be lost (confirming a subscription, closing
+// a connection), and bound how many they issue themselves. Jobs stay in order with
+// Fanout jobs on the same loop.
 func (s *Server) Do(c *Conn, fn func()) {
 	if c == nil || fn == nil {
 		return
 	}
-	c.l.post(job{c: c, fn: fn}, true)
+	c.l.post(job{c: c, fn: fn}, false)
 }

@@ -33,9 +33,9 @@ type step struct {
 	sleep time.Duration
 }
 
-func send(b ...[]byte) step         { return step{send: bytes.Join(b, nil)} }
-func sendS(s string) step           { return step{send: []byte(s)} }
-func pause(d time.Duration) step    { return step{sleep: d} }
+func send(b ...[]byte) step          { return step{send: bytes.Join(b, nil)} }
+func sendS(s string) step            { return step{send: []byte(s)} }
+func pause(d time.Duration) step     { return step{sleep: d} }
 func frame(b0 byte, p string) []byte { return clientFrame(b0, []byte(p)) }
 
 var (
