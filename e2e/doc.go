@@ -12,22 +12,27 @@
 // to the test log), waits for its "serving" line and runs each js/*.test.mjs file with
 // `node --test` as one subtest. The JS side learns where herald is from the environment:
 // HERALD_HOST, HERALD_PORT, HERALD_ADMIN, HERALD_PID, APP_ID/APP_KEY/APP_SECRET and
-// APP2_* (a second app, for isolation tests), E2E_MAX_CONNECTIONS and
+// APP2_* and APP3_* (more apps, for isolation and per-app limits), E2E_MAX_CONNECTIONS and
 // E2E_ACTIVITY_TIMEOUT for the instance started with those flags.
 //
-// Three herald instances, each with its own files:
+// Three herald instances, each with its own files (TestPusherJS, TestLimits and
+// TestDrain, run in parallel; the files of one instance run one after another):
 //
-//	main    apps.json with two apps (client events on for the first)
+//	main    apps.json with three apps: the first with client events and the default
+//	        limits, the second with max_presence_members 3, the third with
+//	        max_connections 2
 //	        connection, channels, presence, client_events, users, rest, admin
-//	limits  flags only: --app-* without --client-events, --max-connections,
+//	limits  flags only: --app-* without --client-events, --max-connections 3,
 //	        --activity-timeout 2s                                     limits
 //	drain   the test sends SIGTERM itself and expects close 4200;     drain
 //	        the harness then expects exit status 0
 //
+// TestEveryFileRuns fails if a js/*.test.mjs file is not assigned to an instance.
+//
 // Every instance is stopped with SIGTERM (SIGKILL after a grace period) and must exit
 // with status 0 and without a data race report on its stderr.
 //
-// Requirements: node ≥ 20 on PATH and e2e/js/node_modules, which `make test` installs
+// Requirements: node ≥ 20.14 on PATH (for --test-force-exit) and e2e/js/node_modules, which `make test` installs
 // with `npm ci --prefix e2e/js`. Without node_modules the tests fail (they do not skip):
 // a suite that silently skips is a suite that does not run. To run one file by hand
 // against a herald you started yourself:

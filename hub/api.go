@@ -127,7 +127,7 @@ func (s *apiServer) serve(w http.ResponseWriter, r *http.Request, fn apiFunc) (a
 	if err != nil {
 		return nil, err
 	}
-	query, err := url.ParseQuery(r.URL.RawQuery)
+	query, err := parseAPIQuery(r.URL.RawQuery)
 	if err != nil {
 		return nil, newAPIError(http.StatusBadRequest, errAPIBadRequest, "malformed query string: %v", err)
 	}
@@ -135,6 +135,31 @@ func (s *apiServer) serve(w http.ResponseWriter, r *http.Request, fn apiFunc) (a
 		return nil, err
 	}
 	return fn(r.Context(), r, a, query, body)
+}
+
+// parseAPIQuery splits a query string on '&' only. url.ParseQuery refuses ';' (Go
+// 1.17+), but ';' is a legal channel-name character and the Pusher SDKs put query
+// values in the URL unescaped, exactly as they sign them (filter_by_prefix=a;b).
+func parseAPIQuery(raw string) (url.Values, error) {
+	q := url.Values{}
+	for raw != "" {
+		var kv string
+		kv, raw, _ = strings.Cut(raw, "&")
+		if kv == "" {
+			continue
+		}
+		k, v, _ := strings.Cut(kv, "=")
+		key, err := url.QueryUnescape(k)
+		if err != nil {
+			return nil, err
+		}
+		val, err := url.QueryUnescape(v)
+		if err != nil {
+			return nil, err
+		}
+		q[key] = append(q[key], val)
+	}
+	return q, nil
 }
 
 // apiBodyLimit caps what is read of a request body: room for a full batch of maximum

@@ -282,3 +282,19 @@ func TestValidChannelName(t *testing.T) {
 		}
 	}
 }
+
+func TestParseAPIQuerySemicolon(t *testing.T) {
+	q, err := parseAPIQuery("auth_key=k&filter_by_prefix=public-a;b=c&info=user_count&x=%41")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := q.Get("filter_by_prefix"); got != "public-a;b=c" {
+		t.Fatalf("filter_by_prefix = %q", got)
+	}
+	if q.Get("x") != "A" || q.Get("info") != "user_count" {
+		t.Fatalf("query %v", q)
+	}
+	if _, err := parseAPIQuery("a=%zz"); err == nil {
+		t.Fatal("bad escape accepted")
+	}
+}

@@ -31,6 +31,37 @@ test('public channel: SDK trigger reaches the subscriber with the exact data', {
   assert.equal(plain.data, 'just text, not JSON');
 });
 
+test('events from one publisher arrive in order, at every subscriber', { timeout: 10000 }, async () => {
+  const ch = uniq('public-order-');
+  const subs = [];
+  for (let i = 0; i < 10; i++) {
+    const c = await connect({ name: `s${i}` });
+    await c.subscribed(ch);
+    subs.push(c);
+  }
+  const s = sdk();
+  for (let i = 0; i < 30; i++) {
+    const res = await s.trigger(ch, 'seq', { i });
+    assert.equal(res.status, 200);
+  }
+  for (const c of subs) {
+    await c.waitEvent(ch, 'seq', 5000, (e) => e.data.i === 29);
+    assert.deepEqual(c.received(ch, 'seq').map((e) => e.data.i), [...Array(30).keys()], `${c.name} order`);
+  }
+});
+
+test('a 200-character channel name with every allowed character works end to end', { timeout: 10000 }, async () => {
+  // The SDKs accept up to 200 characters of [A-Za-z0-9_\-=@,.;] (PUSHER.md 1.6).
+  const base = `private-AZaz09_-=@,.;${uniq('')}`;
+  const ch = base + 'x'.repeat(200 - base.length);
+  assert.equal(ch.length, 200);
+  const a = await connect({ name: 'a' });
+  await a.subscribed(ch);
+  await sdk().trigger(ch, 'long', { ok: 1 });
+  const ev = await a.waitEvent(ch, 'long');
+  assert.deepEqual(ev.data, { ok: 1 });
+});
+
 test('unsubscribe stops delivery', { timeout: 10000 }, async () => {
   const a = await connect({ name: 'a' });
   const ch = uniq('public-');
@@ -167,6 +198,36 @@ test('cache channel: pusher:cache_miss first, then the last event on a later sub
   assert.ok(info.cache, `no cache attribute: ${JSON.stringify(info)}`);
   assert.equal(info.cache.data, JSON.stringify({ v: 2 }), JSON.stringify(info));
   assert.ok(info.cache.ttl > 0 && info.cache.ttl <= 30 * 60, `ttl ${info.cache.ttl} s, want (0, 1800]`);
+});
+
+test('private-cache- and presence-cache- channels: cache_miss after auth, then the last event', { timeout: 10000 }, async () => {
+  for (const prefix of ['private-cache-', 'presence-cache-']) {
+    const ch = uniq(prefix);
+    const a = await connect({ name: `${prefix}a`, user: { user_id: 'a' } });
+    await a.subscribed(ch);
+    await a.waitEvent(ch, 'pusher:cache_miss');
+    await sdk().trigger(ch, 'last', { p: prefix });
+    await a.waitEvent(ch, 'last');
+    const b = await connect({ name: `${prefix}b`, user: { user_id: 'b' } });
+    await b.subscribed(ch);
+    const cached = await b.waitEvent(ch, 'last');
+    assert.deepEqual(cached.data, { p: prefix });
+    assert.equal(b.inbound('pusher:cache_miss', ch).length, 0);
+  }
+});
+
+test('client events are not cached', { timeout: 10000 }, async () => {
+  const ch = uniq('private-cache-');
+  const a = await connect({ name: 'a' });
+  const b = await connect({ name: 'b' });
+  const chA = await a.subscribed(ch);
+  await b.subscribed(ch);
+  chA.trigger('client-note', { x: 1 });
+  await b.waitEvent(ch, 'client-note');
+  const c = await connect({ name: 'c' });
+  await c.subscribed(ch);
+  await c.waitEvent(ch, 'pusher:cache_miss');
+  assert.equal(c.inbound('client-note', ch).length, 0, 'a client event replayed from the cache');
 });
 
 test('apps are isolated: same channel name, other app', { timeout: 10000 }, async () => {

@@ -19,10 +19,18 @@ test('private channel: client event reaches the other subscriber, not the sender
   const [frame] = b.inbound('client-typing', ch);
   assert.equal(frame.user_id, undefined, 'no user_id on private channels');
 
+  // The data is relayed as the client sent it, not re-encoded.
+  const odd = { s: 'ünï "quoted" \\ \u2028', big: 12345678901234567890, f: 1.5e-7 };
+  chA.trigger('client-bytes', odd);
+  const relayed = await b.waitFrame('client-bytes', ch);
+  const [sent] = a.outbound('client-bytes', ch);
+  const sentData = sent.raw.slice(sent.raw.indexOf('"data":') + 7, sent.raw.lastIndexOf(',"channel"'));
+  assert.ok(relayed.raw.includes(sentData), `data not relayed byte for byte:\n sent ${sent.raw}\n got  ${relayed.raw}`);
+
   // b answers; a gets the answer, and nothing of its own before it.
   chB.trigger('client-ack', { who: 'b' });
   await a.waitEvent(ch, 'client-ack');
-  expectNone(a.frames, (f) => f.dir === 'in' && f.event === 'client-typing', 'client event echoed to its sender');
+  expectNone(a.frames, (f) => f.dir === 'in' && (f.event === 'client-typing' || f.event === 'client-bytes'), 'client event echoed to its sender');
   expectNone(b.frames, (f) => f.dir === 'in' && f.event === 'client-ack', 'client event echoed to its sender');
 });
 
@@ -35,7 +43,15 @@ test('presence channel: client event carries the sender user_id as pusher-js met
   const got = new Promise((resolve) => chB.bind('client-move', (data, metadata) => resolve({ data, metadata })));
 
   chA.trigger('client-move', { x: 3, y: 4 });
-  const { data, metadata } = await Promise.race([got, b.waitEvent(ch, 'client-move', 5000, () => false)]);
+  // The bind() callback above is what an app sees; the never-matching wait only bounds
+  // the time and prints the wire if the event does not come.
+  const timeout = b.waitEvent(ch, 'client-move', 5000, () => false);
+  let data, metadata;
+  try {
+    ({ data, metadata } = await Promise.race([got, timeout]));
+  } finally {
+    timeout.cancel();
+  }
   assert.deepEqual(data, { x: 3, y: 4 });
   assert.deepEqual(metadata, { user_id: 'alice' });
   const [frame] = b.inbound('client-move', ch);

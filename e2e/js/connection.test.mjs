@@ -1,7 +1,7 @@
 // Connecting: the handshake pusher-js relies on, pings, and refusal of unknown keys.
 import { test, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
-import { connect, cleanup, sleep } from './lib.mjs';
+import { connect, cleanup, sleep, sdk, uniq, env } from './lib.mjs';
 
 afterEach(cleanup);
 
@@ -42,4 +42,37 @@ test('unknown app key: pusher:error 4001, close 4001, and pusher-js does not rec
   await sleep(1500);
   assert.equal(c.tap.sockets.length, 1, `pusher-js must not reconnect after 4001; it opened ${c.tap.sockets.length} sockets`);
   assert.equal(c.state, 'disconnected');
+});
+
+test('garbage from one client does not disturb another', { timeout: 10000 }, async () => {
+  const ch = uniq('public-');
+  const a = await connect({ name: 'a' });
+  const b = await connect({ name: 'b' });
+  await b.subscribed(ch);
+  a.pusher.connection.send('this is not JSON {');
+  a.pusher.connection.send(JSON.stringify({ event: 'pusher:subscribe', data: 'not an object' }));
+  a.pusher.connection.send(JSON.stringify({ no: 'event' }));
+  await sleep(200);
+  await sdk().trigger(ch, 'still-fine', {});
+  await b.waitEvent(ch, 'still-fine');
+  assert.equal(b.state, 'connected');
+  // a got told off one way or another (a pusher:error, or a close with a code).
+  const told = a.inbound('pusher:error').length > 0 || a.tap.sockets[0].close !== null;
+  assert.ok(told, `no pusher:error and no close for invalid input\n${a.dump()}`);
+});
+
+test("app over its connection quota: 4004 and pusher-js does not reconnect", { timeout: 10000 }, async () => {
+  assert.ok(env.app3 && env.app3.maxConnections > 0, 'the third app has max_connections (APP3_*)');
+  for (let i = 0; i < env.app3.maxConnections; i++) await connect({ name: `q${i}`, app: env.app3 });
+  const over = await connect({ name: 'over', app: env.app3, wait: false });
+  const err = await over.waitFrame('pusher:error');
+  assert.equal(err.parsedData.code, 4004, err.raw);
+  const close = await over.waitClose(0);
+  assert.equal(close.code, 4004, 'WebSocket close code');
+  await over.waitState('disconnected');
+  await sleep(1500);
+  assert.equal(over.tap.sockets.length, 1, 'pusher-js must not reconnect after 4004');
+  // The main app is not affected by the third app's quota.
+  const other = await connect({ name: 'main-app' });
+  assert.equal(other.state, 'connected');
 });

@@ -29,7 +29,10 @@ export const env = {
   pid: Number(process.env.HERALD_PID || 0),
   app: { id: need('APP_ID'), key: need('APP_KEY'), secret: need('APP_SECRET') },
   app2: process.env.APP2_ID
-    ? { id: process.env.APP2_ID, key: process.env.APP2_KEY, secret: process.env.APP2_SECRET }
+    ? { id: process.env.APP2_ID, key: process.env.APP2_KEY, secret: process.env.APP2_SECRET, maxPresenceMembers: Number(process.env.APP2_MAX_PRESENCE_MEMBERS || 0) }
+    : null,
+  app3: process.env.APP3_ID
+    ? { id: process.env.APP3_ID, key: process.env.APP3_KEY, secret: process.env.APP3_SECRET, maxConnections: Number(process.env.APP3_MAX_CONNECTIONS || 0) }
     : null,
   maxConnections: Number(process.env.E2E_MAX_CONNECTIONS || 0),
   activityTimeout: Number(process.env.E2E_ACTIVITY_TIMEOUT || 0),
@@ -78,18 +81,29 @@ export class Log {
   filter(pred) {
     return this.entries.filter(pred);
   }
-  // wait resolves with the first entry (past or future) matching pred, or rejects after ms.
+  // wait resolves with the first entry (past or future) matching pred, or rejects after
+  // ms. The promise has cancel(), which drops the waiter and its timer.
   wait(pred, what, ms = 5000) {
     const hit = this.entries.find(pred);
-    if (hit !== undefined) return Promise.resolve(hit);
-    return new Promise((resolve, reject) => {
-      const w = { pred, resolve };
+    if (hit !== undefined) {
+      const p = Promise.resolve(hit);
+      p.cancel = () => {};
+      return p;
+    }
+    let w;
+    const p = new Promise((resolve, reject) => {
+      w = { pred, resolve };
       w.timer = setTimeout(() => {
         this.waiters.delete(w);
         reject(new Error(`timed out after ${ms} ms waiting for ${what}\n${this.describe()}`));
       }, ms);
       this.waiters.add(w);
     });
+    p.cancel = () => {
+      clearTimeout(w.timer);
+      this.waiters.delete(w);
+    };
+    return p;
   }
 }
 
@@ -163,10 +177,11 @@ export class Client {
     this.name = name;
     this.pusher = pusher;
     this.tap = tapFor(pusher.timeline);
-    const describe = () => this.dump();
+    // A timeout shows this client's wire first, then every other live client's.
+    const describe = () => [this, ...[...clients].filter((c) => c !== this)].map((c) => c.dump()).join('\n');
     // frames: {sock, dir: 'in'|'out'|'open'|'close', raw, at, ...parsed}
     this.frames = new Log(describe);
-    this.tap.frames = { push: (f) => this.frames.push(f.dir === 'in' || f.dir === 'out' ? { ...f, ...parse(f.raw) } : f) };
+    this.tap.frames = { push: (f) => this.frames.push(f.dir === 'in' || f.dir === 'out' ? { ...parse(f.raw), ...f } : f) };
     // states: every connection state pusher-js went through.
     this.states = new Log(describe);
     this.states.push({ state: pusher.connection.state });
@@ -245,13 +260,19 @@ export class Client {
   async subscribed(name, ms = 5000) {
     const ch = this.subscribe(name);
     const ok = this.waitEvent(name, 'pusher:subscription_succeeded', ms);
-    const bad = this.waitEvent(name, 'pusher:subscription_error', ms + 1000).then(
+    const err = this.waitEvent(name, 'pusher:subscription_error', ms + 1000);
+    const bad = err.then(
       (e) => {
         throw new Error(`${this.name}: subscription to ${name} failed: ${JSON.stringify(e.data)}\n${this.dump()}`);
       },
       () => new Promise(() => {}),
     );
-    await Promise.race([ok, bad]);
+    try {
+      await Promise.race([ok, bad]);
+    } finally {
+      ok.cancel();
+      err.cancel();
+    }
     return ch;
   }
 

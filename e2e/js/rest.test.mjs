@@ -128,6 +128,23 @@ test('GET /channels lists occupied channels, filter_by_prefix and info=user_coun
   assertError(await apiError(sdk().get({ path: '/channels', params: { info: 'user_count' } })), 400);
 });
 
+test('channel names with ; = @ , . in the path and in filter_by_prefix (the SDK sends them unescaped)', { timeout: 10000 }, async () => {
+  // Every character here is allowed in channel names (PUSHER.md 1.6). The Node SDK puts
+  // query values into the URL exactly as they are signed, without escaping (lib/requests.js).
+  const tag = uniq('');
+  const ch = `public-${tag};b=c@d,e.f`;
+  await subscribers(ch);
+  const one = await json(await sdk().get({ path: `/channels/${ch}`, params: { info: 'subscription_count' } }));
+  assert.deepEqual(one, { occupied: true, subscription_count: 2 });
+  let listed;
+  try {
+    listed = await json(await sdk().get({ path: '/channels', params: { filter_by_prefix: `public-${tag};b=c` } }));
+  } catch (e) {
+    assert.fail(`GET /channels?filter_by_prefix=public-${tag};b=c answered ${e.status} ${e.body}`);
+  }
+  assert.deepEqual(listed, { channels: { [ch]: {} } });
+});
+
 test('GET /channels/{name} with info', { timeout: 10000 }, async () => {
   const pub = uniq('public-one-');
   const pres = uniq('presence-one-');
@@ -158,7 +175,7 @@ test('wrong secret: 401 with a JSON message', { timeout: 10000 }, async () => {
   assertError(await apiError(sdk({ key: 'not-the-key' }).trigger(uniq('public-'), 'e', {})), 401);
 });
 
-test('tampered body, stale timestamp: 401', { timeout: 10000 }, async () => {
+test('tampered body, stale or future auth_timestamp: 401', { timeout: 10000 }, async () => {
   const s = sdk();
   const path = `/apps/${env.app.id}/events`;
   const body = JSON.stringify({ name: 'e', channels: [uniq('public-')], data: '{}' });
@@ -183,6 +200,15 @@ test('tampered body, stale timestamp: 401', { timeout: 10000 }, async () => {
   }
   const old = await send(stale, body);
   assert.equal(old.status, 401, `20-minute-old auth_timestamp: ${await old.text()}`);
+  let future;
+  try {
+    Date.now = () => realNow() + 20 * 60 * 1000;
+    future = s.createSignedQueryString({ method: 'POST', path, body });
+  } finally {
+    Date.now = realNow;
+  }
+  const ahead = await send(future, body);
+  assert.equal(ahead.status, 401, `auth_timestamp 20 minutes ahead: ${await ahead.text()}`);
 });
 
 test('unknown app id: 404 with a JSON message', { timeout: 10000 }, async () => {

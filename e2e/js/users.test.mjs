@@ -29,6 +29,23 @@ test('sign-in with a wrong signature is refused and the connection is not bound 
   expectNone(a.frames, (f) => f.dir === 'in' && f.event === 'hello', 'server-to-user event to a connection whose sign-in failed');
 });
 
+test('a connection signed in as one user cannot sign in again as another', { timeout: 10000 }, async () => {
+  const ivan = uniq('ivan-');
+  const judy = uniq('judy-');
+  const a = await connect({ name: 'ivan', userData: { id: ivan } });
+  await a.signin();
+  // Correctly signed for this socket, but the connection is already ivan.
+  a.pusher.send_event('pusher:signin', sdk().authenticateUser(a.socketId, { id: judy }));
+  const err = await a.waitFrame('pusher:error');
+  assert.equal(typeof err.parsedData.message, 'string', err.raw);
+  assert.equal(a.inbound('pusher:signin_success').length, 1, 'only the first sign-in succeeded');
+  await sdk().sendToUser(judy, 'for-judy', {});
+  await sdk().sendToUser(ivan, 'for-ivan', {});
+  await a.userEvents.wait((e) => e.event === 'for-ivan', 'ivan: for-ivan');
+  await sleep(100);
+  expectNone(a.frames, (f) => f.dir === 'in' && f.event === 'for-judy', "judy's message at ivan's connection");
+});
+
 test('sendToUser reaches every connection of that signed-in user and nobody else', { timeout: 10000 }, async () => {
   const erin = uniq('erin-');
   const frank = uniq('frank-');
@@ -67,10 +84,15 @@ test('sendToUser reaches every connection of that signed-in user and nobody else
 test('terminate_connections closes every connection of the user with 4009 and pusher-js stays down', { timeout: 10000 }, async () => {
   const gina = uniq('gina-');
   const hank = uniq('hank-');
-  const g1 = await connect({ name: 'gina#1', userData: { id: gina } });
+  const g1 = await connect({ name: 'gina#1', userData: { id: gina }, user: { user_id: gina } });
   const g2 = await connect({ name: 'gina#2', userData: { id: gina } });
-  const h = await connect({ name: 'hank', userData: { id: hank } });
+  const h = await connect({ name: 'hank', userData: { id: hank }, user: { user_id: hank } });
   await Promise.all([g1.signin(), g2.signin(), h.signin()]);
+  // gina is also a presence member; hank watches.
+  const room = uniq('presence-room-');
+  await h.subscribed(room);
+  await g1.subscribed(room);
+  await h.waitEvent(room, 'pusher:member_added');
 
   const res = await sdk().terminateUserConnections(gina);
   assert.equal(res.status, 200);
@@ -93,4 +115,12 @@ test('terminate_connections closes every connection of the user with 4009 and pu
   assert.equal(h.tap.sockets.length, 1);
   await sdk().sendToUser(hank, 'still-here', {});
   await h.userEvents.wait((e) => e.event === 'still-here', 'hank: still-here');
+  // gina left the presence channel with her connections.
+  const removed = await h.waitEvent(room, 'pusher:member_removed');
+  assert.equal(removed.data.id, gina);
+
+  // Termination is not a ban: gina may connect again.
+  g1.pusher.connect();
+  await g1.waitState('connected');
+  assert.equal(g1.tap.sockets.length, 2);
 });
