@@ -46,7 +46,7 @@ lint:
 
 ## fuzz: run each fuzz target for FUZZTIME.
 fuzz:
-	@set -e; for pkg in ./transport ./hub; do \
+	@set -e; for pkg in ./transport ./hub ./loadgen; do \
 	  for t in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
 	    echo "== $$pkg $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg; \
 	  done; \

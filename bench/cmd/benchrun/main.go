@@ -1,0 +1,209 @@
+// Command benchrun produces Herald's load figures (`make bench` runs it after the Go
+// benchmarks): memory per idle connection, fan-out latency and throughput, and
+// WebSocket upgrades per second, each measured against Herald and against the raw
+// write floor (bench/cmd/rawfloor) in the same run, all on loopback.
+//
+// It builds herald, rawfloor and benchclient into a temporary directory, then for each
+// target:
+//
+//  1. starts the server, reads its VmRSS (and, for Herald, its Go heap in use from
+//     the admin port's /metrics after a GC);
+//  2. starts client workers (benchclient processes, on fresh source addresses in
+//     127.0.0.0/8), which open -conns connections subscribed to one channel;
+//  3. after -idle, reads the memory again: growth per connection (scenario a);
+//  4. publishes -publishes messages one at a time, each waiting for every delivery:
+//     publish-to-last-delivery latency; then keeps -window publishes in flight for
+//     -throughput: deliveries per second (scenario b);
+//  5. closes everything, starts a fresh server and opens -conns connections with at
+//     most -handshakes in flight: upgrades per second (scenario c).
+//
+// Every process it starts is stopped by PID (SIGTERM, then SIGKILL) when its phase
+// ends, on failure, and on Ctrl-C; every wait is bounded. It prints a table and a JSON
+// line and exits 1 if a target could not be measured.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+type options struct {
+	conns         int
+	workers       int
+	loops         int
+	handshakes    int
+	publishes     int
+	window        int
+	payload       int
+	idle          time.Duration
+	throughput    time.Duration
+	targets       []string
+	keep          bool
+	clientProfile bool
+	goBin         string
+}
+
+func main() {
+	err := run(os.Args[1:], os.Stdout, os.Stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return
+		}
+		fmt.Fprintln(os.Stderr, "benchrun:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string, stdout, stderr io.Writer) error {
+	o := options{}
+	var targets string
+	fs := flag.NewFlagSet("benchrun", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.IntVar(&o.conns, "conns", 15000, "connections per scenario")
+	fs.IntVar(&o.workers, "workers", 1, "client worker processes (each holds conns/workers sockets; keep under ~19,000 each)")
+	fs.IntVar(&o.loops, "loops", 0, "epoll loops per worker (0: one per CPU)")
+	fs.IntVar(&o.handshakes, "handshakes", 512, "handshakes in flight at most, over all workers")
+	fs.IntVar(&o.publishes, "publishes", 100, "latency mode: publishes, each waiting for all deliveries")
+	fs.IntVar(&o.window, "window", 4, "throughput mode: publishes in flight")
+	fs.IntVar(&o.payload, "payload", 100, "event data bytes")
+	fs.DurationVar(&o.idle, "idle", 5*time.Second, "idle time before the memory reading")
+	fs.DurationVar(&o.throughput, "throughput", 5*time.Second, "throughput mode duration")
+	fs.StringVar(&targets, "targets", "herald,rawfloor", "targets to measure, comma-separated")
+	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory (binaries and server logs)")
+	fs.BoolVar(&o.clientProfile, "client-profile", false, "write the client workers' CPU profiles of the fan-out phase to the temporary directory (use with -keep)")
+	fs.StringVar(&o.goBin, "go", envOr("GO", "go"), "go command used to build")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	o.targets = strings.Split(targets, ",")
+	if o.workers < 1 || o.conns < o.workers || o.window < 1 || o.publishes < 1 {
+		return errors.New("need conns >= workers >= 1, window >= 1, publishes >= 1")
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+
+	dir, err := os.MkdirTemp("", "herald-bench-")
+	if err != nil {
+		return err
+	}
+	if o.keep {
+		fmt.Fprintln(stderr, "benchrun: keeping", dir)
+	} else {
+		defer os.RemoveAll(dir)
+	}
+	started := time.Now()
+	fmt.Fprintln(stderr, "benchrun: building herald, rawfloor and benchclient")
+	heraldErr, err := build(ctx, o.goBin, dir)
+	if err != nil {
+		return err
+	}
+
+	r := &runner{o: o, dir: dir, log: stderr, nextSrc: 2}
+	var results []*figures
+	failed := false
+	for _, t := range o.targets {
+		f := &figures{Target: t, Conns: o.conns}
+		results = append(results, f)
+		if t == "herald" && heraldErr != nil {
+			f.Error = heraldErr.Error()
+			failed = true
+			continue
+		}
+		if t != "herald" && t != "rawfloor" {
+			f.Error = "unknown target"
+			failed = true
+			continue
+		}
+		if err := r.measure(ctx, f); err != nil {
+			f.Error = err.Error()
+			failed = true
+			fmt.Fprintf(stderr, "benchrun: %s: %v\n", t, err)
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	rep := report{
+		Command: "go run ./bench/cmd/benchrun" + quoteArgs(args),
+		Machine: machine(ctx, o.goBin),
+		Options: o,
+		Results: results,
+		Elapsed: time.Since(started).Round(100 * time.Millisecond).String(),
+	}
+	rep.print(stdout)
+	if failed {
+		return errors.New("some figures are missing (see the table)")
+	}
+	return ctx.Err()
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+func quoteArgs(args []string) string {
+	var b strings.Builder
+	for _, a := range args {
+		b.WriteByte(' ')
+		if strings.ContainsAny(a, " \t'\"$") {
+			b.WriteString("'" + strings.ReplaceAll(a, "'", `'\''`) + "'")
+		} else {
+			b.WriteString(a)
+		}
+	}
+	return b.String()
+}
+
+// machineInfo describes where the figures were taken.
+type machineInfo struct {
+	NProc     int    `json:"nproc"`
+	GoVersion string `json:"go_version"`
+	Kernel    string `json:"kernel"`
+	NoFile    uint64 `json:"nofile"`
+}
+
+func machine(ctx context.Context, goBin string) machineInfo {
+	m := machineInfo{NProc: runtime.NumCPU(), GoVersion: runtime.Version()}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if out, err := exec.CommandContext(cctx, goBin, "version").Output(); err == nil {
+		m.GoVersion = strings.TrimSpace(strings.TrimPrefix(string(out), "go version "))
+	}
+	var u unix.Utsname
+	if unix.Uname(&u) == nil {
+		m.Kernel = unix.ByteSliceToString(u.Release[:])
+	}
+	var rl unix.Rlimit
+	if unix.Getrlimit(unix.RLIMIT_NOFILE, &rl) == nil {
+		m.NoFile = rl.Cur
+	}
+	return m
+}
+
+// marshalLine is the JSON line of the report.
+func marshalLine(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Sprintf(`{"error":%q}`, err.Error())
+	}
+	return string(b)
+}

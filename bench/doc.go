@@ -1,0 +1,14 @@
+// Package bench holds Herald's load figures, the part of `make bench` that runs
+// processes: it is never part of `make test`.
+//
+//   - cmd/benchrun: the orchestrator. It builds herald, rawfloor and benchclient, runs
+//     each scenario against Herald and against the raw floor, and prints a table and a
+//     JSON line.
+//   - cmd/rawfloor: the raw write floor (one pre-built frame, write(2) per socket).
+//   - cmd/benchclient: a client worker process: a loadgen.Pool driven over its stdin
+//     and stdout by the orchestrator (package worker).
+//   - worker: the line protocol between the orchestrator and its client workers.
+//
+// Nothing here imports Herald's server packages: Herald is measured as a black box,
+// through its public port, its admin port (/metrics) and /proc.
+package bench

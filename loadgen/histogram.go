@@ -1,0 +1,106 @@
+package loadgen
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+)
+
+// Histogram geometry: microseconds from 1 µs to 1 hour with 3 significant digits
+// (relative error at most 0.1%), about 190 KB of counters. Every Histogram of this
+// package has the same geometry, so that Merge is exact: each counter adds to the
+// counter of the same index.
+const (
+	histLowest  = 1
+	histHighest = int64(time.Hour / time.Microsecond)
+	histDigits  = 3
+)
+
+// Histogram is a latency distribution: an HdrHistogram of microseconds. It is not
+// safe for concurrent use; each loop records into its own and they are merged.
+type Histogram struct {
+	h *hdrhistogram.Histogram
+}
+
+// NewHistogram returns an empty Histogram.
+func NewHistogram() *Histogram {
+	return &Histogram{h: hdrhistogram.New(histLowest, histHighest, histDigits)}
+}
+
+// Record adds one duration, clamped to [1 µs, 1 h].
+func (h *Histogram) Record(d time.Duration) {
+	v := int64(d / time.Microsecond)
+	if v < histLowest {
+		v = histLowest
+	} else if v > histHighest {
+		v = histHighest
+	}
+	_ = h.h.RecordValue(v) // in range by construction
+}
+
+// Merge adds every count of o to h. Both have this package's geometry, so nothing is
+// approximated or dropped; an error means o did not come from this package.
+func (h *Histogram) Merge(o *Histogram) error {
+	if o.h.LowestTrackableValue() != histLowest || o.h.HighestTrackableValue() != histHighest ||
+		o.h.SignificantFigures() != histDigits {
+		return fmt.Errorf("%w: geometry %d..%d/%d", ErrHistogram,
+			o.h.LowestTrackableValue(), o.h.HighestTrackableValue(), o.h.SignificantFigures())
+	}
+	if dropped := h.h.Merge(o.h); dropped != 0 {
+		return fmt.Errorf("%w: %d values dropped in merge", ErrHistogram, dropped)
+	}
+	return nil
+}
+
+// Count is the number of recorded values.
+func (h *Histogram) Count() int64 { return h.h.TotalCount() }
+
+// Quantile returns the value at quantile q in [0, 1] (0 when empty).
+func (h *Histogram) Quantile(q float64) time.Duration {
+	return time.Duration(h.h.ValueAtQuantile(q*100)) * time.Microsecond
+}
+
+// Max returns the largest recorded value (to the histogram's precision).
+func (h *Histogram) Max() time.Duration {
+	return time.Duration(h.h.Max()) * time.Microsecond
+}
+
+// Reset empties h.
+func (h *Histogram) Reset() { h.h.Reset() }
+
+// Equal reports whether both hold the same counts.
+func (h *Histogram) Equal(o *Histogram) bool { return h.h.Equals(o.h) }
+
+// MarshalText encodes h in the HdrHistogram V2 compressed base64 format, which other
+// HdrHistogram implementations read too.
+func (h *Histogram) MarshalText() ([]byte, error) {
+	b, err := h.h.Encode(hdrhistogram.V2CompressedEncodingCookieBase)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrHistogram, err)
+	}
+	return b, nil
+}
+
+// UnmarshalText decodes what MarshalText produced; the geometry must be this
+// package's.
+func (h *Histogram) UnmarshalText(b []byte) error {
+	d, err := hdrhistogram.Decode(b)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrHistogram, err)
+	}
+	n := NewHistogram()
+	if err := n.Merge(&Histogram{h: d}); err != nil {
+		return err
+	}
+	h.h = n.h
+	return nil
+}
+
+// String summarizes the distribution.
+func (h *Histogram) String() string {
+	if h.Count() == 0 {
+		return "n=0"
+	}
+	return fmt.Sprintf("n=%d p50=%v p99=%v max=%v", h.Count(), h.Quantile(0.5), h.Quantile(0.99), h.Max())
+}

@@ -1,0 +1,354 @@
+package loadgen
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net/netip"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Config configures a Pool. Only Addr and Key (or Path) are required.
+type Config struct {
+	// Addr is the server's IPv4 "ip:port". Required.
+	Addr string
+	// Key is the app key: connections open /app/{Key}?protocol=7&client=herald-loadgen
+	// &version=0.1.0&flash=false. Required unless Path is set.
+	Key string
+	// Path overrides the request target (path and query) of the upgrade request.
+	Path string
+	// Secret is the app secret, used to sign private and presence subscriptions.
+	Secret string
+	// SourceAddrs are local IPv4 addresses the sockets bind to, taken round-robin by
+	// connection id, so that one process (or phase) can open more connections than one
+	// address has ephemeral ports and avoid TIME_WAIT collisions with another. On
+	// loopback any address in 127.0.0.0/8 works. Default: none (the kernel chooses).
+	SourceAddrs []netip.Addr
+	// Loops is the number of epoll loops, each with its own goroutine. Default
+	// GOMAXPROCS.
+	Loops int
+	// MaxHandshakes bounds the connections in flight (from socket() to
+	// pusher:connection_established) across the pool. Default 512.
+	MaxHandshakes int
+	// Channels returns the channels connection id subscribes to as soon as it is
+	// established; nil or an empty result subscribes to none. Called on a loop
+	// goroutine; the result is not retained.
+	Channels func(id uint64) []string
+	// ChannelData returns the channel_data of a presence subscription. Default
+	// {"user_id":"<id>"}.
+	ChannelData func(id uint64, channel string) string
+	// OnEvent, if set, is called on the loop goroutine for every channel event (not
+	// the pusher: and pusher_internal: ones). It must not block; ev's slices are valid
+	// only during the call.
+	OnEvent func(ev *Event)
+	// HandshakeTimeout bounds the time from socket() to connection_established.
+	// Default 10 s.
+	HandshakeTimeout time.Duration
+	// ActivityTimeout: a connection that received nothing for min(ActivityTimeout,
+	// the server's activity_timeout) sends pusher:ping, as pusher-js does. Default
+	// 120 s.
+	ActivityTimeout time.Duration
+	// PongTimeout: a connection that received nothing this long after its ping is
+	// closed. Default 30 s.
+	PongTimeout time.Duration
+	// MaxMessageBytes bounds a server frame and a reassembled message. Default 1 MiB.
+	MaxMessageBytes int
+}
+
+// Event is a channel event as OnEvent sees it.
+type Event struct {
+	ConnID   uint64 // connection id (0, 1, 2, ... in dial order)
+	Name     []byte // event name (JSON string contents)
+	Channel  []byte // channel name
+	Data     []byte // raw JSON value of data
+	Received int64  // unix nanoseconds at the read that brought it
+}
+
+// Counts are the pool's connection counters. They only grow; derived values are
+// methods.
+type Counts struct {
+	Dialed      int64 // connections started
+	Established int64 // connections that got pusher:connection_established
+	Subscribed  int64 // established connections whose every subscription succeeded
+	Failed      int64 // connections that ended before being established
+	Closed      int64 // established connections that ended
+}
+
+// Open is the number of established connections still open.
+func (c Counts) Open() int64 { return c.Established - c.Closed }
+
+// InFlight is the number of connections still in their handshake.
+func (c Counts) InFlight() int64 { return c.Dialed - c.Established - c.Failed }
+
+// Pool is a set of client connections served by a few epoll loops, with no goroutine
+// and no buffer per connection.
+type Pool struct {
+	cfg   Config
+	dst   unix.SockaddrInet4
+	srcs  []unix.SockaddrInet4
+	tmpl  requestTemplate
+	seed  [16]byte
+	epoch int64 // unix nanoseconds at New; activity is kept in seconds since then
+	loops []*loop
+
+	nextID                                          atomic.Uint64
+	dialed, established, subscribed, failed, closed atomic.Int64
+
+	mu      sync.Mutex // guards running, stopped
+	running bool
+	stopped bool
+	wg      sync.WaitGroup
+}
+
+// New checks cfg and prepares the loops (epoll and eventfd descriptors). Call Run to
+// start them and Close to release everything, whether Run was called or not.
+func New(cfg Config) (*Pool, error) {
+	ap, err := netip.ParseAddrPort(cfg.Addr)
+	if err != nil || !ap.Addr().Is4() {
+		return nil, fmt.Errorf("%w: Addr %q: want IPv4 ip:port", ErrConfig, cfg.Addr)
+	}
+	if cfg.Key == "" && cfg.Path == "" {
+		return nil, fmt.Errorf("%w: Key or Path is required", ErrConfig)
+	}
+	if cfg.Path == "" {
+		cfg.Path = "/app/" + cfg.Key + "?protocol=7&client=herald-loadgen&version=0.1.0&flash=false"
+	}
+	if cfg.Loops <= 0 {
+		cfg.Loops = runtime.GOMAXPROCS(0)
+	}
+	if cfg.MaxHandshakes <= 0 {
+		cfg.MaxHandshakes = 512
+	}
+	if cfg.MaxHandshakes < cfg.Loops {
+		cfg.MaxHandshakes = cfg.Loops
+	}
+	if cfg.HandshakeTimeout <= 0 {
+		cfg.HandshakeTimeout = 10 * time.Second
+	}
+	if cfg.ActivityTimeout <= 0 {
+		cfg.ActivityTimeout = 120 * time.Second
+	}
+	if cfg.PongTimeout <= 0 {
+		cfg.PongTimeout = 30 * time.Second
+	}
+	if cfg.MaxMessageBytes <= 0 {
+		cfg.MaxMessageBytes = 1 << 20
+	}
+	p := &Pool{
+		cfg:   cfg,
+		dst:   unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()},
+		tmpl:  newRequestTemplate(cfg.Addr, cfg.Path),
+		epoch: time.Now().UnixNano(),
+	}
+	for _, a := range cfg.SourceAddrs {
+		if !a.Is4() {
+			return nil, fmt.Errorf("%w: source address %v is not IPv4", ErrConfig, a)
+		}
+		p.srcs = append(p.srcs, unix.SockaddrInet4{Addr: a.As4()})
+	}
+	_, _ = rand.Read(p.seed[:])
+	for i := 0; i < cfg.Loops; i++ {
+		share := cfg.MaxHandshakes / cfg.Loops
+		if i < cfg.MaxHandshakes%cfg.Loops {
+			share++
+		}
+		l, err := newLoop(p, share)
+		if err != nil {
+			p.closeLoops()
+			return nil, err
+		}
+		p.loops = append(p.loops, l)
+	}
+	return p, nil
+}
+
+// Run starts the loops.
+func (p *Pool) Run() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stopped {
+		return ErrClosed
+	}
+	if p.running {
+		return nil
+	}
+	p.running = true
+	for _, l := range p.loops {
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			l.run()
+		}()
+	}
+	return nil
+}
+
+// Dial starts n more connections, spread over the loops. It returns at once; the
+// loops keep at most MaxHandshakes in flight. Watch Counts for the outcome.
+func (p *Pool) Dial(ctx context.Context, n int) error {
+	for i, l := range p.loops {
+		share := n / len(p.loops)
+		if i < n%len(p.loops) {
+			share++
+		}
+		if share == 0 {
+			continue
+		}
+		if err := p.do(ctx, l, func(l *loop) { l.toDial += share }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Counts returns the connection counters.
+func (p *Pool) Counts() Counts {
+	return Counts{
+		Dialed:      p.dialed.Load(),
+		Established: p.established.Load(),
+		Subscribed:  p.subscribed.Load(),
+		Failed:      p.failed.Load(),
+		Closed:      p.closed.Load(),
+	}
+}
+
+// WaitCounts polls Counts until done returns true or ctx ends.
+func (p *Pool) WaitCounts(ctx context.Context, done func(Counts) bool) (Counts, error) {
+	t := time.NewTicker(2 * time.Millisecond)
+	defer t.Stop()
+	for {
+		c := p.Counts()
+		if done(c) {
+			return c, nil
+		}
+		select {
+		case <-ctx.Done():
+			return c, fmt.Errorf("loadgen: waiting for connections (%+v): %w", c, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// Delivered is the number of sequenced events received so far (duplicates included).
+func (p *Pool) Delivered() int64 {
+	var n int64
+	for _, l := range p.loops {
+		n += l.delivered.Load()
+	}
+	return n
+}
+
+// SeqDeliveries returns how many times the event with sequence number seq was
+// received across the pool and the latest receive time (unix nanoseconds). The last
+// SeqWindow sequence numbers are kept; older ones read as zero.
+func (p *Pool) SeqDeliveries(seq uint64) (count int64, last int64) {
+	for _, l := range p.loops {
+		s := &l.ring[seq&(SeqWindow-1)]
+		if s.seq.Load() != seq {
+			continue
+		}
+		count += s.count.Load()
+		if t := s.last.Load(); t > last {
+			last = t
+		}
+	}
+	return count, last
+}
+
+// Stats collects the loops' histograms and counters. If lastSeq > 0, Missing counts,
+// for each connection that is subscribed and open, the sequence numbers in
+// [firstSeq, lastSeq] it never received; this assumes every connection was subscribed
+// before firstSeq was published and that only [firstSeq, lastSeq] was published.
+func (p *Pool) Stats(ctx context.Context, firstSeq, lastSeq uint64) (*Stats, error) {
+	s := newStats()
+	for _, l := range p.loops {
+		ch := make(chan *Stats, 1)
+		if err := p.do(ctx, l, func(l *loop) { ch <- l.stats(firstSeq, lastSeq) }); err != nil {
+			return nil, err
+		}
+		select {
+		case ls := <-ch:
+			if err := s.merge(ls); err != nil {
+				return nil, err
+			}
+		case <-l.done:
+			return nil, ErrClosed
+		case <-ctx.Done():
+			return nil, fmt.Errorf("loadgen: stats: %w", ctx.Err())
+		}
+	}
+	s.Counts = p.Counts()
+	return s, nil
+}
+
+// Shutdown closes every connection with a close frame (1000), waits until the server
+// has answered or closed them all or ctx ends, then closes the pool.
+func (p *Pool) Shutdown(ctx context.Context) error {
+	var err error
+	for _, l := range p.loops {
+		if err = p.do(ctx, l, (*loop).beginShutdown); err != nil {
+			break
+		}
+	}
+	if err == nil {
+		_, err = p.WaitCounts(ctx, func(c Counts) bool { return c.Open() == 0 && c.InFlight() == 0 })
+	}
+	return errors.Join(err, p.Close())
+}
+
+// Close stops the loops, closes every socket without a close handshake, and waits
+// for the loop goroutines. It is safe to call more than once.
+func (p *Pool) Close() error {
+	p.mu.Lock()
+	if p.stopped {
+		p.mu.Unlock()
+		return nil
+	}
+	p.stopped = true
+	running := p.running
+	p.mu.Unlock()
+	if !running {
+		p.closeLoops()
+		return nil
+	}
+	for _, l := range p.loops {
+		l.stopRequested.Store(true)
+		l.wake()
+	}
+	p.wg.Wait()
+	return nil
+}
+
+func (p *Pool) closeLoops() {
+	for _, l := range p.loops {
+		l.release()
+	}
+}
+
+// do queues f on l's goroutine. The queue is bounded: do waits for room or ctx.
+func (p *Pool) do(ctx context.Context, l *loop, f func(*loop)) error {
+	p.mu.Lock()
+	running, stopped := p.running, p.stopped
+	p.mu.Unlock()
+	switch {
+	case stopped:
+		return ErrClosed
+	case !running:
+		return ErrNotRunning
+	}
+	select {
+	case l.cmds <- f:
+		l.wake()
+		return nil
+	case <-l.done:
+		return ErrClosed
+	case <-ctx.Done():
+		return fmt.Errorf("loadgen: loop busy: %w", ctx.Err())
+	}
+}

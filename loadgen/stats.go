@@ -1,0 +1,100 @@
+package loadgen
+
+import (
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+)
+
+// Stats is what a Pool measured. Its JSON form (histograms in the HdrHistogram V2
+// compressed format) lets separate processes merge their figures exactly.
+type Stats struct {
+	Counts Counts `json:"counts"`
+	// Connect is the time from socket() to pusher:connection_established.
+	Connect *Histogram `json:"connect"`
+	// Latency is publish-to-receive: receive time minus the payload's timestamp, for
+	// every sequenced delivery.
+	Latency *Histogram `json:"latency"`
+	// Events counts every channel event received, sequenced or not.
+	Events int64 `json:"events"`
+	// Delivered counts sequenced events received, duplicates included.
+	Delivered int64 `json:"delivered"`
+	// Duplicates counts sequenced events a connection had already received.
+	Duplicates int64 `json:"duplicates"`
+	// Reordered counts sequenced events that arrived after a later one.
+	Reordered int64 `json:"reordered"`
+	// Missing: see Pool.Stats.
+	Missing int64 `json:"missing"`
+	// Reasons counts why connections failed or closed, and errors the server sent:
+	// "close_<code>", "eof", "handshake_timeout", "connect_<errno>",
+	// "pusher_error_<code>", "subscription_error", ...
+	Reasons map[string]int64 `json:"reasons"`
+}
+
+func newStats() *Stats {
+	return &Stats{Connect: NewHistogram(), Latency: NewHistogram(), Reasons: map[string]int64{}}
+}
+
+// Merge adds o's figures to s (counts included), as when combining the Stats of
+// several worker processes.
+func (s *Stats) Merge(o *Stats) error {
+	s.Counts.Dialed += o.Counts.Dialed
+	s.Counts.Established += o.Counts.Established
+	s.Counts.Subscribed += o.Counts.Subscribed
+	s.Counts.Failed += o.Counts.Failed
+	s.Counts.Closed += o.Counts.Closed
+	return s.merge(o)
+}
+
+// merge adds everything but Counts.
+func (s *Stats) merge(o *Stats) error {
+	if err := s.Connect.Merge(o.Connect); err != nil {
+		return err
+	}
+	if err := s.Latency.Merge(o.Latency); err != nil {
+		return err
+	}
+	s.Events += o.Events
+	s.Delivered += o.Delivered
+	s.Duplicates += o.Duplicates
+	s.Reordered += o.Reordered
+	s.Missing += o.Missing
+	for k, v := range o.Reasons {
+		s.Reasons[k] += v
+	}
+	return nil
+}
+
+// UnmarshalJSON fills s, allocating its histograms.
+func (s *Stats) UnmarshalJSON(b []byte) error {
+	type plain Stats
+	n := plain(*newStats())
+	if err := json.Unmarshal(b, &n); err != nil {
+		return fmt.Errorf("%w: stats: %w", ErrHistogram, err)
+	}
+	*s = Stats(n)
+	if s.Connect == nil {
+		s.Connect = NewHistogram()
+	}
+	if s.Latency == nil {
+		s.Latency = NewHistogram()
+	}
+	if s.Reasons == nil {
+		s.Reasons = map[string]int64{}
+	}
+	return nil
+}
+
+// ReasonsString lists the reasons sorted by name, "" when there are none.
+func (s *Stats) ReasonsString() string {
+	var b strings.Builder
+	for _, k := range slices.Sorted(maps.Keys(s.Reasons)) {
+		if b.Len() > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%s=%d", k, s.Reasons[k])
+	}
+	return b.String()
+}
