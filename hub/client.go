@@ -10,18 +10,46 @@ import (
 // client is the hub's state for one connection. Its fields are owned by the
 // connection's loop (the transport calls the hub there, and other goroutines reach it
 // only through transport.Server.Do), except where noted.
+//
+// It is kept at 48 bytes because a node holds hundreds of thousands of them (see
+// TestClientSize): what most connections never need lives in ext, allocated on use.
 type client struct {
-	conn   *transport.Conn
-	app    *appState              // nil for an unknown key
-	reject *transport.CloseReason // set by Accept: refuse at OnOpen
+	conn *transport.Conn
+	app  *appState       // nil for an unknown key
+	subs []*subscription // a few per connection; linear search beats a map here
+	ext  *clientExt
+}
 
-	counted bool            // included in the open-connection counts
-	subs    []*subscription // a few per connection; linear search beats a map here
-	userID  string          // signed-in user, "" if none
-
+// clientExt is the state only some connections need.
+type clientExt struct {
+	// reject is set when the connection is refused (unknown key, bad protocol version,
+	// over a limit): it gets that close, and it is not in the open counts.
+	reject *transport.CloseReason
+	userID string // signed-in user, "" if none
 	// client-event rate limit: a fixed one-second window.
 	evWindow int64
 	evCount  int32
+}
+
+func (c *client) x() *clientExt {
+	if c.ext == nil {
+		c.ext = &clientExt{}
+	}
+	return c.ext
+}
+
+func (c *client) rejected() *transport.CloseReason {
+	if c.ext == nil {
+		return nil
+	}
+	return c.ext.reject
+}
+
+func (c *client) userID() string {
+	if c.ext == nil {
+		return ""
+	}
+	return c.ext.userID
 }
 
 // subscription is one connection's membership of one channel.
@@ -48,41 +76,6 @@ func (c *client) dropSub(i int) {
 	c.subs[i] = c.subs[last]
 	c.subs[last] = nil
 	c.subs = c.subs[:last]
-}
-
-// connTable maps transport conn ids to clients, to resolve socket_id exclusions.
-type connTable struct {
-	shards [32]struct {
-		mu sync.RWMutex
-		m  map[uint64]*client
-	}
-}
-
-func (t *connTable) put(id uint64, c *client) {
-	s := &t.shards[id%uint64(len(t.shards))]
-	s.mu.Lock()
-	if s.m == nil {
-		s.m = make(map[uint64]*client)
-	}
-	s.m[id] = c
-	s.mu.Unlock()
-}
-
-func (t *connTable) del(id uint64, c *client) {
-	s := &t.shards[id%uint64(len(t.shards))]
-	s.mu.Lock()
-	if s.m[id] == c {
-		delete(s.m, id)
-	}
-	s.mu.Unlock()
-}
-
-func (t *connTable) get(id uint64) *client {
-	s := &t.shards[id%uint64(len(t.shards))]
-	s.mu.RLock()
-	c := s.m[id]
-	s.mu.RUnlock()
-	return c
 }
 
 // userTable maps (app, user id) to the connections signed in as that user.

@@ -36,7 +36,7 @@
 // (the client gets an error); clean-up work is always admitted.
 //
 // Locks, in the order they may be taken: an index shard's mutex, then a channel's mu.
-// connTable, userTable, the cache and appStats have leaf locks that are never held while
+// userTable, the cache and appStats have leaf locks that are never held while
 // taking another.
 //
 // # Invariants

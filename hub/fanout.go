@@ -53,12 +53,12 @@ func (h *Hub) HandleMessage(key string, data []byte) {
 	if n == 0 {
 		return
 	}
-	var except *transport.Conn
+	// The connection to skip is named by socket id; it is on this node when the node
+	// part is ours, and then the transport skips it by its conn id.
+	var except uint64
 	if node := binary.BigEndian.Uint32(data[1:5]); node != 0 && node == h.nodeID {
-		if c := h.conns.get(binary.BigEndian.Uint64(data[5:13])); c != nil {
-			except = c.conn
-			n--
-		}
+		except = binary.BigEndian.Uint64(data[5:13])
+		n-- // deliveries attempted: the sender is normally a subscriber
 	}
 	h.srv.Fanout(data[envHeader:], byLoop, except)
 	ch.app.stats.sent(uint64(n))

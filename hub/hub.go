@@ -85,7 +85,6 @@ type Hub struct {
 
 	open atomic.Int64 // open connections (all apps)
 
-	conns connTable // conn id → client, for socket_id exclusion
 	users userTable // app + user id → signed-in clients
 
 	shutdownOnce sync.Once
@@ -231,7 +230,7 @@ func (h *Hub) Accept(req *transport.UpgradeRequest) (any, error) {
 	c := &client{}
 	a := h.appsByKey[key]
 	if a == nil {
-		c.reject = &closeAppNotFound
+		c.x().reject = &closeAppNotFound
 		return c, nil
 	}
 	if req.Origin != "" && !a.cfg.originAllowed(req.Origin) {
@@ -240,7 +239,7 @@ func (h *Hub) Accept(req *transport.UpgradeRequest) (any, error) {
 	}
 	c.app = a
 	if r := checkProtocol(req.RawQuery); r != nil {
-		c.reject = r
+		c.x().reject = r
 	}
 	return c, nil
 }
@@ -269,23 +268,28 @@ func checkProtocol(rawQuery string) *transport.CloseReason {
 func (h *Hub) OnOpen(tc *transport.Conn) {
 	c := tc.Value().(*client)
 	c.conn = tc
-	if c.reject != nil {
-		h.refuse(c, *c.reject)
+	if r := c.rejected(); r != nil {
+		h.refuse(c, *r)
 		return
 	}
 	a := c.app
 	n := h.open.Add(1)
 	an := a.stats.open.Add(1)
-	c.counted = true
-	if h.cfg.MaxConnections > 0 && n > int64(h.cfg.MaxConnections) {
-		h.refuse(c, closeOverCapacity)
+	var over *transport.CloseReason
+	switch {
+	case h.cfg.MaxConnections > 0 && n > int64(h.cfg.MaxConnections):
+		over = &closeOverCapacity
+	case a.cfg.MaxConnections > 0 && an > int64(a.cfg.MaxConnections):
+		over = &closeOverQuota
+	}
+	if over != nil {
+		// Old connections are untouched; this one is told why and leaves the counts now.
+		h.open.Add(-1)
+		a.stats.open.Add(-1)
+		c.x().reject = over
+		h.refuse(c, *over)
 		return
 	}
-	if a.cfg.MaxConnections > 0 && an > int64(a.cfg.MaxConnections) {
-		h.refuse(c, closeOverQuota)
-		return
-	}
-	h.conns.put(tc.ID(), c)
 	a.stats.opened()
 	b := make([]byte, 0, 128)
 	b = append(b, `{"event":"pusher:connection_established","data":"{\"socket_id\":\"`...)
@@ -304,7 +308,7 @@ func (h *Hub) refuse(c *client, r transport.CloseReason) {
 
 func (h *Hub) OnMessage(tc *transport.Conn, msg []byte) {
 	c := tc.Value().(*client)
-	if c.reject != nil || c.conn.Closed() {
+	if c.rejected() != nil || c.conn.Closed() {
 		return
 	}
 	c.app.stats.received()
@@ -315,19 +319,18 @@ func (h *Hub) OnIdle(tc *transport.Conn) { tc.WriteText(pingJSON) }
 
 func (h *Hub) OnClose(tc *transport.Conn, reason transport.CloseReason) {
 	c := tc.Value().(*client)
-	if c.app != nil {
-		c.app.stats.closed(reason.Label)
-	} else {
+	if c.app == nil {
 		h.metrics.closedNoApp(reason.Label)
+		return
 	}
-	if !c.counted {
+	c.app.stats.closed(reason.Label)
+	if c.rejected() != nil {
 		return
 	}
 	h.open.Add(-1)
 	c.app.stats.open.Add(-1)
-	h.conns.del(tc.ID(), c)
-	if c.userID != "" {
-		h.users.del(c.app, c.userID, c)
+	if u := c.userID(); u != "" {
+		h.users.del(c.app, u, c)
 	}
 	for _, s := range c.subs {
 		h.leave(c, s)

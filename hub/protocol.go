@@ -131,7 +131,7 @@ func (h *Hub) subscribe(c *client, d *subscribeData) {
 	var member presence.Member
 	switch k {
 	case kindUser:
-		if c.userID == "" || name != serverToUserPrefix+c.userID {
+		if u := c.userID(); u == "" || name != serverToUserPrefix+u {
 			c.conn.WriteText(subscriptionErrorJSON(name, "AuthError", "sign in as this user to subscribe", 403))
 			return
 		}
@@ -318,12 +318,12 @@ func (h *Hub) signin(c *client, d *signinData) {
 		c.conn.WriteText(errorJSON(4009, "sign-in failed: user id too long"))
 		return
 	}
-	if c.userID != "" && c.userID != id {
+	if u := c.userID(); u != "" && u != id {
 		c.conn.WriteText(errorJSON(4009, "sign-in failed: connection already signed in as another user"))
 		return
 	}
-	if c.userID == "" {
-		c.userID = id
+	if c.userID() == "" {
+		c.x().userID = id
 		h.users.add(c.app, id, c)
 	}
 	b := append([]byte(`{"event":"pusher:signin_success","data":{"user_data":`), appendJSONString(nil, d.UserData)...)
@@ -357,15 +357,16 @@ func (h *Hub) clientEvent(c *client, m *clientMessage) {
 		return
 	}
 	now := h.clock().Unix()
-	if now != c.evWindow {
-		c.evWindow, c.evCount = now, 0
+	x := c.x()
+	if now != x.evWindow {
+		x.evWindow, x.evCount = now, 0
 	}
-	if int(c.evCount) >= a.cfg.MaxClientEventsPerSecond {
+	if int(x.evCount) >= a.cfg.MaxClientEventsPerSecond {
 		a.stats.dropped("client_event_rate")
 		c.conn.WriteText(errorJSON(4301, "client event rate limit exceeded"))
 		return
 	}
-	c.evCount++
+	x.evCount++
 	data := m.Data
 	if data == nil {
 		data = json.RawMessage("null")

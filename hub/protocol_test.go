@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+	"unsafe"
 )
 
 func TestAppendJSONStringMatchesEncodingJSON(t *testing.T) {
@@ -194,4 +195,11 @@ func FuzzClientMessage(f *testing.F) {
 			t.Fatalf("invalid UTF-8 out: %q", out)
 		}
 	})
+}
+
+// A node holds hundreds of thousands of clients: keep the struct in the 48-byte size class.
+func TestClientSize(t *testing.T) {
+	if n := unsafe.Sizeof(client{}); n > 48 {
+		t.Fatalf("client is %d bytes, want <= 48 (move rarely used fields to clientExt)", n)
+	}
 }

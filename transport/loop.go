@@ -70,7 +70,7 @@ type slabEntry struct {
 type job struct {
 	frame  []byte
 	conns  []*Conn
-	except *Conn
+	except uint64 // Fanout: the Conn.ID to skip, 0 for none
 	c      *Conn
 	fn     func()
 	ctrl   ctrlKind
@@ -401,7 +401,7 @@ func (l *loop) runJob(j *job) {
 	}
 	for _, c := range j.conns {
 		// A Conn of another loop would make two writers: skip it.
-		if c == nil || c == j.except || c.l != l || c.state != stOpen {
+		if c == nil || c.id == j.except || c.l != l || c.state != stOpen {
 			continue
 		}
 		l.send(c, j.frame, false)

@@ -199,12 +199,15 @@ func (s *Server) Shutdown(ctx context.Context, reason CloseReason) error {
 }
 
 // Fanout writes one prebuilt frame to every connection in byLoop (byLoop[i] holds only
-// connections owned by loop i), skipping except (may be nil). Safe from any goroutine;
+// connections owned by loop i), skipping the connection whose ID is exceptID (0 for
+// none: IDs start at 1). The skip is by ID so that a caller can exclude a sender it
+// knows only by its id (a socket_id from another goroutine or node) without keeping
+// an id → *Conn table. Safe from any goroutine;
 // never blocks: each loop gets one job in its bounded mailbox. The slices in byLoop and
 // frame must not be modified afterwards. A Conn listed under the wrong loop is skipped
 // (writing it from a loop that does not own it would make two writers), as are
 // closed ones.
-func (s *Server) Fanout(frame []byte, byLoop [][]*Conn, except *Conn) {
+func (s *Server) Fanout(frame []byte, byLoop [][]*Conn, exceptID uint64) {
 	if len(frame) == 0 {
 		return
 	}
@@ -213,7 +216,7 @@ func (s *Server) Fanout(frame []byte, byLoop [][]*Conn, except *Conn) {
 			break
 		}
 		if len(conns) > 0 {
-			s.loops[i].post(job{frame: frame, conns: conns, except: except}, true)
+			s.loops[i].post(job{frame: frame, conns: conns, except: exceptID}, true)
 		}
 	}
 }

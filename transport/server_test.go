@@ -119,9 +119,9 @@ func TestFanoutAcrossLoopsWithExcept(t *testing.T) {
 	s.Do(except, func() { except.WriteText([]byte("you are excepted")) })
 
 	for i := range nmsgs {
-		s.Fanout(AppendTextFrame(nil, []byte(fmt.Sprintf("msg %d", i))), byLoop, except)
+		s.Fanout(AppendTextFrame(nil, []byte(fmt.Sprintf("msg %d", i))), byLoop, except.ID())
 	}
-	s.Fanout(AppendTextFrame(nil, []byte("end")), byLoop, nil)
+	s.Fanout(AppendTextFrame(nil, []byte("end")), byLoop, 0)
 
 	var wg sync.WaitGroup
 	var excepted, errs atomic.Int32
@@ -239,7 +239,7 @@ func TestSlowConsumer(t *testing.T) {
 		for r := received.Load(); r >= 0 && int64(i)-r > 4; r = received.Load() {
 			time.Sleep(100 * time.Microsecond)
 		}
-		s.Fanout(AppendTextFrame(nil, payload), byLoop, nil)
+		s.Fanout(AppendTextFrame(nil, payload), byLoop, 0)
 	}
 	if n := <-got; n != frames {
 		t.Fatalf("fast reader got %d frames, want %d", n, frames)
@@ -490,7 +490,7 @@ func TestMailboxDropped(t *testing.T) {
 	s.Do(c, func() { close(started); <-release }) // holds the loop (tests only)
 	<-started
 	for range 10 {
-		s.Fanout(AppendTextFrame(nil, []byte("x")), [][]*Conn{{c}}, nil)
+		s.Fanout(AppendTextFrame(nil, []byte("x")), [][]*Conn{{c}}, 0)
 	}
 	// Do is admitted past the bound, in order behind the Fanouts.
 	ran := make(chan struct{})
@@ -752,7 +752,7 @@ func BenchmarkFanout(b *testing.B) {
 			b.ReportAllocs()
 			b.ResetTimer()
 			for range b.N {
-				s.Fanout(frame, byLoop, nil)
+				s.Fanout(frame, byLoop, 0)
 			}
 			want := int64(b.N) * int64(nconns) * int64(len(frame))
 			for received.Load() < want && s.Stats().MailboxDropped == 0 {
