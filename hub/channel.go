@@ -58,18 +58,39 @@ type channel struct {
 	// ready is set by the ops shard once the broker delivers this channel to the node.
 	ready atomic.Bool
 
-	mu   sync.Mutex
-	subs map[*client]struct{} // connections that have been sent subscription_succeeded (or are about to be)
-	snap [][]*transport.Conn  // subscribers grouped by loop; nil when subs changed since
+	mu sync.Mutex
+	// members are the subscriptions that receive the channel's messages (sent
+	// subscription_succeeded, or about to be). Each knows its index here, so removal
+	// is a swap with the last: O(1) and 8 bytes per member, where a map would cost
+	// several times that.
+	members []*subscription
+	snap    [][]*transport.Conn // members' conns grouped by loop; nil when members changed since
 }
 
-// addSub makes c a recipient of the channel's messages.
-func (ch *channel) addSubLocked(c *client) {
-	if ch.subs == nil {
-		ch.subs = make(map[*client]struct{})
-	}
-	ch.subs[c] = struct{}{}
+// addLocked makes s a recipient of the channel's messages (ch.mu held).
+func (ch *channel) addLocked(s *subscription) {
+	s.idx = int32(len(ch.members))
+	ch.members = append(ch.members, s)
 	ch.snap = nil
+}
+
+// removeLocked stops s receiving (ch.mu held); a no-op when it is not a member.
+func (ch *channel) removeLocked(s *subscription) {
+	i := s.idx
+	if i < 0 {
+		return
+	}
+	last := len(ch.members) - 1
+	moved := ch.members[last]
+	ch.members[i] = moved
+	moved.idx = i
+	ch.members[last] = nil
+	ch.members = ch.members[:last]
+	s.idx = -1
+	ch.snap = nil
+	if cap(ch.members) > 1024 && len(ch.members) < cap(ch.members)/4 {
+		ch.members = append([]*subscription(nil), ch.members...) // give back what a crowd grew
+	}
 }
 
 // subscribers returns the recipients grouped by owner loop. The snapshot is rebuilt only
@@ -78,31 +99,31 @@ func (ch *channel) addSubLocked(c *client) {
 func (ch *channel) subscribers(loops int) (byLoop [][]*transport.Conn, n int) {
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
-	if ch.snap == nil && len(ch.subs) > 0 {
+	if ch.snap == nil && len(ch.members) > 0 {
 		counts := make([]int, loops)
-		for c := range ch.subs {
-			counts[c.conn.Loop()]++
+		for _, s := range ch.members {
+			counts[s.c.conn.Loop()]++
 		}
-		all := make([]*transport.Conn, 0, len(ch.subs))
+		all := make([]*transport.Conn, len(ch.members))
 		snap := make([][]*transport.Conn, loops)
 		off := 0
 		for i, k := range counts {
 			snap[i] = all[off : off : off+k]
 			off += k
 		}
-		for c := range ch.subs {
-			l := c.conn.Loop()
-			snap[l] = append(snap[l], c.conn)
+		for _, s := range ch.members {
+			l := s.c.conn.Loop()
+			snap[l] = append(snap[l], s.c.conn)
 		}
 		ch.snap = snap
 	}
-	return ch.snap, len(ch.subs)
+	return ch.snap, len(ch.members)
 }
 
 func (ch *channel) count() int {
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
-	return len(ch.subs)
+	return len(ch.members)
 }
 
 // index maps channel keys to channels, split into shards each behind its own lock so

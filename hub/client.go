@@ -52,14 +52,24 @@ func (c *client) userID() string {
 	return c.ext.userID
 }
 
-// subscription is one connection's membership of one channel.
+// subscription is one connection's membership of one channel (32 bytes).
 type subscription struct {
 	ch *channel
-	// member is the presence user id (presence channels only).
-	member string
+	c  *client
+	// member is the presence user id (presence channels only, else nil).
+	member *string
+	// idx is the position in ch.members, -1 when not a member (guarded by ch.mu).
+	idx int32
 	// dead is set (under ch.mu) when the connection unsubscribed or closed, so that an
 	// ops job finishing late does not add it to the channel.
 	dead atomic.Bool
+}
+
+func (s *subscription) memberID() string {
+	if s.member == nil {
+		return ""
+	}
+	return *s.member
 }
 
 func (c *client) findSub(name string) (int, *subscription) {

@@ -154,7 +154,10 @@ func (h *Hub) subscribe(c *client, d *subscribeData) {
 	}
 
 	ch := h.index.acquire(a, name)
-	s := &subscription{ch: ch, member: member.UserID}
+	s := &subscription{ch: ch, c: c, idx: -1}
+	if k == kindPresence {
+		s.member = &member.UserID
+	}
 	c.subs = append(c.subs, s)
 	if k == kindPresence {
 		h.joinPresence(c, s, sid, member)
@@ -162,7 +165,7 @@ func (h *Hub) subscribe(c *client, d *subscribeData) {
 	}
 	if ch.ready.Load() {
 		ch.mu.Lock()
-		ch.addSubLocked(c)
+		ch.addLocked(s)
 		ch.mu.Unlock()
 		h.sendSubscribed(c, s, nil)
 		return
@@ -209,7 +212,7 @@ func (h *Hub) activate(c *client, s *subscription, presenceData []byte) {
 	if s.dead.Load() {
 		return
 	}
-	ch.addSubLocked(c)
+	ch.addLocked(s)
 	h.srv.Do(c.conn, func() { h.sendSubscribed(c, s, presenceData) })
 }
 
@@ -270,14 +273,11 @@ func (h *Hub) leave(c *client, s *subscription) {
 	ch := s.ch
 	ch.mu.Lock()
 	s.dead.Store(true)
-	if _, ok := ch.subs[c]; ok {
-		delete(ch.subs, c)
-		ch.snap = nil
-	}
+	ch.removeLocked(s)
 	ch.mu.Unlock()
 	if ch.kind == kindPresence {
 		sid := h.socketID(c)
-		h.ops.submit(ch.key, true, func() { h.leavePresence(ch, sid, s.member) })
+		h.ops.submit(ch.key, true, func() { h.leavePresence(ch, sid, s.memberID()) })
 	}
 	h.release(ch)
 }
@@ -350,7 +350,7 @@ func (h *Hub) clientEvent(c *client, m *clientMessage) {
 		return
 	}
 	s.ch.mu.Lock()
-	_, active := s.ch.subs[c]
+	active := s.idx >= 0
 	s.ch.mu.Unlock()
 	if !active {
 		c.conn.WriteText(errorJSON(4301, "client event before subscription_succeeded"))
@@ -371,7 +371,7 @@ func (h *Hub) clientEvent(c *client, m *clientMessage) {
 	if data == nil {
 		data = json.RawMessage("null")
 	}
-	js := eventJSON(make([]byte, 0, 64+len(m.Event)+len(m.Channel)+len(data)), m.Event, m.Channel, data, s.member)
+	js := eventJSON(make([]byte, 0, 64+len(m.Event)+len(m.Channel)+len(data)), m.Event, m.Channel, data, s.memberID())
 	env := h.envelope(js, h.nodeID, c.conn.ID(), false)
 	ch := s.ch
 	if !h.ops.submit(ch.key, false, func() { h.publishEnvelope(ch.key, env) }) {

@@ -3,6 +3,7 @@ package hub
 import (
 	"encoding/json"
 	"github.com/herald-rt/herald/presence"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -201,5 +202,42 @@ func FuzzClientMessage(f *testing.F) {
 func TestClientSize(t *testing.T) {
 	if n := unsafe.Sizeof(client{}); n > 48 {
 		t.Fatalf("client is %d bytes, want <= 48 (move rarely used fields to clientExt)", n)
+	}
+	if n := unsafe.Sizeof(subscription{}); n > 32 {
+		t.Fatalf("subscription is %d bytes, want <= 32", n)
+	}
+}
+
+// Members are removed by swapping in the last one: every index must stay right
+// through any sequence of adds and removes.
+func TestChannelMembersSwapRemove(t *testing.T) {
+	ch := &channel{}
+	rng := rand.New(rand.NewPCG(1, 2))
+	in := map[*subscription]bool{}
+	var all []*subscription
+	for i := 0; i < 3000; i++ {
+		if len(all) == 0 || rng.IntN(3) > 0 {
+			s := &subscription{idx: -1}
+			all = append(all, s)
+			ch.addLocked(s)
+			in[s] = true
+		} else {
+			s := all[rng.IntN(len(all))]
+			ch.removeLocked(s) // also when already removed: a no-op
+			delete(in, s)
+		}
+		if len(ch.members) != len(in) {
+			t.Fatalf("step %d: %d members, want %d", i, len(ch.members), len(in))
+		}
+	}
+	for i, s := range ch.members {
+		if int(s.idx) != i || !in[s] {
+			t.Fatalf("member %d has idx %d (in=%v)", i, s.idx, in[s])
+		}
+	}
+	for _, s := range all {
+		if !in[s] && s.idx != -1 {
+			t.Fatalf("removed subscription keeps idx %d", s.idx)
+		}
 	}
 }

@@ -2,6 +2,8 @@ package transport
 
 import (
 	"net/netip"
+
+	"golang.org/x/sys/unix"
 )
 
 // Conn is one WebSocket connection, owned by one loop.
@@ -11,20 +13,22 @@ import (
 // connection is busy (a partial frame, a message being reassembled, output the
 // kernel did not take, a close in progress) lives in ext, allocated on demand and
 // dropped when the connection is idle again.
+//
+// Times are loop ticks (tick = 100 ms since the server started) in 32 bits, which
+// last six years; the peer address is not stored (RemoteAddr asks the kernel). Both
+// keep the struct in the 64-byte size class.
 type Conn struct {
 	l        *loop
 	ext      *connExt
 	value    any
 	id       uint64
-	lastRead int64 // loop clock (ns) of the last read that returned data
-	mark     int64 // handshake: accept time; open: OnIdle time; closing: Close time
-	timerAt  int64 // tick of this conn's live timer-wheel entry, 0 for none
+	lastRead int32 // tick of the last read that returned data
+	mark     int32 // handshake: accept tick; open: OnIdle tick; closing: Close tick
+	timerAt  int32 // tick of this conn's live timer-wheel entry, 0 for none
 	fd       int32
 	slot     uint32 // index in the owner loop's slab
 	state    connState
 	flags    connFlags
-	port     uint16
-	ip       [16]byte // peer address, IPv4 mapped into IPv6
 }
 
 // connExt is the state of a busy connection.
@@ -68,9 +72,23 @@ func (c *Conn) Loop() int { return c.l.idx }
 func (c *Conn) Value() any     { return c.value }
 func (c *Conn) SetValue(v any) { c.value = v }
 
-// RemoteAddr is the peer's "ip:port", formatted on each call.
+// RemoteAddr is the peer's "ip:port", asked of the kernel on each call (owner loop
+// only: the fd must still be open); "" once the socket is gone.
 func (c *Conn) RemoteAddr() string {
-	return netip.AddrPortFrom(netip.AddrFrom16(c.ip).Unmap(), c.port).String()
+	if c.state == stDead {
+		return ""
+	}
+	sa, err := unix.Getpeername(int(c.fd))
+	if err != nil {
+		return ""
+	}
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port)).String()
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr).Unmap(), uint16(a.Port)).String()
+	}
+	return ""
 }
 
 // WriteText frames payload as one text message and writes or queues it (owner loop only).

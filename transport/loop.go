@@ -315,13 +315,6 @@ func (l *loop) resumeAccept() {
 
 func (l *loop) addConn(fd int, sa unix.Sockaddr) {
 	c := &Conn{l: l, fd: int32(fd), id: l.srv.nextID.Add(1), state: stHandshake}
-	switch a := sa.(type) {
-	case *unix.SockaddrInet4:
-		c.ip = [16]byte{10: 0xff, 11: 0xff, 12: a.Addr[0], 13: a.Addr[1], 14: a.Addr[2], 15: a.Addr[3]}
-		c.port = uint16(a.Port)
-	case *unix.SockaddrInet6:
-		c.ip, c.port = a.Addr, uint16(a.Port)
-	}
 	// Frames are written whole; Nagle would only delay them.
 	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	c.slot = l.allocSlot(c)
@@ -334,7 +327,7 @@ func (l *loop) addConn(fd int, sa unix.Sockaddr) {
 	}
 	l.nconns++
 	bump(&l.st.accepted, 1)
-	c.mark, c.lastRead = l.now, l.now
+	c.mark, c.lastRead = l.tickNow(), l.tickNow()
 	l.schedule(c, l.now+int64(l.cfg.HandshakeTimeout))
 }
 

@@ -27,7 +27,8 @@ func (l *loop) onReadable(c *Conn) {
 		return
 	}
 	bump(&l.st.bytesIn, uint64(n))
-	c.lastRead = l.now
+	c.lastRead = l.tickNow()
+	c.flags &^= fPinged // any input answers a ping
 	data := l.buf[:n]
 	switch {
 	case c.flags&fReadDead != 0:

@@ -16,7 +16,7 @@ const (
 
 type wheelEntry struct {
 	slot, gen uint32
-	at        int64 // tick number
+	at        int32 // tick number
 }
 
 type wheel struct {
@@ -25,15 +25,21 @@ type wheel struct {
 	n     int   // entries, live or stale
 }
 
+// tickNow is the loop clock in ticks, as Conn stores times.
+func (l *loop) tickNow() int32 { return int32(l.now / int64(tick)) }
+
+// at converts a Conn tick back to the loop clock (ns).
+func at(t int32) int64 { return int64(t) * int64(tick) }
+
 // schedule makes sure c's timer fires at deadline (loop clock, ns) or earlier.
 func (l *loop) schedule(c *Conn, deadline int64) {
-	t := deadline/int64(tick) + 1
+	t := int32(deadline/int64(tick) + 1)
 	if c.timerAt != 0 && c.timerAt <= t {
 		return // the live entry fires first and re-arms
 	}
 	c.timerAt = t
 	w := &l.wheel
-	i := max(t, w.next) % wheelSlots
+	i := max(int64(t), w.next) % wheelSlots
 	w.slots[i] = append(w.slots[i], wheelEntry{slot: c.slot, gen: l.slab[c.slot].gen, at: t})
 	w.n++
 }
@@ -52,7 +58,7 @@ func (l *loop) advance() {
 		w.slots[i] = nil // fire may schedule into this slot again
 		keep := list[:0]
 		for _, e := range list {
-			if e.at > target {
+			if int64(e.at) > target {
 				keep = append(keep, e)
 				continue
 			}
@@ -93,7 +99,7 @@ func (l *loop) fire(c *Conn) {
 	cfg := l.cfg
 	switch c.state {
 	case stHandshake:
-		if d := c.mark + int64(cfg.HandshakeTimeout); l.now < d {
+		if d := at(c.mark) + int64(cfg.HandshakeTimeout); l.now < d {
 			l.schedule(c, d)
 			return
 		}
@@ -102,29 +108,26 @@ func (l *loop) fire(c *Conn) {
 		if cfg.IdleTimeout <= 0 {
 			return
 		}
-		if c.flags&fPinged != 0 {
-			if c.lastRead > c.mark { // something arrived after OnIdle
-				c.flags &^= fPinged
-			} else if d := c.mark + int64(cfg.PongTimeout); l.now < d {
+		if c.flags&fPinged != 0 { // no input since OnIdle (a read clears the flag)
+			if d := at(c.mark) + int64(cfg.PongTimeout); l.now < d {
 				l.schedule(c, d)
 				return
-			} else {
-				c.Close(cfg.IdleClose)
-				return
 			}
+			c.Close(cfg.IdleClose)
+			return
 		}
-		if d := c.lastRead + int64(cfg.IdleTimeout); l.now < d {
+		if d := at(c.lastRead) + int64(cfg.IdleTimeout); l.now < d {
 			l.schedule(c, d)
 			return
 		}
 		c.flags |= fPinged
-		c.mark = l.now
+		c.mark = l.tickNow()
 		cfg.Handler.OnIdle(c)
 		if c.state == stOpen {
 			l.schedule(c, l.now+int64(cfg.PongTimeout))
 		}
 	case stClosing, stLinger:
-		if d := c.mark + int64(cfg.CloseTimeout); l.now < d {
+		if d := at(c.mark) + int64(cfg.CloseTimeout); l.now < d {
 			l.schedule(c, d)
 			return
 		}

@@ -142,7 +142,7 @@ func (l *loop) beginClose(c *Conn, reason CloseReason, code uint16, text string)
 	x.msg, x.msgActive = nil, false
 	c.state = stClosing
 	c.flags &^= fPinged
-	c.mark = l.now
+	c.mark = l.tickNow()
 	l.schedule(c, l.now+int64(l.cfg.CloseTimeout))
 	if code != 0 || c.flags&fCloseRcvd != 0 {
 		l.closeBuf = appendCloseFrame(l.closeBuf[:0], code, text)
