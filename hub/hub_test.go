@@ -22,7 +22,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 var testApp = App{ID: "1", Key: "key1", Secret: "secret1", ClientEvents: true}
 
 // startHub runs a hub on a loopback port and stops it when the test ends.
-func startHub(t *testing.T, cfg Config) *Hub {
+func startHub(t testing.TB, cfg Config) *Hub {
 	t.Helper()
 	if cfg.Apps == nil {
 		cfg.Apps = []App{testApp}
@@ -47,7 +47,7 @@ func startHub(t *testing.T, cfg Config) *Hub {
 }
 
 type wsClient struct {
-	t        *testing.T
+	t        testing.TB
 	c        *websocket.Conn
 	socketID string
 }
@@ -61,7 +61,7 @@ type event struct {
 }
 
 // dataString decodes data that Pusher sends as a JSON string holding JSON.
-func (e event) dataString(t *testing.T) string {
+func (e event) dataString(t testing.TB) string {
 	t.Helper()
 	var s string
 	if err := json.Unmarshal(e.Data, &s); err != nil {
@@ -70,14 +70,14 @@ func (e event) dataString(t *testing.T) string {
 	return s
 }
 
-func dialRaw(t *testing.T, h *Hub, path string, hdr http.Header) (*websocket.Conn, *http.Response, error) {
+func dialRaw(t testing.TB, h *Hub, path string, hdr http.Header) (*websocket.Conn, *http.Response, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	return websocket.Dial(ctx, "ws://"+h.Addr()+path, &websocket.DialOptions{HTTPHeader: hdr})
 }
 
 // connect opens a connection to app key and reads connection_established.
-func connect(t *testing.T, h *Hub, key string) *wsClient {
+func connect(t testing.TB, h *Hub, key string) *wsClient {
 	t.Helper()
 	c, _, err := dialRaw(t, h, "/app/"+key+"?protocol=7&client=js&version=8.6.0", nil)
 	if err != nil {

@@ -1,0 +1,55 @@
+package hub
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+// The delivery path of a broker message (snapshot of recipients, one mailbox job per
+// loop) allocates nothing once the channel's snapshot is built.
+func TestHandleMessageAllocatesNothing(t *testing.T) {
+	h := startHub(t, Config{})
+	w := connect(t, h, testApp.Key)
+	w.subscribe("orders", "", "")
+	w.expect("pusher_internal:subscription_succeeded")
+	// Drain what the client receives so its socket never fills.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		for ctx.Err() == nil {
+			if _, _, err := w.c.Read(ctx); err != nil {
+				return
+			}
+		}
+	}()
+	key := channelKey(h.appByID(testApp.ID), "orders")
+	env := h.envelope(eventJSON(nil, "tick", "orders", []byte(`"x"`), ""), 0, 0, false)
+	h.HandleMessage(key, env) // builds the snapshot
+	time.Sleep(50 * time.Millisecond)
+	if n := testing.AllocsPerRun(200, func() { h.HandleMessage(key, env) }); n != 0 {
+		t.Fatalf("HandleMessage allocates %.1f times per message", n)
+	}
+}
+
+func BenchmarkHandleMessage(b *testing.B) {
+	h := startHub(b, Config{})
+	w := connect(b, h, testApp.Key)
+	w.subscribe("orders", "", "")
+	w.expect("pusher_internal:subscription_succeeded")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		for ctx.Err() == nil {
+			if _, _, err := w.c.Read(ctx); err != nil {
+				return
+			}
+		}
+	}()
+	key := channelKey(h.appByID(testApp.ID), "orders")
+	env := h.envelope(eventJSON(nil, "tick", "orders", []byte(`"x"`), ""), 0, 0, false)
+	b.ReportAllocs()
+	for b.Loop() {
+		h.HandleMessage(key, env)
+	}
+}
