@@ -123,6 +123,9 @@ func (s *apiServer) serve(w http.ResponseWriter, r *http.Request, fn apiFunc) (a
 	if a == nil {
 		return nil, newAPIError(http.StatusNotFound, errAPINotFound, "unknown app id %q", id)
 	}
+	if a.cfg.Disabled {
+		return nil, newAPIError(http.StatusForbidden, errAPIForbidden, "app %q is disabled", id)
+	}
 	body, err := readAPIBody(w, r, apiBodyLimit(&a.cfg))
 	if err != nil {
 		return nil, err

@@ -12,6 +12,9 @@ type App struct {
 	Key    string `json:"key"`
 	Secret string `json:"secret"`
 
+	// Disabled refuses the app's connections (close 4003) and API requests (403)
+	// while keeping its configuration.
+	Disabled bool `json:"disabled,omitempty"`
 	// ClientEvents allows client-* events on private and presence channels.
 	ClientEvents bool `json:"client_events"`
 	// AllowedOrigins lists the Origin values accepted at the handshake; empty accepts any.

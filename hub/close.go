@@ -7,6 +7,7 @@ import "github.com/herald-rt/herald/transport"
 // label is the metric label of herald_connections_closed_total.
 var (
 	closeAppNotFound  = transport.CloseReason{Code: 4001, Text: "app does not exist", Label: "app_not_found"}
+	closeAppDisabled  = transport.CloseReason{Code: 4003, Text: "app disabled", Label: "app_disabled"}
 	closeOverQuota    = transport.CloseReason{Code: 4004, Text: "app over connection quota", Label: "app_over_quota"}
 	closeBadProtocol  = transport.CloseReason{Code: 4006, Text: "invalid protocol version", Label: "invalid_version"}
 	closeOldProtocol  = transport.CloseReason{Code: 4007, Text: "unsupported protocol version", Label: "unsupported_protocol"}

@@ -233,6 +233,11 @@ func (h *Hub) Accept(req *transport.UpgradeRequest) (any, error) {
 		c.x().reject = &closeAppNotFound
 		return c, nil
 	}
+	if a.cfg.Disabled {
+		c.app = a
+		c.x().reject = &closeAppDisabled
+		return c, nil
+	}
 	if req.Origin != "" && !a.cfg.originAllowed(req.Origin) {
 		a.stats.rejected("origin_not_allowed")
 		return nil, &transport.RejectError{Status: http.StatusForbidden, Message: "origin not allowed"}

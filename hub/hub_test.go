@@ -544,3 +544,27 @@ func TestStatsCountConnections(t *testing.T) {
 
 var _ = errors.Is
 var _ = transport.CloseNormal
+
+func TestDisabledApp(t *testing.T) {
+	off := App{ID: "9", Key: "key9", Secret: "s9", Disabled: true}
+	h := startHub(t, Config{Apps: []App{testApp, off}})
+	c, _, err := dialRaw(t, h, "/app/key9", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	w := &wsClient{t: t, c: c}
+	if e := w.expect("pusher:error"); !strings.Contains(string(e.Data), `"code":4003`) {
+		t.Fatal(e.raw)
+	}
+	w.expectClose(4003)
+	resp, err := http.Get("http://" + h.Addr() + "/apps/9/channels")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("API on a disabled app: %d", resp.StatusCode)
+	}
+	connect(t, h, testApp.Key) // other apps are unaffected
+}

@@ -43,6 +43,7 @@ var (
 	errAPIBadRequest    = errors.New("hub: api: bad request")
 	errAPITooLarge      = errors.New("hub: api: payload too large")
 	errAPINotFound      = errors.New("hub: api: not found")
+	errAPIForbidden     = errors.New("hub: api: forbidden")
 	errAPIMethod        = errors.New("hub: api: method not allowed")
 	errAPIInternal      = errors.New("hub: api: internal error")
 	errAPIPublishFailed = errors.New("hub: api: publish failed")
