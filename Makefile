@@ -10,12 +10,13 @@ export GOFLAGS ?= -mod=readonly
 # apt-get needs root; use sudo when we are not root and it exists.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo >/dev/null && echo sudo)
 
-.PHONY: all build run test test-deps go-test lint fuzz bench clean
+.PHONY: all build run test test-deps go-test lint fuzz bench bench-loadgen bench-1m loadgen clean
 
 all: build
 
 build:
 	$(GO) build -o bin/herald ./cmd/herald
+	$(GO) build -o bin/loadgen ./cmd/loadgen
 
 ## run: build and start one node with the in-memory broker and a demo app (its id, key
 ## and secret are printed). Pass flags with ARGS="--client-events --addr :7001".
@@ -32,6 +33,9 @@ test-deps:
 	  $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y nodejs npm; }
 	@node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>20||(a==20&&b>=14)?0:1)' || \
 	  { echo "Node.js >= 20.14 is required for the pusher-js tests (node --test --test-force-exit); found $$(node --version)"; exit 1; }
+	@test -x /usr/bin/chromium || { \
+	  echo "installing chromium (Debian), for the loadgen HTML report test"; \
+	  $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y chromium; }
 	cd e2e/js && npm ci --no-audit --no-fund --loglevel=error
 
 go-test:
@@ -52,11 +56,31 @@ fuzz:
 	  done; \
 	done
 
+## loadgen: run the load generator, e.g.
+##   make loadgen ARGS="--target ws://127.0.0.1:6001 --app-id 1 --app-key KEY --app-secret S --scenario broadcast"
+loadgen: build
+	./bin/loadgen run $(ARGS)
+
 ## bench: benchmarks and the load figures (memory per connection, fan-out against the
-## raw write floor, upgrades per second).
+## raw write floor, upgrades per second), then a loadgen broadcast run against Herald.
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem ./transport ./pubsub ./hub
 	$(GO) run ./bench/cmd/benchrun
+	$(MAKE) bench-loadgen
+
+## bench-loadgen: 15,000 clients over 2 loadgen workers, broadcast on 10 channels.
+bench-loadgen: build
+	@./bin/herald --addr 127.0.0.1:6101 --admin-addr 127.0.0.1:9701 --app-id bench --app-key bench \
+	  --app-secret bench --log-level warn & pid=$$!; sleep 1; \
+	./bin/loadgen run --target ws://127.0.0.1:6101 --app-id bench --app-key bench --app-secret bench \
+	  --scenario broadcast --connections 15000 --ramp 100000 --channels 10 --publish-rate 50 --duration 15s \
+	  --workers 2 --progress lines --out bin/loadgen-bench.json --html bin/loadgen-bench.html; \
+	rc=$$?; kill $$pid; wait $$pid; exit $$rc
+
+## bench-1m: hold 1,000,000 connections on this host (about 52 herald processes with
+## SO_REUSEPORT and 52 client workers); see bench/BENCH-1M.md. Never part of make test.
+bench-1m: build
+	$(GO) run ./bench/cmd/bench1m $(ARGS)
 
 clean:
 	rm -rf bin

@@ -20,12 +20,77 @@
 //     connection_established) and publish-to-receive latency; deliveries, duplicates,
 //     reordered and missing sequence numbers; close and error reasons. Stats encode to
 //     JSON and Merge exactly, across loops and across processes.
-//   - Pool.Shutdown (close handshake, bounded) and Pool.Close (immediate).
+//   - Pool.Send(ctx, n, msg): n subscribed connections send a message (client
+//     events); Pool.Disconnect(ctx, n): n connections start their close handshake
+//     (churn). Config.OnSubscribed / OnClosed let a driver keep per-channel counts.
+//   - Pool.CloseConns (close handshakes, bounded, Stats still readable), Pool.Shutdown
+//     (the same, then Close) and Pool.Close (immediate).
 //   - NewPublisher → Publisher.Publish(ctx, channel, event, data): POST
 //     /apps/{id}/events signed as PUSHER.md 2.2 (SignQuery) over keep-alive
 //     connections.
 //   - AppendPayload / ParsePayload: the sequenced payload "seq:<n>:ts:<unixnano>:" and
 //     'x' padding. Every channel event whose data is such a string is a delivery.
+//
+// The load generator as a product (cmd/loadgen only parses flags and wires these):
+//
+//   - Spec (scenario.go): a run, from flags or a JSON file (LoadSpec); Normalize
+//     fills defaults per scenario: connect-and-hold, broadcast, churn,
+//     presence-storm, client-events. Channel spread one | uniform | zipf(s) over M
+//     channels, K per connection, chosen by a pure function of the run-wide
+//     connection id so that a worker can recompute it.
+//   - NewCoordinator(CoordinatorConfig) → Coordinator.Run(ctx) → *Report: spawns
+//     worker processes (this binary, "worker --join addr") and/or waits for remote
+//     ones, plans, drives the phases, merges snapshots exactly, and builds the
+//     Report. RunWorker(ctx, WorkerConfig) is a worker.
+//   - ParseThresholds / EvaluateThresholds: k6-style pass/fail criteria.
+//   - NewProgressPrinter (live bar on a terminal via
+//     github.com/schollz/progressbar/v3, pinned at v3.19.1, the version tried;
+//     plain lines otherwise) and WriteSummary (the final table). progressbar was
+//     chosen over vbauerster/mpb because one bar is all a run needs and, with a
+//     known maximum, it renders synchronously on the caller's goroutine and starts
+//     none of its own, so the coordinator's goroutine contract stays simple; it is
+//     maintained, widely used and has three small dependencies.
+//
+// # The coordinator/worker protocol
+//
+// One TCP connection per worker, JSON lines (one object per line, at most 64 MiB),
+// ProtocolVersion 1:
+//
+//	worker → coordinator  {"type":"hello","version":1,"hello":{"pid":…,"host":…,"source":…}}
+//	coordinator → worker  {"type":"plan","version":1,"plan":{worker_id, workers, spec, connections, sources, start}}
+//	                      or {"type":"reject","error":…} (other version, joined too late)
+//	worker → coordinator  {"type":"snapshot","snapshot":{…}} every second, at once when its
+//	                      share is up (ramp_seconds), and a final one ("final":true)
+//	coordinator → worker  {"type":"load"}     every connection is up: start churn / client events
+//	                      {"type":"quiesce"}  stop sending (drain before the end)
+//	                      {"type":"stop"}     close connections (bounded), send the final snapshot
+//	worker → coordinator  {"type":"failed","error":…} when the plan cannot run
+//
+// A snapshot carries deltas since the previous one (Stats with both histograms in
+// the HdrHistogram V2 encoding, obtained exactly with Stats.Sub; per-channel
+// client events sent, deliveries and duplicates) and gauges (open connections,
+// subscribed connections per channel, heap and RSS). The coordinator adds the
+// deltas, so totals and percentiles are exact merges, never averages; each
+// 1-second Series sample is the merge of that interval's deltas.
+//
+// A worker that hangs up, sends garbage, fails a write, or sends nothing for
+// HeartbeatTimeout is lost: its state becomes "lost", the error kind
+// "worker_lost" is counted, what it sent so far stays in the totals, and the run
+// goes on. After "stop", workers get CloseTimeout+5 s for their final snapshot. So
+// every wait of the coordinator is bounded, and spawned processes that are still
+// running 3 s after the end are killed by PID (SIGKILL). Spawned workers run in
+// their own process group, so a terminal's Ctrl-C reaches the coordinator only,
+// which then stops them cleanly; a worker whose coordinator goes away closes its
+// connections and exits.
+//
+// Sequence numbers are unique across a run: the coordinator's API publishes use
+// n*(W+1)+1 and worker i's client events n*(W+1)+i+2 (W workers), so a
+// connection's duplicate window works across publishers. Expected deliveries per
+// channel are publishes accepted by the server times the channel's subscribers at
+// the time (client events: subscribers minus the sender), from the 1-second
+// gauges; missing = expected − unique deliveries, per channel. In quiet runs
+// (everyone subscribed before the load phase, nobody leaving) this is exact; under
+// churn it is an estimate.
 //
 // # How a Pool works
 //
@@ -61,6 +126,16 @@
 // rather than approximate.
 //
 // # Concurrency
+//
+// Coordinator: Run's goroutine owns the run state; one accept goroutine and one
+// reader goroutine per worker connection feed it through a bounded channel and
+// stop when Run closes the listener and connections; the API publisher has a
+// pacer and PublishConcurrency senders, stopped at the drain. Worker: RunWorker's
+// goroutine paces dials, churn and client events (10 ms ticks) and sends
+// snapshots; one reader goroutine takes the coordinator's commands. Both are
+// stopped and waited for before Run/RunWorker return.
+//
+// Pool:
 //
 // A loop's connections, histograms and reason counts are touched only by its
 // goroutine. Other goroutines reach a loop through a bounded command queue (Dial,

@@ -32,3 +32,18 @@ var (
 	// ErrHistogram reports a histogram that cannot be decoded or merged exactly.
 	ErrHistogram = errors.New("loadgen: bad histogram")
 )
+
+// Errors of the coordinator, the workers and the thresholds.
+var (
+	// ErrScenario reports an invalid scenario (flags or file).
+	ErrScenario = errors.New("loadgen: invalid scenario")
+	// ErrThreshold reports a threshold expression that does not parse.
+	ErrThreshold = errors.New("loadgen: invalid threshold")
+	// ErrProtocol reports a coordinator/worker message that breaks the protocol
+	// (bad JSON, unknown type, other version).
+	ErrProtocol = errors.New("loadgen: worker protocol error")
+	// ErrWorkerLost reports a worker that died, disconnected or went silent mid-run.
+	ErrWorkerLost = errors.New("loadgen: worker lost")
+	// ErrNoWorkers reports a run that had no worker to run it.
+	ErrNoWorkers = errors.New("loadgen: no workers")
+)

@@ -104,3 +104,63 @@ func (h *Histogram) String() string {
 	}
 	return fmt.Sprintf("n=%d p50=%v p99=%v max=%v", h.Count(), h.Quantile(0.5), h.Quantile(0.99), h.Max())
 }
+
+// Sub removes o's counts from h, where o is an earlier snapshot of h (h recorded
+// everything o did), so that h becomes the exact difference: how cumulative
+// snapshots become per-interval deltas without approximation.
+func (h *Histogram) Sub(o *Histogram) error {
+	a, b := h.h.Export(), o.h.Export()
+	if len(a.Counts) != len(b.Counts) {
+		return fmt.Errorf("%w: sub of another geometry", ErrHistogram)
+	}
+	for i, n := range b.Counts {
+		if a.Counts[i] < n {
+			return fmt.Errorf("%w: sub of a histogram that is not an earlier snapshot", ErrHistogram)
+		}
+		a.Counts[i] -= n
+	}
+	h.h = hdrhistogram.Import(a)
+	return nil
+}
+
+// Min returns the smallest recorded value (to the histogram's precision), 0 when
+// empty.
+func (h *Histogram) Min() time.Duration {
+	if h.Count() == 0 {
+		return 0
+	}
+	return time.Duration(h.h.Min()) * time.Microsecond
+}
+
+// Mean returns the mean of the recorded values, 0 when empty.
+func (h *Histogram) Mean() time.Duration {
+	if h.Count() == 0 {
+		return 0
+	}
+	return time.Duration(h.h.Mean() * float64(time.Microsecond))
+}
+
+// Clone returns an independent copy of h.
+func (h *Histogram) Clone() *Histogram {
+	n := NewHistogram()
+	_ = n.Merge(h) // same geometry by construction
+	return n
+}
+
+// HistBucket is one non-empty bucket: Count values at most UpTo (and above the
+// previous bucket's bound).
+type HistBucket struct {
+	UpTo  time.Duration
+	Count int64
+}
+
+// Buckets returns the non-empty buckets in ascending order.
+func (h *Histogram) Buckets() []HistBucket {
+	var out []HistBucket
+	for _, b := range h.h.Distribution() {
+		if b.Count > 0 {
+			out = append(out, HistBucket{UpTo: time.Duration(b.To) * time.Microsecond, Count: b.Count})
+		}
+	}
+	return out
+}

@@ -123,6 +123,8 @@ type loop struct {
 	connectHist, latencyHist *Histogram
 	reasons                  map[string]int64
 	events0                  int64 // channel events
+	members                  int64 // pusher_internal:member_added and member_removed
+	cursor                   int   // where Send and Disconnect continue in conns
 	dupsClosed, reordClosed  int64 // from connections already closed
 }
 
@@ -489,6 +491,9 @@ func (l *loop) onMessage(slot int32, c *conn, op byte, payload []byte) error {
 			if c.pending == 0 {
 				c.flags |= flagSubscribed
 				l.p.subscribed.Add(1)
+				if fn := l.p.cfg.OnSubscribed; fn != nil {
+					fn(c.id)
+				}
 			}
 		}
 		return nil
@@ -502,8 +507,10 @@ func (l *loop) onMessage(slot int32, c *conn, op byte, payload []byte) error {
 		return nil
 	case "pusher:ping":
 		return l.sendText(slot, c, []byte(`{"event":"pusher:pong","data":{}}`))
-	case "pusher:pong", "pusher:cache_miss", "pusher_internal:member_added",
-		"pusher_internal:member_removed", "pusher_internal:subscription_count":
+	case "pusher_internal:member_added", "pusher_internal:member_removed":
+		l.members++
+		return nil
+	case "pusher:pong", "pusher:cache_miss", "pusher_internal:subscription_count":
 		return nil
 	}
 	if m.channel == nil {
@@ -511,13 +518,17 @@ func (l *loop) onMessage(slot int32, c *conn, op byte, payload []byte) error {
 		return nil
 	}
 	l.events0++
+	var seq uint64
+	dup := false
 	if len(m.data) > 0 && m.data[0] == '"' {
-		if seq, ts, err := ParsePayload(m.data); err == nil && seq > 0 {
-			l.deliver(c, seq, ts)
+		if s, ts, err := ParsePayload(m.data); err == nil && s > 0 {
+			seq = s
+			dup = l.deliver(c, seq, ts)
 		}
 	}
 	if fn := l.p.cfg.OnEvent; fn != nil {
-		fn(&Event{ConnID: c.id, Name: m.event, Channel: m.channel, Data: m.data, Received: l.now})
+		fn(&Event{ConnID: c.id, Name: m.event, Channel: m.channel, Data: m.data, Received: l.now,
+			Seq: seq, Duplicate: dup})
 	}
 	return nil
 }
@@ -574,8 +585,9 @@ func (l *loop) onEstablished(slot int32, c *conn, m message) error {
 	return nil
 }
 
-// deliver records one sequenced event.
-func (l *loop) deliver(c *conn, seq uint64, ts int64) {
+// deliver records one sequenced event and reports whether the connection had
+// already received it.
+func (l *loop) deliver(c *conn, seq uint64, ts int64) (dup bool) {
 	l.latencyHist.Record(time.Duration(l.now - ts))
 	l.delivered.Add(1)
 	s := uint32(seq)
@@ -594,6 +606,7 @@ func (l *loop) deliver(c *conn, seq uint64, ts int64) {
 		d := c.lastSeq - s
 		if d < reorderSpan && c.window&(1<<d) != 0 {
 			c.dups++
+			dup = true
 			break
 		}
 		if d < reorderSpan {
@@ -615,6 +628,7 @@ func (l *loop) deliver(c *conn, seq uint64, ts int64) {
 	if l.now > r.last.Load() {
 		r.last.Store(l.now)
 	}
+	return dup
 }
 
 func (l *loop) mask() [4]byte {
@@ -709,6 +723,9 @@ func (l *loop) closeConn(slot int32, c *conn, reason string) {
 		l.p.closed.Add(1)
 		l.dupsClosed += int64(c.dups)
 		l.reordClosed += int64(c.reord)
+		if fn := l.p.cfg.OnClosed; fn != nil {
+			fn(c.id, c.flags&flagSubscribed != 0)
+		}
 	}
 	l.reasons[reason]++
 	unix.Close(int(c.fd)) // also leaves the epoll set
@@ -774,6 +791,7 @@ func (l *loop) stats(firstSeq, lastSeq uint64) *Stats {
 	_ = s.Connect.Merge(l.connectHist)
 	_ = s.Latency.Merge(l.latencyHist)
 	s.Events = l.events0
+	s.Members = l.members
 	s.Delivered = l.delivered.Load()
 	s.Duplicates = l.dupsClosed
 	s.Reordered = l.reordClosed
@@ -798,6 +816,58 @@ func (l *loop) stats(firstSeq, lastSeq uint64) *Stats {
 		}
 	}
 	return s
+}
+
+// sendEach sends, from up to n subscribed connections taken round-robin from where
+// the previous call stopped, the text message msg appends (nothing when it appends
+// nothing). It returns how many it sent.
+func (l *loop) sendEach(n int, msg func(id uint64, dst []byte) []byte) int {
+	sent := 0
+	var js []byte
+	for tries := 0; sent < n && tries < len(l.conns); tries++ {
+		if l.cursor >= len(l.conns) {
+			l.cursor = 0
+		}
+		slot := int32(l.cursor)
+		l.cursor++
+		c := &l.conns[slot]
+		if c.state != stReady || c.flags&flagSubscribed == 0 {
+			continue
+		}
+		js = msg(c.id, js[:0])
+		if len(js) == 0 {
+			continue
+		}
+		if l.sendText(slot, c, js) == nil {
+			sent++
+		}
+	}
+	return sent
+}
+
+// disconnect starts the close handshake (1000) of up to n established connections,
+// taken round-robin, and returns how many.
+func (l *loop) disconnect(n int) int {
+	closed := 0
+	var b [2]byte
+	binary.BigEndian.PutUint16(b[:], 1000)
+	for tries := 0; closed < n && tries < len(l.conns); tries++ {
+		if l.cursor >= len(l.conns) {
+			l.cursor = 0
+		}
+		slot := int32(l.cursor)
+		l.cursor++
+		c := &l.conns[slot]
+		if c.state != stReady {
+			continue
+		}
+		if l.sendFrame(slot, c, opClose, b[:]) == nil {
+			c.state = stClosing
+			c.started = l.now
+			closed++
+		}
+	}
+	return closed
 }
 
 func errnoName(err error) string {

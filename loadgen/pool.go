@@ -47,6 +47,13 @@ type Config struct {
 	// the pusher: and pusher_internal: ones). It must not block; ev's slices are valid
 	// only during the call.
 	OnEvent func(ev *Event)
+	// OnSubscribed, if set, is called on the loop goroutine when every subscription
+	// of connection id has succeeded. It must not block.
+	OnSubscribed func(id uint64)
+	// OnClosed, if set, is called on the loop goroutine when an established
+	// connection ends; subscribed says whether OnSubscribed was called for it. It
+	// must not block.
+	OnClosed func(id uint64, subscribed bool)
 	// HandshakeTimeout bounds the time from socket() to connection_established.
 	// Default 10 s.
 	HandshakeTimeout time.Duration
@@ -68,6 +75,11 @@ type Event struct {
 	Channel  []byte // channel name
 	Data     []byte // raw JSON value of data
 	Received int64  // unix nanoseconds at the read that brought it
+	// Seq is the payload's sequence number, 0 when data is not a sequenced payload.
+	Seq uint64
+	// Duplicate: the connection had already received Seq (within the last 64
+	// sequence numbers it saw).
+	Duplicate bool
 }
 
 // Counts are the pool's connection counters. They only grow; derived values are
@@ -207,6 +219,38 @@ func (p *Pool) Dial(ctx context.Context, n int) error {
 	return nil
 }
 
+// Send makes up to n subscribed, established connections (spread over the loops,
+// round-robin within each) send the text message msg appends to dst, for example a
+// client event. msg runs on loop goroutines and must not block; appending nothing
+// skips the connection. Send returns once the work is queued.
+func (p *Pool) Send(ctx context.Context, n int, msg func(id uint64, dst []byte) []byte) error {
+	return p.spread(ctx, n, func(l *loop, share int) { l.sendEach(share, msg) })
+}
+
+// Disconnect starts the close handshake (code 1000) of up to n established
+// connections, spread over the loops; they end counted in Closed with reason
+// "client_close" (or "close_timeout"). It returns once the work is queued.
+func (p *Pool) Disconnect(ctx context.Context, n int) error {
+	return p.spread(ctx, n, func(l *loop, share int) { l.disconnect(share) })
+}
+
+// spread queues f on every loop with its share of n.
+func (p *Pool) spread(ctx context.Context, n int, f func(l *loop, share int)) error {
+	for i, l := range p.loops {
+		share := n / len(p.loops)
+		if i < n%len(p.loops) {
+			share++
+		}
+		if share == 0 {
+			continue
+		}
+		if err := p.do(ctx, l, func(l *loop) { f(l, share) }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Counts returns the connection counters.
 func (p *Pool) Counts() Counts {
 	return Counts{
@@ -290,16 +334,20 @@ func (p *Pool) Stats(ctx context.Context, firstSeq, lastSeq uint64) (*Stats, err
 // Shutdown closes every connection with a close frame (1000), waits until the server
 // has answered or closed them all or ctx ends, then closes the pool.
 func (p *Pool) Shutdown(ctx context.Context) error {
-	var err error
+	return errors.Join(p.CloseConns(ctx), p.Close())
+}
+
+// CloseConns stops dialing, drops handshakes in flight and closes every connection
+// with a close frame (1000), waiting until the server has answered or closed them
+// all or ctx ends. The pool keeps running, so that Stats can still be read.
+func (p *Pool) CloseConns(ctx context.Context) error {
 	for _, l := range p.loops {
-		if err = p.do(ctx, l, (*loop).beginShutdown); err != nil {
-			break
+		if err := p.do(ctx, l, (*loop).beginShutdown); err != nil {
+			return err
 		}
 	}
-	if err == nil {
-		_, err = p.WaitCounts(ctx, func(c Counts) bool { return c.Open() == 0 && c.InFlight() == 0 })
-	}
-	return errors.Join(err, p.Close())
+	_, err := p.WaitCounts(ctx, func(c Counts) bool { return c.Open() == 0 && c.InFlight() == 0 })
+	return err
 }
 
 // Close stops the loops, closes every socket without a close handshake, and waits

@@ -22,6 +22,25 @@ type Report struct {
 	Series     []Sample          `json:"series"`  // one per reporting interval (1 s)
 	Thresholds []ThresholdResult `json:"thresholds,omitempty"`
 	Passed     bool              `json:"passed"` // every threshold held (true when there are none)
+
+	// Added after version 1's first fields (additive):
+	Channels  []ChannelSummary `json:"channels,omitempty"` // channels that expected or got deliveries
+	Members   uint64           `json:"members"`            // presence member_added/member_removed received
+	Reordered uint64           `json:"reordered"`          // deliveries that arrived after a later one
+	// RampSeconds is how long the slowest worker took to establish (or fail) its
+	// share; ConnectRate is connections established per second over it.
+	RampSeconds float64 `json:"ramp_seconds"`
+	ConnectRate float64 `json:"connect_rate"`
+}
+
+// ChannelSummary is one channel's delivery accounting (at-most-once: both missing and
+// duplicated are counted, neither fails a run unless a threshold says so).
+type ChannelSummary struct {
+	Name       string `json:"name"`
+	Expected   uint64 `json:"expected"`
+	Delivered  uint64 `json:"delivered"`
+	Missing    uint64 `json:"missing"`
+	Duplicated uint64 `json:"duplicated"`
 }
 
 // Scenario describes what was simulated.
@@ -38,6 +57,12 @@ type WorkerSummary struct {
 	Connections int    `json:"connections"` // connections assigned
 	State       string `json:"state"`       // "ok", "lost" (died or disconnected mid-run), "failed"
 	Error       string `json:"error,omitempty"`
+	PID         int    `json:"pid,omitempty"`
+	Host        string `json:"host,omitempty"`
+	Connected   uint64 `json:"connected"`  // successful handshakes
+	Delivered   uint64 `json:"delivered"`  // sequenced events received
+	HeapBytes   int64  `json:"heap_bytes"` // peak Go heap in use
+	RSSBytes    int64  `json:"rss_bytes"`  // peak resident set size
 }
 
 // Totals are whole-run counts, merged exactly across workers.

@@ -27,6 +27,8 @@ type Stats struct {
 	Reordered int64 `json:"reordered"`
 	// Missing: see Pool.Stats.
 	Missing int64 `json:"missing"`
+	// Members counts pusher_internal:member_added and member_removed events received.
+	Members int64 `json:"members,omitempty"`
 	// Reasons counts why connections failed or closed, and errors the server sent:
 	// "close_<code>", "eof", "handshake_timeout", "connect_<errno>",
 	// "pusher_error_<code>", "subscription_error", ...
@@ -61,6 +63,7 @@ func (s *Stats) merge(o *Stats) error {
 	s.Duplicates += o.Duplicates
 	s.Reordered += o.Reordered
 	s.Missing += o.Missing
+	s.Members += o.Members
 	for k, v := range o.Reasons {
 		s.Reasons[k] += v
 	}
@@ -97,4 +100,42 @@ func (s *Stats) ReasonsString() string {
 		fmt.Fprintf(&b, "%s=%d", k, s.Reasons[k])
 	}
 	return b.String()
+}
+
+// Sub returns s − o, where o is an earlier snapshot of the same Pool's Stats: the
+// exact figures of the interval between them (histograms included; see
+// Histogram.Sub).
+func (s *Stats) Sub(o *Stats) (*Stats, error) {
+	d := newStats()
+	if err := d.Connect.Merge(s.Connect); err != nil {
+		return nil, err
+	}
+	if err := d.Latency.Merge(s.Latency); err != nil {
+		return nil, err
+	}
+	if err := d.Connect.Sub(o.Connect); err != nil {
+		return nil, err
+	}
+	if err := d.Latency.Sub(o.Latency); err != nil {
+		return nil, err
+	}
+	d.Counts = Counts{
+		Dialed:      s.Counts.Dialed - o.Counts.Dialed,
+		Established: s.Counts.Established - o.Counts.Established,
+		Subscribed:  s.Counts.Subscribed - o.Counts.Subscribed,
+		Failed:      s.Counts.Failed - o.Counts.Failed,
+		Closed:      s.Counts.Closed - o.Counts.Closed,
+	}
+	d.Events = s.Events - o.Events
+	d.Delivered = s.Delivered - o.Delivered
+	d.Duplicates = s.Duplicates - o.Duplicates
+	d.Reordered = s.Reordered - o.Reordered
+	d.Missing = s.Missing - o.Missing
+	d.Members = s.Members - o.Members
+	for k, v := range s.Reasons {
+		if v -= o.Reasons[k]; v != 0 {
+			d.Reasons[k] = v
+		}
+	}
+	return d, nil
 }

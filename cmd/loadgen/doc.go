@@ -1,0 +1,61 @@
+// Command loadgen simulates many Pusher Channels (protocol 7) clients against Herald
+// or any Pusher-compatible server, and reports what they saw: connect and
+// publish-to-receive latency (exact HdrHistogram merges across processes),
+// deliveries per second, messages missing and duplicated per channel, and errors by
+// kind.
+//
+// # Running
+//
+//	loadgen run --target ws://127.0.0.1:6001 --app-id ID --app-key KEY --app-secret SECRET \
+//	    --scenario broadcast --connections 10000 --ramp 2000 --channels 10 \
+//	    --publish-rate 50 --payload-size 256 --duration 60s --workers 2 \
+//	    --threshold 'p99<250ms' --threshold 'errors<0.1%' --threshold 'missing==0' \
+//	    --out report.json --html report.html
+//
+// Scenarios (--scenario): connect-and-hold (default: N connections ramped at R/s,
+// each subscribed to K channels spread one | uniform | zipf over M), broadcast
+// (the same plus --publish-rate API publishes per second), churn (--churn-rate
+// connections closed and reopened per second), presence-storm (churn on presence
+// channels: joins and leaves, signed with channel_data; at most 50 members per
+// channel by default) and client-events (--client-event-rate client events per
+// second per connection on private channels; the server must allow client
+// events, e.g. herald --client-events). Any scenario accepts the other rates too.
+// A JSON file (--config) holds the same options (names as in the report's
+// scenario.params); flags given on the command line override it. Every run is
+// bounded by --duration: connections ramp, then (once all are up) the load phase
+// runs until --drain before the end, then connections close with a bounded close
+// handshake.
+//
+// # Workers
+//
+// A process may open only so many files (20,000 here), so a run is split over
+// worker processes. --workers W spawns W workers on this host (this binary, "loadgen
+// worker --join 127.0.0.1:PORT"), each with its own source address from
+// --source-base (127.0.1.1, 127.0.1.2, …) when the target is on loopback, so that
+// ephemeral ports do not run out. To use other machines, start the coordinator with
+// --listen 0.0.0.0:7000 --expect-workers N (and --workers 0 if none are local) and
+// run "loadgen worker --join coordinator:7000" on each. A worker that dies or goes
+// silent (--heartbeat-timeout) is reported as lost; the run goes on and exits 1.
+//
+// # Output
+//
+// A live bar (connections established against the target, deliveries and
+// publishes per second, p50/p99, errors) on a terminal, plain lines every
+// --progress-every otherwise; a summary table at the end; --out writes the JSON
+// Report, --html the self-contained HTML report.
+//
+// # Exit codes
+//
+//	0   the run completed and every threshold held
+//	1   an error, or a worker was lost (figures are partial)
+//	2   usage: a bad flag, scenario or threshold expression
+//	99  a --threshold was breached (the summary and stderr say which)
+//	130 interrupted (Ctrl-C or SIGTERM): connections were closed cleanly, and the
+//	    summary and reports were still written
+//
+// Thresholds: p50 p90 p95 p99 p999 max mean min (publish-to-receive latency) and
+// connect_p50 … connect_min with units ms (default), s, us; errors (a rate: 0.1%
+// or 0.001); error_count, missing, duplicated, delivered, published, connections
+// (peak open), connected, deliveries_per_sec, publishes_per_sec. Operators
+// < <= > >= ==.
+package main

@@ -1,0 +1,601 @@
+package loadgen
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+)
+
+// CoordinatorConfig configures a Coordinator. Spec is required; the zero value of
+// every other field is a working default.
+type CoordinatorConfig struct {
+	// Spec is the run. It is normalized by NewCoordinator.
+	Spec Spec
+	// Listen is where workers join (TCP). Default "127.0.0.1:0" (any free port).
+	Listen string
+	// Spawn is how many worker processes to start on this host. Each runs
+	// WorkerCommand with "--join <listen address>" appended.
+	Spawn int
+	// WorkerCommand is the worker program and its arguments. Default: this
+	// executable with the argument "worker".
+	WorkerCommand []string
+	// WorkerOutput receives the spawned workers' stdout and stderr. Default: discard.
+	WorkerOutput io.Writer
+	// Expect is how many more workers (started elsewhere) must join.
+	Expect int
+	// SourceBase is the first source address given to workers when the target is on
+	// loopback: worker i binds SourceAddrs(SourceBase, n)[i]. Default 127.0.1.1.
+	SourceBase netip.Addr
+	// NoSources leaves the source address to the kernel.
+	NoSources bool
+	// JoinTimeout bounds the wait for every worker to join. Default 30 s.
+	JoinTimeout time.Duration
+	// HeartbeatTimeout: a running worker silent this long is lost. Default 5 s.
+	HeartbeatTimeout time.Duration
+	// OnProgress, if set, is called on the coordinator's goroutine about once a
+	// second. It must return quickly.
+	OnProgress func(Progress)
+	// Logger receives the coordinator's events (workers joining, lost, spawned
+	// PIDs). Default: discard.
+	Logger *slog.Logger
+}
+
+// Progress is the live state of a run, for a progress display.
+type Progress struct {
+	Elapsed, Duration time.Duration
+	Phase             string // joining, ramp, load, drain, stopping, done
+	Target            int    // connections
+	Open              int64  // established and open now
+	Established       int64  // handshakes completed so far
+	Failed            int64  // connections that failed before being established
+	DeliveriesPerSec  float64
+	PublishesPerSec   float64
+	P50, P99          time.Duration // publish-to-receive latency in the last interval
+	Errors            uint64
+	Workers, Lost     int
+}
+
+// Coordinator plans a run over workers, merges their snapshots exactly and builds
+// the Report. Create it with NewCoordinator, then call Run once.
+type Coordinator struct {
+	cfg  CoordinatorConfig
+	spec *Spec
+	log  *slog.Logger
+	ln   net.Listener
+
+	events chan wevent
+	done   chan struct{} // closed when Run ends: readers stop pushing
+	wg     sync.WaitGroup
+	procs  procs
+
+	mu    sync.Mutex // guards conns
+	conns map[net.Conn]struct{}
+}
+
+// link is one worker's control connection.
+type link struct {
+	conn net.Conn
+	cd   *codec
+}
+
+// wevent is a message (or the end) of a worker connection.
+type wevent struct {
+	l   *link
+	msg *ctrlMsg
+	err error
+}
+
+// NewCoordinator checks cfg and starts listening for workers.
+func NewCoordinator(cfg CoordinatorConfig) (*Coordinator, error) {
+	if err := cfg.Spec.Normalize(); err != nil {
+		return nil, err
+	}
+	if cfg.Spawn < 0 || cfg.Expect < 0 || cfg.Spawn+cfg.Expect == 0 {
+		return nil, fmt.Errorf("%w: spawn %d and expect %d workers", ErrNoWorkers, cfg.Spawn, cfg.Expect)
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:0"
+	}
+	if !cfg.SourceBase.IsValid() {
+		cfg.SourceBase = netip.AddrFrom4([4]byte{127, 0, 1, 1})
+	}
+	if cfg.JoinTimeout <= 0 {
+		cfg.JoinTimeout = 30 * time.Second
+	}
+	if cfg.HeartbeatTimeout <= 0 {
+		cfg.HeartbeatTimeout = 5 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("loadgen: coordinator listen: %w", err)
+	}
+	c := &Coordinator{
+		cfg: cfg, spec: &cfg.Spec, log: cfg.Logger, ln: ln,
+		events: make(chan wevent, 256),
+		done:   make(chan struct{}),
+		conns:  map[net.Conn]struct{}{},
+	}
+	return c, nil
+}
+
+// Addr is the address workers join.
+func (c *Coordinator) Addr() string { return c.ln.Addr().String() }
+
+// Run spawns and waits for the workers, runs the scenario for Spec.Duration (or
+// until ctx ends: Stopped is then "interrupted"), and returns the Report. Every wait
+// is bounded. The error is non-nil when the run could not start (workers missing) or
+// ended badly (all workers lost); the Report is still returned whenever a run began.
+func (c *Coordinator) Run(ctx context.Context) (*Report, error) {
+	defer c.close()
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		c.accept()
+	}()
+	for i := 0; i < c.cfg.Spawn; i++ {
+		p, err := c.procs.start(c.cfg.WorkerCommand, c.Addr(), c.cfg.WorkerOutput)
+		if err != nil {
+			return nil, err
+		}
+		c.log.Info("spawned worker", "pid", p.pid)
+	}
+	r := newRun(c)
+	if err := r.join(ctx); err != nil {
+		return nil, err
+	}
+	_ = c.ln.Close() // no more workers
+	r.execute(ctx)
+	rep := r.report()
+	if r.fatal != nil {
+		return rep, r.fatal
+	}
+	return rep, nil
+}
+
+func (c *Coordinator) accept() {
+	for {
+		conn, err := c.ln.Accept()
+		if err != nil {
+			return
+		}
+		c.mu.Lock()
+		select {
+		case <-c.done:
+			c.mu.Unlock()
+			conn.Close()
+			return
+		default:
+		}
+		c.conns[conn] = struct{}{}
+		c.wg.Add(1)
+		c.mu.Unlock()
+		go func() {
+			defer c.wg.Done()
+			c.serve(conn)
+		}()
+	}
+}
+
+// serve reads one worker's messages until its connection ends.
+func (c *Coordinator) serve(conn net.Conn) {
+	l := &link{conn: conn, cd: newCodec(conn)}
+	for {
+		m, err := l.cd.recv(0)
+		select {
+		case c.events <- wevent{l: l, msg: m, err: err}:
+		case <-c.done:
+			return
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// close stops the worker processes (they exit by themselves after their final
+// snapshot; the rest are killed), then the listener, the connections and the
+// reader goroutines.
+func (c *Coordinator) close() {
+	c.procs.stop(3 * time.Second)
+	c.mu.Lock()
+	close(c.done)
+	for conn := range c.conns {
+		conn.Close()
+	}
+	c.mu.Unlock()
+	_ = c.ln.Close()
+	c.wg.Wait()
+}
+
+func (c *Coordinator) dropConn(l *link) {
+	c.mu.Lock()
+	delete(c.conns, l.conn)
+	c.mu.Unlock()
+	l.conn.Close()
+}
+
+// Worker states in WorkerSummary.State.
+const (
+	stateJoined  = "joined"
+	stateRunning = "running"
+	stateOK      = "ok"
+	stateLost    = "lost"
+	stateFailed  = "failed"
+)
+
+// workerState is the coordinator's view of one worker.
+type workerState struct {
+	id       int
+	l        *link
+	hello    hello
+	addr     string
+	source   string
+	conns    int
+	state    string
+	err      string
+	lastSeen time.Time
+	open     int64
+	subs     []int64
+	total    *Stats
+	heap     int64
+	rss      int64
+}
+
+func (w *workerState) live() bool { return w.state == stateRunning }
+
+// join waits until every expected worker has said hello.
+func (r *run) join(ctx context.Context) error {
+	c := r.c
+	want := c.cfg.Spawn + c.cfg.Expect
+	deadline := time.NewTimer(c.cfg.JoinTimeout)
+	defer deadline.Stop()
+	poll := time.NewTicker(200 * time.Millisecond)
+	defer poll.Stop()
+	byLink := map[*link]*workerState{}
+	for len(r.workers) < want {
+		select {
+		case ev := <-c.events:
+			if ev.err != nil {
+				if w := byLink[ev.l]; w != nil {
+					// Gone before the start: forget it; another may take its place.
+					c.log.Warn("worker left before the start", "addr", w.addr, "err", ev.err)
+					r.workers = removeWorker(r.workers, w)
+					delete(byLink, ev.l)
+				}
+				c.dropConn(ev.l)
+				continue
+			}
+			if ev.msg.Type != msgHello || ev.msg.Hello == nil || byLink[ev.l] != nil {
+				c.rejectLink(ev.l, "expected one hello")
+				continue
+			}
+			if ev.msg.Version != ProtocolVersion {
+				c.rejectLink(ev.l, fmt.Sprintf("protocol version %d, want %d", ev.msg.Version, ProtocolVersion))
+				continue
+			}
+			w := &workerState{l: ev.l, hello: *ev.msg.Hello, addr: ev.l.conn.RemoteAddr().String(),
+				state: stateJoined, total: newStats()}
+			byLink[ev.l] = w
+			r.workers = append(r.workers, w)
+			c.log.Info("worker joined", "addr", w.addr, "pid", w.hello.PID, "host", w.hello.Host,
+				"joined", len(r.workers), "want", want)
+		case <-poll.C:
+			if p := c.procs.exitedEarly(); p != nil {
+				return fmt.Errorf("%w: spawned worker pid %d exited before the start: %v", ErrNoWorkers, p.pid, p.err)
+			}
+		case <-deadline.C:
+			return fmt.Errorf("%w: %d of %d workers joined within %v", ErrNoWorkers, len(r.workers), want, c.cfg.JoinTimeout)
+		case <-ctx.Done():
+			return fmt.Errorf("%w: interrupted while %d of %d workers had joined", ErrNoWorkers, len(r.workers), want)
+		}
+	}
+	return nil
+}
+
+func removeWorker(ws []*workerState, w *workerState) []*workerState {
+	out := ws[:0]
+	for _, x := range ws {
+		if x != w {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+func (c *Coordinator) rejectLink(l *link, why string) {
+	_ = l.cd.send(&ctrlMsg{Type: msgReject, Version: ProtocolVersion, Error: why}, time.Second)
+	c.dropConn(l)
+}
+
+// lose marks a running worker lost, closes its connection and forgets its
+// subscriptions (its connections are gone with it).
+func (r *run) lose(w *workerState, why error) {
+	if w.state != stateRunning && w.state != stateJoined {
+		return
+	}
+	w.state = stateLost
+	w.err = why.Error()
+	w.subs = nil
+	w.open = 0
+	r.lostErrors++
+	r.c.log.Warn("worker lost", "worker", w.id, "addr", w.addr, "pid", w.hello.PID, "err", why)
+	r.c.dropConn(w.l)
+}
+
+// send sends m to a running worker; a worker that cannot take it is lost.
+func (r *run) send(w *workerState, m *ctrlMsg) {
+	if !w.live() {
+		return
+	}
+	if err := w.l.cd.send(m, 2*time.Second); err != nil {
+		r.lose(w, fmt.Errorf("%w: %w", ErrWorkerLost, err))
+	}
+}
+
+func (r *run) broadcast(typ string) {
+	for _, w := range r.workers {
+		r.send(w, &ctrlMsg{Type: typ})
+	}
+}
+
+// Run phases.
+const (
+	phaseRamp     = "ramp"
+	phaseLoad     = "load"
+	phaseDrain    = "drain"
+	phaseStopping = "stopping"
+	phaseDone     = "done"
+)
+
+// execute sends the plans and drives the phases until every worker has sent its
+// final snapshot or is lost, or the stop deadline passes.
+func (r *run) execute(ctx context.Context) {
+	c, spec := r.c, r.spec
+	n := len(r.workers)
+	var srcs []netip.Addr
+	if !c.cfg.NoSources && spec.TargetIsLoopback() {
+		var err error
+		if srcs, err = SourceAddrs(c.cfg.SourceBase, n); err != nil {
+			c.log.Warn("no source addresses", "err", err)
+			srcs = nil
+		}
+	}
+	r.start = time.Now().Add(200 * time.Millisecond)
+	for i, w := range r.workers {
+		w.id = i
+		w.conns = spec.Connections / n
+		if i < spec.Connections%n {
+			w.conns++
+		}
+		if w.hello.Source != "" {
+			w.source = w.hello.Source
+		} else if srcs != nil {
+			w.source = srcs[i].String()
+		}
+		plan := &Plan{WorkerID: i, Workers: n, Spec: *spec, Connections: w.conns, Start: r.start.UnixNano()}
+		if w.source != "" {
+			plan.Sources = []string{w.source}
+		}
+		w.state = stateRunning
+		w.lastSeen = time.Now()
+		r.send(w, &ctrlMsg{Type: msgPlan, Version: ProtocolVersion, Plan: plan})
+	}
+	if spec.PublishRate > 0 {
+		pub, err := newAPIPublisher(spec, n)
+		if err != nil {
+			r.fatal = err
+			r.stopped = "error: " + err.Error()
+			r.broadcast(msgStop)
+		} else {
+			r.pub = pub
+		}
+	}
+
+	endAt := r.start.Add(spec.Duration.D())
+	drainAt := endAt.Add(-spec.Drain.D())
+	rampFor := time.Duration(float64(spec.Connections) / spec.Ramp * float64(time.Second))
+	rampDeadline := r.start.Add(rampFor + 10*time.Second)
+	if rampDeadline.After(drainAt) {
+		rampDeadline = drainAt
+	}
+	var stopDeadline time.Time
+	phase := phaseRamp
+	if r.fatal != nil {
+		phase = phaseStopping
+		stopDeadline = time.Now().Add(spec.CloseTimeout.D() + 5*time.Second)
+	}
+	// Sample half a second out of phase with the workers' snapshots (sent every
+	// second from the start), so that each interval holds one snapshot per worker.
+	r.lastSample = r.start.Add(-500 * time.Millisecond)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	interrupted := ctx.Done()
+	stopNow := func(why string) {
+		if r.stopped == "" {
+			r.stopped = why
+		}
+		if phase == phaseLoad {
+			r.endLoad()
+		}
+		if phase != phaseStopping {
+			r.broadcast(msgStop)
+			phase = phaseStopping
+			stopDeadline = time.Now().Add(spec.CloseTimeout.D() + 5*time.Second)
+		}
+	}
+	for phase != phaseDone {
+		select {
+		case ev := <-c.events:
+			r.handle(ev, phase == phaseStopping)
+		case <-interrupted:
+			interrupted = nil
+			c.log.Info("interrupted: stopping the workers")
+			stopNow("interrupted")
+		case now := <-tick.C:
+			if now.Sub(r.lastSample) >= time.Second {
+				r.sample(now, phase)
+			}
+			if phase != phaseStopping {
+				for _, w := range r.workers {
+					if w.live() && now.Sub(w.lastSeen) > c.cfg.HeartbeatTimeout {
+						r.lose(w, fmt.Errorf("%w: no snapshot for %v", ErrWorkerLost, c.cfg.HeartbeatTimeout))
+					}
+				}
+			}
+			switch {
+			case phase == phaseRamp && (r.rampDone() || !now.Before(rampDeadline)):
+				phase = phaseLoad
+				r.loadStart = now
+				r.broadcast(msgLoad)
+				if r.pub != nil {
+					r.pub.start()
+				}
+				if r.rampDone() {
+					c.log.Info("ramp done; load phase", "open", r.open())
+				} else {
+					c.log.Warn("ramp not done by its deadline; load phase starts anyway", "open", r.open(),
+						"target", spec.Connections)
+				}
+			case phase == phaseLoad && !now.Before(drainAt):
+				r.endLoad()
+				phase = phaseDrain
+			case (phase == phaseDrain || phase == phaseRamp) && !now.Before(endAt):
+				stopNow("duration")
+			case phase == phaseStopping && (r.allFinal() || !now.Before(stopDeadline)):
+				for _, w := range r.workers {
+					if w.live() {
+						r.lose(w, fmt.Errorf("%w: no final snapshot within %v of stop", ErrWorkerLost,
+							spec.CloseTimeout.D()+5*time.Second))
+					}
+				}
+				phase = phaseDone
+			}
+		}
+		if phase != phaseStopping && phase != phaseDone && r.allGone() {
+			c.log.Warn("every worker is lost")
+			r.fatal = fmt.Errorf("%w: every worker was lost", ErrWorkerLost)
+			stopNow("error: every worker was lost")
+		}
+	}
+	r.end = time.Now()
+	r.sample(r.end, phaseDone)
+}
+
+// endLoad stops publishing (in-flight publishes get a bounded grace) and tells the
+// workers to stop sending, so that what was sent can arrive before the end.
+func (r *run) endLoad() {
+	if r.pub != nil {
+		r.pub.stop(max(r.spec.Drain.D()/2, 500*time.Millisecond))
+		r.accountPublishes()
+	}
+	r.loadEnd = time.Now()
+	r.broadcast(msgQuiesce)
+}
+
+// handle applies one worker event.
+func (r *run) handle(ev wevent, stopping bool) {
+	var w *workerState
+	for _, x := range r.workers {
+		if x.l == ev.l {
+			w = x
+		}
+	}
+	if w == nil {
+		r.c.dropConn(ev.l) // a late joiner
+		return
+	}
+	if ev.err != nil {
+		if w.live() {
+			r.lose(w, fmt.Errorf("%w: %w", ErrWorkerLost, ev.err))
+		}
+		return
+	}
+	if !w.live() {
+		return
+	}
+	w.lastSeen = time.Now()
+	switch ev.msg.Type {
+	case msgSnapshot:
+		if ev.msg.Snapshot == nil || ev.msg.Snapshot.Stats == nil {
+			r.lose(w, fmt.Errorf("%w: empty snapshot", ErrProtocol))
+			return
+		}
+		if err := r.merge(w, ev.msg.Snapshot); err != nil {
+			r.lose(w, err)
+			return
+		}
+		if ev.msg.Snapshot.Final {
+			w.state = stateOK
+			if e := ev.msg.Snapshot.Error; e != "" {
+				w.err = e
+			}
+			if !stopping {
+				// A worker that ends by itself (interrupted on its host) is done early.
+				r.c.log.Warn("worker ended early", "worker", w.id, "why", ev.msg.Snapshot.Error)
+			}
+		}
+	case msgFailed:
+		w.state = stateFailed
+		w.err = ev.msg.Error
+		w.subs = nil
+		r.lostErrors++
+		r.c.log.Warn("worker failed", "worker", w.id, "err", ev.msg.Error)
+	default:
+		r.lose(w, fmt.Errorf("%w: unexpected %q from a worker", ErrProtocol, ev.msg.Type))
+	}
+}
+
+func (r *run) allFinal() bool {
+	for _, w := range r.workers {
+		if w.live() {
+			return false
+		}
+	}
+	return true
+}
+
+func (r *run) allGone() bool {
+	for _, w := range r.workers {
+		if w.live() || w.state == stateOK {
+			return false
+		}
+	}
+	return true
+}
+
+func (r *run) open() int64 {
+	var n int64
+	for _, w := range r.workers {
+		if w.live() {
+			n += w.open
+		}
+	}
+	return n
+}
+
+// rampDone reports whether every connection of the live workers has been
+// established and subscribed, or has failed.
+func (r *run) rampDone() bool {
+	var target, done int64
+	for _, w := range r.workers {
+		if !w.live() {
+			continue
+		}
+		target += int64(w.conns)
+		ct := w.total.Counts
+		if r.spec.ChannelsPerConn > 0 {
+			done += ct.Subscribed + ct.Failed
+		} else {
+			done += ct.Established + ct.Failed
+		}
+	}
+	return target > 0 && done >= target
+}

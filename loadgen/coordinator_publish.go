@@ -1,0 +1,169 @@
+package loadgen
+
+import (
+	"context"
+	"errors"
+	"regexp"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// apiPublisher publishes sequenced events through the HTTP API at a steady rate,
+// round-robin over the first Spec.PublishChannels channels. Its goroutines (one
+// pacer, PublishConcurrency senders) are started by start and stopped by stop.
+type apiPublisher struct {
+	spec   *Spec
+	pub    *Publisher
+	names  []string
+	stride uint64 // seq = n*stride + 1 (slot 0 is the coordinator's)
+
+	jobs   chan int
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	n         atomic.Uint64
+	published []atomic.Int64 // per channel, accepted by the server
+	total     atomic.Int64
+	mu        sync.Mutex // guards errs, stopped
+	errs      map[string]uint64
+	stopped   bool
+}
+
+func newAPIPublisher(spec *Spec, workers int) (*apiPublisher, error) {
+	_, base, err := spec.endpoints()
+	if err != nil {
+		return nil, err
+	}
+	pub, err := NewPublisher(PublisherConfig{BaseURL: base, AppID: spec.AppID, Key: spec.Key,
+		Secret: spec.Secret, MaxConns: spec.PublishConcurrency})
+	if err != nil {
+		return nil, err
+	}
+	return &apiPublisher{
+		spec: spec, pub: pub, names: spec.ChannelNames(), stride: uint64(workers) + 1,
+		jobs:      make(chan int, 4*spec.PublishConcurrency),
+		published: make([]atomic.Int64, spec.Channels),
+		errs:      map[string]uint64{},
+	}, nil
+}
+
+func (a *apiPublisher) start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	a.cancel = cancel
+	for i := 0; i < a.spec.PublishConcurrency; i++ {
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			a.send(ctx)
+		}()
+	}
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		defer close(a.jobs)
+		a.pace(ctx)
+	}()
+}
+
+// stop ends publishing: nothing new is sent, publishes in flight get until grace.
+func (a *apiPublisher) stop(grace time.Duration) {
+	if a.cancel == nil {
+		return
+	}
+	t := time.AfterFunc(grace, a.cancel)
+	a.cancelPace()
+	a.wg.Wait()
+	t.Stop()
+	a.cancel()
+	a.pub.Close()
+}
+
+// cancelPace stops the pacer only; senders finish what is queued.
+func (a *apiPublisher) cancelPace() {
+	a.mu.Lock()
+	a.stopped = true
+	a.mu.Unlock()
+}
+
+func (a *apiPublisher) pace(ctx context.Context) {
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	begin := time.Now()
+	issued := 0
+	next := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-tick.C:
+			a.mu.Lock()
+			stopped := a.stopped
+			a.mu.Unlock()
+			if stopped {
+				return
+			}
+			due := int(a.spec.PublishRate*now.Sub(begin).Seconds()) + 1
+			for ; issued < due; issued++ {
+				select {
+				case a.jobs <- next:
+				default:
+					a.addErr("publish_overrun") // senders cannot keep up: the rate is not met
+				}
+				next = (next + 1) % a.spec.PublishChannels
+			}
+		}
+	}
+}
+
+var statusRE = regexp.MustCompile(`^(\d{3}) `)
+
+func (a *apiPublisher) send(ctx context.Context) {
+	var buf []byte
+	for c := range a.jobs {
+		seq := a.n.Add(1)*a.stride + 1 - a.stride
+		buf = AppendPayload(buf[:0], seq, time.Now().UnixNano(), a.spec.PayloadSize)
+		err := a.pub.Publish(ctx, a.names[c], "loadgen", buf)
+		switch {
+		case err == nil:
+			a.published[c].Add(1)
+			a.total.Add(1)
+		case errors.Is(err, ErrPublish):
+			kind := "publish_refused"
+			if m := statusRE.FindStringSubmatch(publishStatus(err)); m != nil {
+				kind = "publish_http_" + m[1]
+			}
+			a.addErr(kind)
+		case ctx.Err() != nil:
+			a.addErr("publish_cancelled")
+		default:
+			a.addErr("publish_error")
+		}
+	}
+}
+
+// publishStatus extracts the "NNN Text" status from an ErrPublish error message.
+func publishStatus(err error) string {
+	s := err.Error()
+	prefix := ErrPublish.Error() + ": "
+	if len(s) > len(prefix) && s[:len(prefix)] == prefix {
+		return s[len(prefix):]
+	}
+	return s
+}
+
+func (a *apiPublisher) addErr(kind string) {
+	a.mu.Lock()
+	a.errs[kind]++
+	a.mu.Unlock()
+}
+
+func (a *apiPublisher) errors() map[string]uint64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make(map[string]uint64, len(a.errs))
+	for k, v := range a.errs {
+		out[k] = v
+	}
+	return out
+}

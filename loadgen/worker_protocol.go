@@ -1,0 +1,142 @@
+package loadgen
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"time"
+)
+
+// ProtocolVersion is the version of the coordinator/worker protocol. Both sides send
+// it first (hello, plan); a coordinator rejects a worker of another version.
+const ProtocolVersion = 1
+
+// maxLine bounds one protocol message (a snapshot carries two compressed histograms
+// and per-channel counters).
+const maxLine = 64 << 20
+
+// Message types.
+const (
+	msgHello    = "hello"    // worker → coordinator, first
+	msgPlan     = "plan"     // coordinator → worker, its share
+	msgReject   = "reject"   // coordinator → worker, then close
+	msgLoad     = "load"     // coordinator → worker: every connection is up, start client events and churn
+	msgQuiesce  = "quiesce"  // coordinator → worker: stop sending (drain before the end)
+	msgStop     = "stop"     // coordinator → worker: close connections, send the final snapshot
+	msgSnapshot = "snapshot" // worker → coordinator, every second and a final one
+	msgFailed   = "failed"   // worker → coordinator: the worker cannot run its plan
+)
+
+// ctrlMsg is one JSON line of the protocol.
+type ctrlMsg struct {
+	Type     string    `json:"type"`
+	Version  int       `json:"version,omitempty"`
+	Hello    *hello    `json:"hello,omitempty"`
+	Plan     *Plan     `json:"plan,omitempty"`
+	Snapshot *Snapshot `json:"snapshot,omitempty"`
+	Error    string    `json:"error,omitempty"`
+}
+
+// hello introduces a worker.
+type hello struct {
+	PID    int    `json:"pid"`
+	Host   string `json:"host"`
+	Source string `json:"source,omitempty"` // a source address the worker insists on
+}
+
+// Plan is one worker's share of a run.
+type Plan struct {
+	WorkerID    int      `json:"worker_id"`   // 0..Workers-1
+	Workers     int      `json:"workers"`     // in the run
+	Spec        Spec     `json:"spec"`        // normalized
+	Connections int      `json:"connections"` // this worker's share
+	Sources     []string `json:"sources,omitempty"`
+	Start       int64    `json:"start"` // unix ns: start dialing then
+}
+
+// Snapshot is what a worker measured since its previous snapshot (Stats, per-channel
+// deltas) plus gauges (Open, ChanSubs, memory). Stats histograms travel in the
+// HdrHistogram V2 encoding and merge exactly.
+type Snapshot struct {
+	N     int    `json:"n"`     // 1, 2, ... per worker
+	Final bool   `json:"final"` // the last one: the worker is done
+	Stats *Stats `json:"stats"` // delta
+	Open  int64  `json:"open"`  // established connections open now
+	Sent  int64  `json:"sent"`  // client events sent, delta
+	// Per channel (index as in Spec.ChannelName): subscribed connections now, and
+	// deltas of client events sent, sequenced deliveries and duplicates.
+	ChanSubs      []int64 `json:"chan_subs"`
+	ChanSent      []int64 `json:"chan_sent"`
+	ChanDelivered []int64 `json:"chan_delivered"`
+	ChanDups      []int64 `json:"chan_dups"`
+	HeapBytes     int64   `json:"heap_bytes"` // Go heap in use
+	RSSBytes      int64   `json:"rss_bytes"`  // resident set size
+	Error         string  `json:"error,omitempty"`
+	// RampSeconds, in the snapshot sent when this worker's share was all
+	// established (or failed), is the time its ramp took; 0 otherwise.
+	RampSeconds float64 `json:"ramp_seconds,omitempty"`
+}
+
+// codec reads and writes protocol lines on one connection, each write bounded by a
+// deadline. It is used by one reader and one writer goroutine at a time.
+type codec struct {
+	conn net.Conn
+	r    *bufio.Reader
+	w    *bufio.Writer
+}
+
+func newCodec(c net.Conn) *codec {
+	return &codec{conn: c, r: bufio.NewReaderSize(c, 64<<10), w: bufio.NewWriterSize(c, 64<<10)}
+}
+
+func (c *codec) send(m *ctrlMsg, timeout time.Duration) error {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("%w: encode %s: %w", ErrProtocol, m.Type, err)
+	}
+	_ = c.conn.SetWriteDeadline(time.Now().Add(timeout))
+	b = append(b, '\n')
+	if _, err := c.w.Write(b); err != nil {
+		return fmt.Errorf("loadgen: send %s: %w", m.Type, err)
+	}
+	if err := c.w.Flush(); err != nil {
+		return fmt.Errorf("loadgen: send %s: %w", m.Type, err)
+	}
+	return nil
+}
+
+// recv reads one message; timeout 0 means no deadline.
+func (c *codec) recv(timeout time.Duration) (*ctrlMsg, error) {
+	if timeout > 0 {
+		_ = c.conn.SetReadDeadline(time.Now().Add(timeout))
+	} else {
+		_ = c.conn.SetReadDeadline(time.Time{})
+	}
+	var line []byte
+	for {
+		part, isPrefix, err := c.r.ReadLine()
+		if err != nil {
+			if err == io.EOF && len(line) > 0 {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+		line = append(line, part...)
+		if len(line) > maxLine {
+			return nil, fmt.Errorf("%w: message over %d bytes", ErrProtocol, maxLine)
+		}
+		if !isPrefix {
+			break
+		}
+	}
+	var m ctrlMsg
+	if err := json.Unmarshal(line, &m); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrProtocol, err)
+	}
+	if m.Type == "" {
+		return nil, fmt.Errorf("%w: message without a type", ErrProtocol)
+	}
+	return &m, nil
+}
