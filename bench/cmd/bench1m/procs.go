@@ -1,0 +1,423 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/herald-rt/herald/bench/worker"
+)
+
+const (
+	appID     = "1"
+	appKey    = "bench1m-key"
+	appSecret = "bench1m-secret"
+
+	startTimeout = 20 * time.Second // a hub's "serving" line
+	hubDrain     = 5 * time.Second  // herald --shutdown-timeout
+	stopGrace    = hubDrain + 10*time.Second
+	startWorkers = 8 // processes started at once
+)
+
+var (
+	errBuild = errors.New("bench1m: build failed")
+	errStart = errors.New("bench1m: process did not start")
+)
+
+// build compiles herald and benchclient into dir.
+func build(ctx context.Context, goBin, dir string) error {
+	gomod, err := exec.CommandContext(ctx, goBin, "env", "GOMOD").Output()
+	if err != nil || !strings.HasSuffix(strings.TrimSpace(string(gomod)), "go.mod") {
+		return fmt.Errorf("%w: run bench1m inside the herald module (go env GOMOD: %q, %v)", errBuild, gomod, err)
+	}
+	root := filepath.Dir(strings.TrimSpace(string(gomod)))
+	for _, b := range []struct{ out, pkg string }{
+		{"herald", "./cmd/herald"},
+		{"benchclient", "./bench/cmd/benchclient"},
+	} {
+		bctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+		cmd := exec.CommandContext(bctx, goBin, "build", "-o", filepath.Join(dir, b.out), b.pkg)
+		cmd.Dir = root
+		out, berr := cmd.CombinedOutput()
+		cancel()
+		if berr != nil {
+			return fmt.Errorf("%w: %s: %w\n%s", errBuild, b.pkg, berr, strings.TrimSpace(string(out)))
+		}
+	}
+	return nil
+}
+
+// hub is one herald process.
+type hub struct {
+	idx   int
+	cmd   *exec.Cmd
+	admin string // admin ip:port
+	log   string
+	done  chan struct{} // closed when the process has been reaped
+	err   error         // after done
+}
+
+func (h *hub) pid() int { return h.cmd.Process.Pid }
+
+func (h *hub) exited() bool {
+	select {
+	case <-h.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// startHub runs herald and waits (bounded) for its "serving" line.
+func startHub(ctx context.Context, bin string, args []string, idx int, admin, logPath string) (*hub, error) {
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stderr = logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		logf.Close()
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("%w: hub %d: %w", errStart, idx, err)
+	}
+	h := &hub{idx: idx, cmd: cmd, admin: admin, log: logPath, done: make(chan struct{})}
+	ready := make(chan struct{})
+	var copied sync.WaitGroup
+	copied.Add(1)
+	go func() { // copies stdout to the log until the process closes it
+		defer copied.Done()
+		sc := bufio.NewScanner(stdout)
+		signalled := false
+		for sc.Scan() {
+			fmt.Fprintln(logf, sc.Text())
+			if !signalled && strings.Contains(sc.Text(), " serving ") {
+				close(ready)
+				signalled = true
+			}
+		}
+		_, _ = io.Copy(io.Discard, stdout)
+	}()
+	go func() { // reaps the process; stop waits for done
+		copied.Wait()
+		h.err = cmd.Wait()
+		logf.Close()
+		close(h.done)
+	}()
+	t := time.NewTimer(startTimeout)
+	defer t.Stop()
+	select {
+	case <-ready:
+		return h, nil
+	case <-h.done:
+		return nil, fmt.Errorf("%w: hub %d exited: %v (log %s)", errStart, idx, h.err, logPath)
+	case <-t.C:
+		h.stop(time.Second)
+		return nil, fmt.Errorf("%w: hub %d: not serving within %v (log %s)", errStart, idx, startTimeout, logPath)
+	case <-ctx.Done():
+		h.stop(time.Second)
+		return nil, ctx.Err()
+	}
+}
+
+// signal sends sig to the hub by PID unless it has been reaped.
+func (h *hub) signal(sig syscall.Signal) {
+	if !h.exited() {
+		_ = h.cmd.Process.Signal(sig)
+	}
+}
+
+// wait waits up to d for the hub to exit, then SIGKILLs it and waits for it.
+func (h *hub) wait(d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-h.done:
+	case <-t.C:
+		_ = h.cmd.Process.Kill()
+		<-h.done
+	}
+}
+
+// stop: SIGTERM, up to grace, SIGKILL.
+func (h *hub) stop(grace time.Duration) {
+	h.signal(syscall.SIGTERM)
+	h.wait(grace)
+}
+
+// hubStats is the part of herald's /stats document the run reads.
+type hubStats struct {
+	Node struct {
+		Connections int64  `json:"connections"`
+		ErrorCloses uint64 `json:"error_closes"`
+		Transport   struct {
+			Accepted        uint64 `json:"accepted"`
+			Upgraded        uint64 `json:"upgraded"`
+			HandshakeFailed uint64 `json:"handshake_failed"`
+			Open            int64  `json:"open"`
+		} `json:"transport"`
+	} `json:"node"`
+}
+
+var httpClient = &http.Client{Timeout: 10 * time.Second}
+
+func (h *hub) get(ctx context.Context, path string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+h.admin+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("bench1m: hub %d %s: %s", h.idx, path, resp.Status)
+	}
+	return b, err
+}
+
+func (h *hub) stats(ctx context.Context) (hubStats, error) {
+	var st hubStats
+	b, err := h.get(ctx, "/stats")
+	if err != nil {
+		return st, err
+	}
+	return st, json.Unmarshal(b, &st)
+}
+
+// heapInuse asks for a GC and the heap profile's text form, whose runtime.MemStats
+// section holds HeapInuse. (Not /metrics: its process collector lists /proc/self/fd,
+// which makes the kernel build a proc inode and a dentry for each of 19,000 sockets.)
+func (h *hub) heapInuse(ctx context.Context) (int64, error) {
+	b, err := h.get(ctx, "/debug/pprof/heap?gc=1&debug=1")
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "# HeapInuse = "); ok {
+			return strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("bench1m: hub %d: no HeapInuse in the heap profile", h.idx)
+}
+
+// client is one worker process and its share of the connections.
+type client struct {
+	idx   int
+	w     *worker.Worker
+	share int64  // connections it holds at the peak
+	asked int64  // connections asked of it so far (Counts.Dialed once it has dialed them)
+	log   string // its stderr
+	logf  *os.File
+	last  counts // latest counts read
+}
+
+// counts is loadgen.Counts with the derived values the ramp uses.
+type counts struct {
+	Dialed, Established, Subscribed, Failed, Closed int64
+}
+
+func (c counts) open() int64     { return c.Established - c.Closed }
+func (c counts) inFlight() int64 { return c.Dialed - c.Established - c.Failed }
+
+// fleet is every process of a run.
+type fleet struct {
+	hubs    []*hub
+	clients []*client
+}
+
+// workerPids returns the workers' PIDs.
+func (f *fleet) workerPids() []int {
+	var out []int
+	for _, c := range f.clients {
+		out = append(out, c.w.Pid())
+	}
+	return out
+}
+
+// forEach runs fn for every index in [0, n) with at most par at once and returns
+// the errors joined.
+func forEach(n, par int, fn func(i int) error) error {
+	errs := make([]error, n)
+	sem := make(chan struct{}, par)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			errs[i] = fn(i)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func freePort(host string) (int, error) {
+	ln, err := net.Listen("tcp4", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// startHubs starts o.hubs herald processes sharing addr.
+func (r *runner) startHubs(ctx context.Context, addr string) error {
+	hubs := make([]*hub, r.o.hubs)
+	err := forEach(r.o.hubs, startWorkers, func(i int) error {
+		var lastErr error
+		for range 3 { // an admin port taken between freePort and herald's bind: try another
+			aport, err := freePort(r.o.host.String())
+			if err != nil {
+				return err
+			}
+			admin := net.JoinHostPort(r.o.host.String(), strconv.Itoa(aport))
+			args := []string{
+				"--addr", addr, "--reuseport", "--admin-addr", admin,
+				"--node-id", strconv.Itoa(i + 1), "--max-connections", strconv.Itoa(r.o.hubMax),
+				"--app-id", appID, "--app-key", appKey, "--app-secret", appSecret,
+				"--loops", strconv.Itoa(r.o.loops), "--log-level", "warn",
+				"--shutdown-timeout", hubDrain.String(),
+			}
+			h, err := startHub(ctx, filepath.Join(r.dir, "herald"), args, i, admin,
+				filepath.Join(r.dir, fmt.Sprintf("herald-%02d.log", i)))
+			if err == nil {
+				hubs[i] = h
+				return nil
+			}
+			lastErr = err
+			if ctx.Err() != nil {
+				break
+			}
+		}
+		return lastErr
+	})
+	for _, h := range hubs {
+		if h != nil {
+			r.fleet.hubs = append(r.fleet.hubs, h)
+		}
+	}
+	return err
+}
+
+// startClients starts o.workers worker processes with their source addresses and
+// shares.
+func (r *runner) startClients(ctx context.Context, addr string) error {
+	srcs, err := sourceAddrs(r.o.srcBase, r.o.workers*r.o.srcsPerWorker)
+	if err != nil {
+		return err
+	}
+	hs := max(r.o.handshakes/r.o.workers, 1)
+	clients := make([]*client, r.o.workers)
+	err = forEach(r.o.workers, startWorkers, func(i int) error {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		var src []string
+		for _, a := range srcs[i*r.o.srcsPerWorker : (i+1)*r.o.srcsPerWorker] {
+			src = append(src, a.String())
+		}
+		args := []string{"--addr", addr, "--key", appKey, "--secret", appSecret,
+			"--src", strings.Join(src, ","), "--handshakes", strconv.Itoa(hs), "--loops", strconv.Itoa(r.o.loops)}
+		if r.o.channel != "" {
+			args = append(args, "--channel", r.o.channel)
+		}
+		logPath := filepath.Join(r.dir, fmt.Sprintf("worker-%02d.log", i))
+		logf, err := os.Create(logPath)
+		if err != nil {
+			return err
+		}
+		w, err := worker.Start(filepath.Join(r.dir, "benchclient"), args, logf)
+		if err != nil {
+			logf.Close()
+			return err
+		}
+		share := int64(r.o.conns / r.o.workers)
+		if i < r.o.conns%r.o.workers {
+			share++
+		}
+		clients[i] = &client{idx: i, w: w, share: share, log: logPath, logf: logf}
+		// A worker answers once its pool runs: that bounds its start.
+		cctx, cancel := context.WithTimeout(ctx, startTimeout)
+		defer cancel()
+		if _, err := w.Call(cctx, worker.Request{Op: "delivered"}); err != nil {
+			return fmt.Errorf("%w: worker %d: %w (log %s)", errStart, i, err, logPath)
+		}
+		return nil
+	})
+	for _, c := range clients {
+		if c != nil {
+			r.fleet.clients = append(r.fleet.clients, c)
+		}
+	}
+	return err
+}
+
+// stopAll ends every process: workers first (their connections closed with a close
+// handshake if handshake is set, bounded by --close-timeout), then hubs (SIGTERM:
+// herald drains what is left with 4200; SIGKILL after stopGrace). It returns how long
+// the close handshakes took and how many workers did not finish them in time (their
+// remaining sockets are closed without one).
+func (r *runner) stopAll(ctx context.Context, handshake bool) (closed time.Duration, cut int) {
+	start := time.Now()
+	if handshake && ctx.Err() == nil {
+		var mu sync.Mutex
+		_ = forEach(len(r.fleet.clients), len(r.fleet.clients)+1, func(i int) error {
+			c := r.fleet.clients[i]
+			sctx, cancel := context.WithTimeout(ctx, r.o.closeTimeout+10*time.Second)
+			defer cancel()
+			_, err := c.w.Call(sctx, worker.Request{Op: "shutdown", TimeoutMS: r.o.closeTimeout.Milliseconds()})
+			if err != nil {
+				mu.Lock()
+				cut++
+				mu.Unlock()
+			}
+			return err
+		})
+		closed = time.Since(start)
+	}
+	grace := 5 * time.Second
+	if ctx.Err() != nil {
+		grace = 0 // interrupted: SIGKILL at once
+	}
+	_ = forEach(len(r.fleet.clients), len(r.fleet.clients)+1, func(i int) error {
+		c := r.fleet.clients[i]
+		err := c.w.Close(grace)
+		c.logf.Close()
+		return err
+	})
+	for _, h := range r.fleet.hubs {
+		h.signal(syscall.SIGTERM)
+	}
+	g := stopGrace
+	if ctx.Err() != nil {
+		g = 2 * time.Second
+	}
+	deadline := time.Now().Add(g)
+	for _, h := range r.fleet.hubs {
+		h.wait(max(time.Until(deadline), 0))
+	}
+	return closed, cut
+}
