@@ -393,6 +393,14 @@ func (s *snapshotter) send(cd *codec, final bool, why string) error {
 	st, err := w.pool.Stats(ctx, 0, 0)
 	cancel()
 	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) && !final {
+			// The loops are too busy to answer in time (a starved machine): skip
+			// this snapshot rather than end the worker and drop its connections.
+			// The next one carries the deltas; the coordinator's heartbeat timeout
+			// still catches a worker that stays silent.
+			w.log.Warn("snapshot skipped: statistics not ready within 5 s")
+			return nil
+		}
 		if !errors.Is(err, ErrClosed) {
 			return err
 		}

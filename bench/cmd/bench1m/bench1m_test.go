@@ -165,3 +165,30 @@ func TestCPUBetween(t *testing.T) {
 		t.Fatalf("got %+v, want %+v", got, want)
 	}
 }
+
+func TestParseLgProgress(t *testing.T) {
+	p, ok := parseLgProgress("loadgen: conns 123456/1000000 (failed 7) ramp        42s/460s | 0 deliv/s 0 pub/s | p50 - p99 - | errors 9 lost 2/55 workers")
+	if !ok || p.open != 123456 || p.target != 1000000 || p.failed != 7 || p.phase != "ramp" ||
+		p.elapsed != 42 || p.duration != 460 || p.errors != 9 || p.lostWorkers != 2 {
+		t.Fatalf("parsed %+v, %v", p, ok)
+	}
+	if p, ok = parseLgProgress("loadgen: conns 5/5 (failed 0) load         3s/46s | 0 deliv/s 0 pub/s | p50 - p99 - | errors 0"); !ok || p.phase != "load" || p.lostWorkers != 0 {
+		t.Fatalf("parsed %+v, %v", p, ok)
+	}
+	if _, ok := parseLgProgress("CONNECTIONS"); ok {
+		t.Fatal("a summary line parsed as progress")
+	}
+}
+
+func TestLoadgenFlags(t *testing.T) {
+	o, err := parseFlags([]string{"--client", "loadgen", "--conns", "1000000", "--hold", "30s"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.srcsPerWorker != 1 || o.workers != 110 || o.lgDuration != 560*time.Second {
+		t.Fatalf("srcs %d workers %d duration %v", o.srcsPerWorker, o.workers, o.lgDuration)
+	}
+	if _, err := parseFlags([]string{"--client", "other"}, io.Discard); err == nil {
+		t.Fatal("--client other accepted")
+	}
+}

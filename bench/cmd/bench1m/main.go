@@ -29,6 +29,12 @@
 // connections is checked; then every worker closes its connections (close
 // handshake, bounded), the workers and hubs are stopped, and a table is printed.
 //
+// With --client loadgen the hubs are the same, but the client side is one `loadgen
+// run` process (cmd/loadgen: the product's coordinator, which spawns --workers
+// worker processes with one source address each), started with a connect-and-hold
+// scenario, thresholds and --out/--html, followed through its progress lines and the
+// hubs' /stats, and read from its report (lgclient.go).
+//
 // Every child is started with Pdeathsig and tracked by PID; every wait is bounded;
 // SIGINT and SIGTERM end the run, which kills the workers by PID at once and sends the
 // hubs SIGTERM, then SIGKILL after 2 s, and still prints what was measured. Only
@@ -61,6 +67,11 @@ import (
 // connections in flight.
 const perProcess = 18500
 
+// perSourceLoadgen is the connections per loadgen worker (and so per source
+// address) when --client loadgen and --workers is 0: as many as each of the
+// benchclients' two addresses carries.
+const perSourceLoadgen = 9100
+
 type options struct {
 	conns         int
 	hubs          int
@@ -86,7 +97,17 @@ type options struct {
 	force         bool
 	keep          bool
 	goBin         string
+
+	// --client loadgen: the client side is one `loadgen run` (cmd/loadgen).
+	client     string
+	lgRamp     float64
+	lgDuration time.Duration
 }
+
+const (
+	clientBench   = "bench"
+	clientLoadgen = "loadgen"
+)
 
 func main() {
 	err := run(os.Args[1:], os.Stdout, os.Stderr)
@@ -109,7 +130,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.SetOutput(stderr)
 	fs.IntVar(&o.conns, "conns", 1_000_000, "connections to hold")
 	fs.IntVar(&o.hubs, "hubs", 0, "herald processes sharing one port with --reuseport (0: conns/18,500 rounded up)")
-	fs.IntVar(&o.workers, "workers", 0, "client worker processes (0: conns/18,500 rounded up)")
+	fs.IntVar(&o.workers, "workers", 0, "client worker processes (0: conns/18,500 rounded up; with --client loadgen conns/9,100, one source address each)")
 	fs.IntVar(&o.hubMax, "hub-max-connections", 19400, "each herald's --max-connections (past it: 4100, and the ramp dials again)")
 	fs.IntVar(&o.step, "step", 50_000, "connections dialed per ramp step, over all workers")
 	fs.IntVar(&o.handshakes, "handshakes", 1000, "handshakes in flight at most, over all workers")
@@ -131,6 +152,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.force, "force", false, "run even if a check fails")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory (binaries and logs)")
 	fs.StringVar(&o.goBin, "go", envOr("GO", "go"), "go command used to build")
+	fs.StringVar(&o.client, "client", clientBench, "client side: bench (benchclient workers driven step by step) or loadgen (one `loadgen run` process with --workers workers, one source address each)")
+	fs.Float64Var(&o.lgRamp, "lg-ramp", 4000, "--client loadgen: loadgen's --ramp, connections per second over all its workers")
+	fs.DurationVar(&o.lgDuration, "lg-duration", 0, "--client loadgen: loadgen's --duration (0: 2 x conns/lg-ramp + hold + 30 s)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -145,11 +169,31 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("%w: --src-base %q: want an IPv4 loopback address (127.0.0.0/8)", errUsage, srcBase)
 	}
 	o.memFloor = int64(memFloorGiB * (1 << 30))
+	switch o.client {
+	case clientBench:
+	case clientLoadgen:
+		// loadgen gives each worker one source address (--source-base, in turn).
+		o.srcsPerWorker = 1
+		if o.lgRamp <= 0 || o.lgDuration < 0 {
+			return o, fmt.Errorf("%w: --lg-ramp must be positive and --lg-duration not negative", errUsage)
+		}
+		if o.lgDuration == 0 {
+			o.lgDuration = time.Duration(2*float64(o.conns)/o.lgRamp*float64(time.Second)) + o.hold + 30*time.Second
+			o.lgDuration = o.lgDuration.Round(time.Second)
+		}
+	default:
+		return o, fmt.Errorf("%w: --client %q: want bench or loadgen", errUsage, o.client)
+	}
 	if o.hubs == 0 {
 		o.hubs = ceilDiv(o.conns, perProcess)
 	}
 	if o.workers == 0 {
 		o.workers = ceilDiv(o.conns, perProcess)
+		if o.client == clientLoadgen {
+			// loadgen binds each worker to one source address; past about 9,000
+			// connections per (source, destination) the 1M run stalled in connect().
+			o.workers = ceilDiv(o.conns, perSourceLoadgen)
+		}
 	}
 	switch {
 	case o.conns < 1 || o.hubs < 1 || o.workers < 1 || o.workers > o.conns:
@@ -199,8 +243,12 @@ func run(args []string, stdout, stderr io.Writer) error {
 	} else {
 		defer os.RemoveAll(dir)
 	}
-	fmt.Fprintln(stderr, "bench1m: building herald and benchclient")
-	if err := build(ctx, o.goBin, dir); err != nil {
+	clientPkg := struct{ out, pkg string }{"benchclient", "./bench/cmd/benchclient"}
+	if o.client == clientLoadgen {
+		clientPkg.out, clientPkg.pkg = "loadgen", "./cmd/loadgen"
+	}
+	fmt.Fprintf(stderr, "bench1m: building herald and %s\n", clientPkg.out)
+	if err := build(ctx, o.goBin, dir, clientPkg.out, clientPkg.pkg); err != nil {
 		return err
 	}
 
@@ -210,7 +258,12 @@ func run(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	r := &runner{o: o, dir: dir, out: stdout, log: stderr}
-	res := r.run(ctx)
+	var res *result
+	if o.client == clientLoadgen {
+		res = r.runLoadgen(ctx)
+	} else {
+		res = r.run(ctx)
+	}
 	res.Command = "go run ./bench/cmd/bench1m" + quoteArgs(args)
 	res.Elapsed = time.Since(r.started).Round(100 * time.Millisecond).String()
 	res.print(stdout)
@@ -219,6 +272,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	if res.HoldNote != "" {
 		return fmt.Errorf("hold: %s", res.HoldNote)
+	}
+	if lg := res.Loadgen; lg != nil && lg.ExitCode != 0 {
+		return fmt.Errorf("loadgen run exited with code %d (%s)", lg.ExitCode, lg.exitMeaning())
 	}
 	return nil
 }

@@ -483,6 +483,10 @@ func printChecks(w io.Writer, o options, cs []check) {
 		thousands(int64(o.conns)), o.hubs, portOrFree(o), thousands(int64(o.hubMax)), thousands(int64(p.perHubMean)),
 		o.workers, thousands(int64(p.perWorker)), o.srcsPerWorker, p.firstSrc, p.lastS,
 		thousands(int64(o.step)), o.handshakes, p.handshakesEach, o.hold)
+	if o.client == clientLoadgen {
+		fmt.Fprintf(w, "client: one `loadgen run` (connect-and-hold, --workers %d, --ramp %g/s, --duration %v, --max-handshakes %d); --step does not apply\n",
+			o.workers, o.lgRamp, o.lgDuration, p.handshakesEach)
+	}
 	fmt.Fprintln(w, "OS checks:")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	for _, c := range cs {

@@ -37,8 +37,8 @@ var (
 	errStart = errors.New("bench1m: process did not start")
 )
 
-// build compiles herald and benchclient into dir.
-func build(ctx context.Context, goBin, dir string) error {
+// build compiles herald and the client program (benchclient or loadgen) into dir.
+func build(ctx context.Context, goBin, dir, clientOut, clientPkg string) error {
 	gomod, err := exec.CommandContext(ctx, goBin, "env", "GOMOD").Output()
 	if err != nil || !strings.HasSuffix(strings.TrimSpace(string(gomod)), "go.mod") {
 		return fmt.Errorf("%w: run bench1m inside the herald module (go env GOMOD: %q, %v)", errBuild, gomod, err)
@@ -46,7 +46,7 @@ func build(ctx context.Context, goBin, dir string) error {
 	root := filepath.Dir(strings.TrimSpace(string(gomod)))
 	for _, b := range []struct{ out, pkg string }{
 		{"herald", "./cmd/herald"},
-		{"benchclient", "./bench/cmd/benchclient"},
+		{clientOut, clientPkg},
 	} {
 		bctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 		cmd := exec.CommandContext(bctx, goBin, "build", "-o", filepath.Join(dir, b.out), b.pkg)
@@ -244,10 +244,15 @@ func (c counts) inFlight() int64 { return c.Dialed - c.Established - c.Failed }
 type fleet struct {
 	hubs    []*hub
 	clients []*client
+	lg      *lgProc // --client loadgen
 }
 
-// workerPids returns the workers' PIDs.
+// workerPids returns the workers' PIDs: with --client loadgen, the loadgen
+// coordinator's and its worker processes'.
 func (f *fleet) workerPids() []int {
+	if f.lg != nil {
+		return f.lg.pids()
+	}
 	var out []int
 	for _, c := range f.clients {
 		out = append(out, c.w.Pid())

@@ -86,6 +86,9 @@ func (r *runner) sample() (sample, error) {
 	for _, pid := range workers {
 		rss, anon, err := readRSS(pid)
 		if err != nil {
+			if r.fleet.lg != nil { // a loadgen worker that has just exited
+				continue
+			}
 			return s, err
 		}
 		s.clientRSS += rss

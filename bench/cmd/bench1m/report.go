@@ -59,6 +59,9 @@ type result struct {
 	MemAvailStart   int64            `json:"mem_available_start"`
 	MemAvailEnd     int64            `json:"mem_available_end"`
 	Elapsed         string           `json:"elapsed"`
+
+	Client  string    `json:"client"`            // bench or loadgen
+	Loadgen *lgResult `json:"loadgen,omitempty"` // --client loadgen
 }
 
 type memFigures struct {
@@ -135,39 +138,58 @@ func machine() machineInfo {
 
 func (r *result) print(w io.Writer) {
 	o := r.Options
-	fmt.Fprintf(w, "\nHerald: %s WebSocket connections on one machine, all on loopback\n", thousands(r.Target))
-	fmt.Fprintf(w, "command: %s\n", r.Command)
-	fmt.Fprintf(w, "machine: nproc=%d, %s, linux %s, MemTotal %s, open files %d per process\n",
-		r.Machine.NProc, r.Machine.GoVersion, r.Machine.Kernel, gib(r.Machine.MemTotal), r.Machine.NoFile)
-	fmt.Fprintf(w, "setup:   %d herald processes on %s (--reuseport, --max-connections %s, --loops %d); %d client workers, %d source addresses each; "+
-		"step %s, %d handshakes in flight; channel %q; run took %s\n\n",
-		o.Hubs, r.Addr, thousands(int64(o.HubMax)), o.Loops, o.Workers, o.SrcsPerWorker, thousands(int64(o.Step)), o.Handshakes, o.Channel, r.Elapsed)
+	if g := r.Loadgen; g != nil {
+		if len(g.Summary) > 0 {
+			fmt.Fprintf(w, "\nloadgen's own summary (%s):\n%s\n", g.Log, strings.Join(g.Summary, "\n"))
+		}
+		fmt.Fprintf(w, "\nHerald: %s WebSocket connections on one machine, all on loopback, client: loadgen run\n", thousands(r.Target))
+		fmt.Fprintf(w, "command: %s\n", r.Command)
+		fmt.Fprintf(w, "client:  %s\n", g.Command)
+		fmt.Fprintf(w, "machine: nproc=%d, %s, linux %s, MemTotal %s, open files %d per process\n",
+			r.Machine.NProc, r.Machine.GoVersion, r.Machine.Kernel, gib(r.Machine.MemTotal), r.Machine.NoFile)
+		fmt.Fprintf(w, "setup:   %d herald processes on %s (--reuseport, --max-connections %s, --loops %d); one loadgen run with %d workers, one source address each; run took %s\n\n",
+			o.Hubs, r.Addr, thousands(int64(o.HubMax)), o.Loops, o.Workers, r.Elapsed)
+	} else {
+		fmt.Fprintf(w, "\nHerald: %s WebSocket connections on one machine, all on loopback\n", thousands(r.Target))
+		fmt.Fprintf(w, "command: %s\n", r.Command)
+		fmt.Fprintf(w, "machine: nproc=%d, %s, linux %s, MemTotal %s, open files %d per process\n",
+			r.Machine.NProc, r.Machine.GoVersion, r.Machine.Kernel, gib(r.Machine.MemTotal), r.Machine.NoFile)
+		fmt.Fprintf(w, "setup:   %d herald processes on %s (--reuseport, --max-connections %s, --loops %d); %d client workers, %d source addresses each; "+
+			"step %s, %d handshakes in flight; channel %q; run took %s\n\n",
+			o.Hubs, r.Addr, thousands(int64(o.HubMax)), o.Loops, o.Workers, o.SrcsPerWorker, thousands(int64(o.Step)), o.Handshakes, o.Channel, r.Elapsed)
+	}
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	row := func(k, format string, a ...any) { fmt.Fprintf(tw, "%s\t%s\n", k, fmt.Sprintf(format, a...)) }
 	row("target", "%s", thousands(r.Target))
 	row("reached", "%s (%.2f%%)", thousands(r.Reached), 100*float64(r.Reached)/float64(r.Target))
-	row("time to reach", "%.1f s (%d steps)", r.RampSeconds, len(r.Steps))
+	if r.Loadgen != nil {
+		row("time to reach", "%.1f s (hubs' /stats and loadgen's open count, checked every %s)", r.RampSeconds, "--hold-every")
+	} else {
+		row("time to reach", "%.1f s (%d steps)", r.RampSeconds, len(r.Steps))
+	}
 	best := 0.0
 	for _, s := range r.Steps {
 		if s.Seconds > 0 {
 			best = max(best, float64(s.Opened)/s.Seconds)
 		}
 	}
-	row("connections/s", "%s /s over the ramp; best step %s /s", thousands(int64(r.ConnsPerSec)), thousands(int64(best)))
+	row("connections/s", "%s /s over the ramp; best %s %s /s", thousands(int64(r.ConnsPerSec)), map[bool]string{true: "interval", false: "step"}[r.Loadgen != nil], thousands(int64(best)))
 	row("CPU during the ramp", "%v", r.RampCPU)
 	if r.HoldSeconds > 0 {
 		row("CPU during the hold", "%v", r.HoldCPU)
-		row("hold", "%.0f s: hubs' /stats sum at least %s; clients open at least %s; %s closed", r.HoldSeconds,
+		row("hold", "%.0f s: hubs' /stats sum at least %s; clients open at least %s; %s closed"+map[bool]string{true: " (checked until loadgen's --duration ran out)", false: ""}[r.Loadgen != nil], r.HoldSeconds,
 			thousands(r.HoldMinHubs), thousands(r.HoldMinHeld), thousands(r.HoldClosed))
 	}
 	if r.Peak.HeraldRSS > 0 {
 		row("herald RSS total", "%s VmRSS in %d processes (%s to %s each), %s of it private (RssAnon; the rest is the shared binary); %s VmRSS before any connection",
 			size(r.Peak.HeraldRSS), o.Hubs, mib(r.Peak.HubRSSMin), mib(r.Peak.HubRSSMax), size(r.Peak.HeraldAnon), size(r.Base.HeraldRSS))
 		row("herald per connection", "%.0f B RSS growth (%.0f B private), %s Go heap in use", r.HeraldRSSPerConn, r.HeraldAnonPerConn, bytesOrUnknown(r.HeraldHeapPerConn))
-		row("client RSS total", "%s VmRSS in %d processes, %s of it private; %s VmRSS before any connection",
-			size(r.Peak.ClientRSS), o.Workers, size(r.Peak.ClientAnon), size(r.Base.ClientRSS))
-		row("client per connection", "%.0f B RSS growth (%.0f B private), %s Go heap in use", r.ClientRSSPerConn, r.ClientAnonPerConn, bytesOrUnknown(r.ClientHeapPerConn))
+		if r.Loadgen == nil {
+			row("client RSS total", "%s VmRSS in %d processes, %s of it private; %s VmRSS before any connection",
+				size(r.Peak.ClientRSS), o.Workers, size(r.Peak.ClientAnon), size(r.Base.ClientRSS))
+			row("client per connection", "%.0f B RSS growth (%.0f B private), %s Go heap in use", r.ClientRSSPerConn, r.ClientAnonPerConn, bytesOrUnknown(r.ClientHeapPerConn))
+		}
 		n := float64(max(r.Reached, 1))
 		row("kernel memory", "%s = MemAvailable drop %s - private RSS growth %s: %.0f B per connection (both ends)",
 			size(r.KernelBytes), size(r.Base.MemAvailable-r.Peak.MemAvailable),
@@ -198,10 +220,16 @@ func (r *result) print(w io.Writer) {
 	if r.HoldNote != "" {
 		row("hold note", "%s", r.HoldNote)
 	}
-	row("errors by kind (workers)", "%s", reasonsString(r.Reasons))
-	row("herald logs", "%d accept pauses (EMFILE/ENFILE/ENOMEM), %d error lines", r.HubAcceptPauses, r.HubErrorLines)
-	row("shutdown", "close handshakes %.1f s (%d workers cut short at --close-timeout); all processes stopped in %.1f s",
-		r.CloseSeconds, r.CloseCut, r.StopSeconds)
+	if r.Loadgen != nil {
+		r.Loadgen.print(row, r)
+		row("herald logs", "%d accept pauses (EMFILE/ENFILE/ENOMEM), %d error lines", r.HubAcceptPauses, r.HubErrorLines)
+		row("shutdown", "all processes stopped in %.1f s after loadgen's run", r.StopSeconds)
+	} else {
+		row("errors by kind (workers)", "%s", reasonsString(r.Reasons))
+		row("herald logs", "%d accept pauses (EMFILE/ENFILE/ENOMEM), %d error lines", r.HubAcceptPauses, r.HubErrorLines)
+		row("shutdown", "close handshakes %.1f s (%d workers cut short at --close-timeout); all processes stopped in %.1f s",
+			r.CloseSeconds, r.CloseCut, r.StopSeconds)
+	}
 	tw.Flush()
 	b, err := json.Marshal(r)
 	if err != nil {

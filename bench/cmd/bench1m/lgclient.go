@@ -1,0 +1,734 @@
+package main
+
+// --client loadgen: the hubs are started, watched and stopped as in the default
+// mode, but the client side is the product load generator: one `loadgen run`
+// process (cmd/loadgen, the coordinator) that spawns --workers worker processes,
+// each holding its share of the connections from its own source address. bench1m
+// does not drive it: it starts it with a connect-and-hold scenario, a ramp rate, a
+// --duration that covers the ramp and the hold, thresholds, --out and --html; it
+// follows it through its progress lines and the hubs' /stats; and it reads its
+// report at the end. The loadgen processes' memory and CPU are those of the
+// coordinator and its children, found through /proc.
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/herald-rt/herald/loadgen"
+)
+
+const (
+	lgProgressEvery = 2 * time.Second  // loadgen --progress-every
+	lgHeartbeat     = 60 * time.Second // loadgen --heartbeat-timeout: 110 processes share 2 cores
+	lgJoin          = 60 * time.Second // loadgen --join-timeout
+	lgStopGrace     = 10 * time.Second // after SIGINT, before SIGKILL by PID
+)
+
+// lgProgress is one parsed progress line of `loadgen run --progress lines`.
+type lgProgress struct {
+	at                   time.Time
+	open, target, failed int64
+	phase                string
+	elapsed, duration    float64 // seconds
+	errors               int64
+	lostWorkers          int
+	seen                 bool
+}
+
+// "loadgen: conns 123/1000 (failed 0) ramp        12s/60s | ... | errors 0 lost 1/4 workers"
+var lgProgressRE = regexp.MustCompile(`^loadgen: conns (\d+)/(\d+) \(failed (\d+)\) (\S+)\s+(\d+)s/(\d+)s .*\| errors (\d+)(?: lost (\d+)/\d+ workers)?`)
+
+func parseLgProgress(line string) (lgProgress, bool) {
+	m := lgProgressRE.FindStringSubmatch(line)
+	if m == nil {
+		return lgProgress{}, false
+	}
+	n := func(s string) int64 { v, _ := strconv.ParseInt(s, 10, 64); return v }
+	p := lgProgress{open: n(m[1]), target: n(m[2]), failed: n(m[3]), phase: m[4],
+		elapsed: float64(n(m[5])), duration: float64(n(m[6])), errors: n(m[7]), seen: true}
+	if m[8] != "" {
+		p.lostWorkers = int(n(m[8]))
+	}
+	return p, true
+}
+
+// plannedEnd is when loadgen's --duration ends, from its last progress line.
+func (p lgProgress) plannedEnd() time.Time {
+	return p.at.Add(time.Duration((p.duration - p.elapsed) * float64(time.Second)))
+}
+
+// lgProc is the loadgen coordinator process and the worker processes it spawned.
+type lgProc struct {
+	cmd      *exec.Cmd
+	pid      int
+	started  time.Time
+	log      string // stdout: progress lines and the summary
+	errLog   string // stderr: the coordinator's and its workers' logs
+	done     chan struct{}
+	err      error     // after done
+	exitCode int       // after done; -1 if killed by a signal
+	exitAt   time.Time // after done
+
+	mu         sync.Mutex
+	last       lgProgress
+	stoppingAt time.Time      // first progress line in phase "stopping"
+	summary    []string       // stdout lines that are not progress lines
+	children   map[int]uint64 // worker PID -> start time (/proc/<pid>/stat field 22)
+	childSeen  int            // most worker processes seen at once
+}
+
+func (l *lgProc) exited() bool {
+	select {
+	case <-l.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func (l *lgProc) progress() lgProgress {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.last
+}
+
+// startLoadgen starts `loadgen run args`; its stdout is copied to a log and parsed.
+func startLoadgen(bin string, args []string, dir string) (*lgProc, error) {
+	l := &lgProc{log: filepath.Join(dir, "loadgen.out"), errLog: filepath.Join(dir, "loadgen.log"),
+		done: make(chan struct{}), children: map[int]uint64{}}
+	outf, err := os.Create(l.log)
+	if err != nil {
+		return nil, err
+	}
+	errf, err := os.Create(l.errLog)
+	if err != nil {
+		outf.Close()
+		return nil, err
+	}
+	cmd := exec.Command(bin, append([]string{"run"}, args...)...)
+	cmd.Stderr = errf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		outf.Close()
+		errf.Close()
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		outf.Close()
+		errf.Close()
+		return nil, fmt.Errorf("%w: loadgen: %w", errStart, err)
+	}
+	l.cmd, l.pid, l.started = cmd, cmd.Process.Pid, time.Now()
+	var copied sync.WaitGroup
+	copied.Add(1)
+	go func() { // copies and parses stdout until the process closes it
+		defer copied.Done()
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			line := sc.Text()
+			fmt.Fprintln(outf, line)
+			p, ok := parseLgProgress(line)
+			l.mu.Lock()
+			if ok {
+				p.at = time.Now()
+				l.last = p
+				if p.phase == "stopping" && l.stoppingAt.IsZero() {
+					l.stoppingAt = p.at
+				}
+			} else {
+				l.summary = append(l.summary, line)
+			}
+			l.mu.Unlock()
+		}
+		_, _ = io.Copy(io.Discard, stdout)
+	}()
+	go func() { // reaps the process; stop waits for done
+		copied.Wait()
+		l.err = cmd.Wait()
+		l.exitCode = cmd.ProcessState.ExitCode()
+		l.exitAt = time.Now()
+		outf.Close()
+		errf.Close()
+		close(l.done)
+	}()
+	return l, nil
+}
+
+// procStat returns a process's parent PID and start time from /proc/<pid>/stat.
+func procStat(pid int) (ppid int, start uint64, err error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, 0, err
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0, 0, fmt.Errorf("bench1m: short /proc/%d/stat", pid)
+	}
+	f := strings.Fields(string(b[i+1:])) // f[0] is field 3 (state)
+	if len(f) < 20 {
+		return 0, 0, fmt.Errorf("bench1m: short /proc/%d/stat", pid)
+	}
+	ppid, _ = strconv.Atoi(f[1])
+	start, _ = strconv.ParseUint(f[19], 10, 64)
+	return ppid, start, nil
+}
+
+// alive reports whether pid is still the process that started at start.
+func alive(pid int, start uint64) bool {
+	_, s, err := procStat(pid)
+	return err == nil && s == start
+}
+
+// refresh records the coordinator's current children.
+func (l *lgProc) refresh() {
+	if l.exited() {
+		return
+	}
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return
+	}
+	n := 0
+	found := map[int]uint64{}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if ppid, start, err := procStat(pid); err == nil && ppid == l.pid {
+			found[pid] = start
+			n++
+		}
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for pid, start := range found {
+		l.children[pid] = start
+	}
+	l.childSeen = max(l.childSeen, n)
+}
+
+// pids returns the coordinator's PID (while it runs) and its live workers' PIDs.
+func (l *lgProc) pids() []int {
+	l.refresh()
+	var out []int
+	if !l.exited() {
+		out = append(out, l.pid)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for pid, start := range l.children {
+		if alive(pid, start) {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// stop ends the loadgen run if it is still going: SIGINT (the coordinator closes
+// its connections, bounded, and writes its reports), up to grace, then SIGKILL by
+// PID to it and to every worker it spawned that is still alive.
+func (l *lgProc) stop(grace time.Duration) {
+	if !l.exited() {
+		_ = l.cmd.Process.Signal(syscall.SIGINT)
+		t := time.NewTimer(grace)
+		select {
+		case <-l.done:
+		case <-t.C:
+			_ = l.cmd.Process.Kill()
+			<-l.done
+		}
+		t.Stop()
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for pid, start := range l.children {
+		if alive(pid, start) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+}
+
+// waitExit waits until d for the process to end on its own.
+func (l *lgProc) waitExit(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-l.done:
+		return true
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return false
+}
+
+// lgResult is the client side of a --client loadgen run, from loadgen's report and
+// from /proc.
+type lgResult struct {
+	Command      string                    `json:"command"`
+	Workers      int                       `json:"workers"`   // worker processes seen at once
+	ExitCode     int                       `json:"exit_code"` // -1: killed
+	Stopped      string                    `json:"stopped"`   // the report's stopped
+	Seconds      float64                   `json:"seconds"`   // the report's run time
+	Passed       bool                      `json:"passed"`    // every threshold held
+	Thresholds   []loadgen.ThresholdResult `json:"thresholds"`
+	Target       int                       `json:"target"`
+	Peak         int64                     `json:"connections_peak"`
+	Connected    uint64                    `json:"connected"`
+	Subscribed   uint64                    `json:"subscribed"`
+	ConnErrors   uint64                    `json:"connect_errors"`
+	Errors       map[string]uint64         `json:"errors"`
+	ErrorRate    float64                   `json:"error_rate"`
+	Connect      loadgen.Distribution      `json:"connect"` // buckets dropped
+	RampSeconds  float64                   `json:"ramp_seconds"`
+	ConnectRate  float64                   `json:"connect_rate"`
+	WorkerHeap   int64                     `json:"worker_heap_sum"` // sum of the workers' peak Go heap in use
+	WorkerRSS    int64                     `json:"worker_rss_sum"`  // sum of the workers' peak RSS, as they reported it
+	LostWorkers  int                       `json:"lost_workers"`
+	HaveReport   bool                      `json:"have_report"`
+	CloseSeconds float64                   `json:"close_seconds"` // from phase "stopping" to the coordinator's exit
+	ReportJSON   string                    `json:"report_json"`
+	ReportHTML   string                    `json:"report_html"`
+	Log          string                    `json:"log"`
+	Summary      []string                  `json:"-"` // loadgen's own summary table
+}
+
+func (g *lgResult) exitMeaning() string {
+	switch g.ExitCode {
+	case 0:
+		return "ok"
+	case 1:
+		return "an error, or a worker lost"
+	case 2:
+		return "usage"
+	case 99:
+		return "a threshold was breached"
+	case 130:
+		return "interrupted"
+	case -1:
+		return "killed"
+	}
+	return "unknown"
+}
+
+// lgArgs are the arguments of `loadgen run` for this run.
+func (r *runner) lgArgs(addr, out, html string) []string {
+	o := r.o
+	hs := max(o.handshakes/o.workers, 1)
+	args := []string{
+		"--target", "ws://" + addr, "--app-id", appID, "--app-key", appKey, "--app-secret", appSecret,
+		"--scenario", "connect-and-hold", "--connections", strconv.Itoa(o.conns),
+		"--ramp", strconv.FormatFloat(o.lgRamp, 'f', -1, 64),
+		"--duration", o.lgDuration.String(), "--close-timeout", o.closeTimeout.String(),
+		"--max-handshakes", strconv.Itoa(hs), "--loops", strconv.Itoa(o.loops),
+		"--workers", strconv.Itoa(o.workers), "--source-base", o.srcBase.String(),
+		"--join-timeout", lgJoin.String(), "--heartbeat-timeout", lgHeartbeat.String(),
+		"--progress", "lines", "--progress-every", lgProgressEvery.String(), "--log-level", "info",
+		"--threshold", "connections>=" + strconv.Itoa(o.conns),
+		"--threshold", "connected>=" + strconv.Itoa(o.conns),
+		"--threshold", "error_count==0",
+		"--out", out, "--html", html,
+	}
+	if o.channel != "" { // one public channel, as in the default mode: <prefix>0
+		args = append(args, "--channels-per-conn", "1", "--channels", "1", "--spread", "one", "--channel-prefix", o.channel+"-")
+	} else {
+		args = append(args, "--channels-per-conn", "-1")
+	}
+	return args
+}
+
+// runLoadgen is the whole measurement with --client loadgen; it always stops every
+// process before it returns.
+func (r *runner) runLoadgen(ctx context.Context) *result {
+	o := r.o
+	r.started = time.Now()
+	res := &result{Target: int64(o.conns), Options: o.summary(), Client: clientLoadgen}
+	res.Machine = machine()
+	m0, err := readMeminfo()
+	if err != nil {
+		res.Stopped = err.Error()
+		return res
+	}
+	res.MemAvailStart = m0.Available
+	port := o.port
+	if port == 0 {
+		if port, err = freePort(o.host.String()); err != nil {
+			res.Stopped = err.Error()
+			return res
+		}
+	}
+	addr := fmt.Sprintf("%s:%d", o.host, port)
+	res.Addr = addr
+
+	// The memory watcher runs from the start of loadgen to its end: it cancels
+	// lctx, which stops loadgen (SIGINT, then SIGKILL by PID).
+	lctx, lcancel := context.WithCancel(ctx)
+	defer lcancel()
+	var mw *memWatch
+	var lg *lgProc
+	g := &lgResult{Target: o.conns}
+	res.Loadgen = g
+	defer func() {
+		if mw != nil {
+			if why := mw.close(); why != "" {
+				res.Stopped, res.MemAbort = why, true
+			}
+		}
+		fmt.Fprintf(r.log, "bench1m: stopping loadgen and %d hubs\n", len(r.fleet.hubs))
+		t0 := time.Now()
+		if lg != nil {
+			lg.stop(lgStopGrace)
+			g.ExitCode = lg.exitCode
+			lg.mu.Lock()
+			// Its stop begins when --duration ends (or when it was seen stopping
+			// earlier); the workers' close handshakes follow.
+			from := lg.last.plannedEnd()
+			if !lg.stoppingAt.IsZero() && lg.stoppingAt.Before(from) {
+				from = lg.stoppingAt
+			}
+			if lg.last.seen && !lg.exitAt.IsZero() {
+				g.CloseSeconds = max(lg.exitAt.Sub(from).Seconds(), 0)
+			}
+			lg.mu.Unlock()
+		}
+		_, _ = r.stopAll(ctx, false)
+		res.StopSeconds = time.Since(t0).Seconds()
+		res.HubAcceptPauses = countInFiles(r.hubLogs(), "accept failed")
+		res.HubErrorLines = countInFiles(r.hubLogs(), "level=ERROR")
+		time.Sleep(time.Second)
+		if m, err := readMeminfo(); err == nil {
+			res.MemAvailEnd = m.Available
+		}
+		if lg != nil {
+			r.readLgReport(g, lg)
+		}
+	}()
+
+	fmt.Fprintf(r.log, "bench1m: starting %d hubs on %s\n", o.hubs, addr)
+	if err := r.startHubs(ctx, addr); err != nil {
+		res.Stopped = "starting hubs: " + err.Error()
+		return res
+	}
+	if err := sleep(ctx, time.Second); err != nil {
+		res.Stopped = err.Error()
+		return res
+	}
+	base, err := r.sample() // no loadgen process yet: the clients' base is 0
+	if err != nil {
+		res.Stopped = err.Error()
+		return res
+	}
+	res.Base = base.figures()
+	slab0 := readSlabinfo()
+	hubHeap0 := r.hubHeap(ctx)
+
+	args := r.lgArgs(addr, filepath.Join(r.dir, "loadgen-report.json"), filepath.Join(r.dir, "loadgen-report.html"))
+	g.Command = "loadgen run" + quoteArgs(args)
+	fmt.Fprintf(r.out, "ready: %d hubs (RSS %s), MemAvailable %s; starting %s\n",
+		len(r.fleet.hubs), size(base.heraldRSS), gib(base.mem.Available), g.Command)
+	mw = watchMem(o.memFloor, lcancel)
+	if lg, err = startLoadgen(filepath.Join(r.dir, "loadgen"), args, r.dir); err != nil {
+		res.Stopped = err.Error()
+		return res
+	}
+	r.fleet.lg = lg
+	g.Log = lg.errLog
+
+	reached := r.lgRampWatch(lctx, res, lg)
+	res.Reached = reached
+	if res.RampSeconds > 0 {
+		res.ConnsPerSec = float64(reached) / res.RampSeconds
+	}
+	if res.Stopped == "" && lctx.Err() == nil {
+		res.HoldMinHeld = reached
+		fmt.Fprintf(r.out, "holding %s connections for %v\n", thousands(reached), o.hold)
+		r.lgHold(lctx, res, lg, reached, o.hold, true)
+		if lctx.Err() == nil && res.HoldNote == "" {
+			if peak, err := r.sample(); err == nil {
+				res.Peak = peak.figures()
+				held := float64(max(res.Reached, 1))
+				res.HeraldRSSPerConn = float64(peak.heraldRSS-base.heraldRSS) / held
+				res.ClientRSSPerConn = float64(peak.clientRSS-base.clientRSS) / held
+				res.HeraldAnonPerConn = float64(peak.heraldAnon-base.heraldAnon) / held
+				res.ClientAnonPerConn = float64(peak.clientAnon-base.clientAnon) / held
+				rssGrowth := (peak.heraldAnon + peak.clientAnon) - (base.heraldAnon + base.clientAnon)
+				res.KernelBytes = (base.mem.Available - peak.mem.Available) - rssGrowth
+				res.KernelPerConn = float64(res.KernelBytes) / held
+				res.KernelFreeBytes = (base.mem.Free - peak.mem.Free) - rssGrowth
+				res.SlabGrowth = peak.mem.Slab - base.mem.Slab
+				if slab0 != nil {
+					res.SlabTop = topSlabs(slab0, readSlabinfo(), 8)
+				}
+			}
+			if h1 := r.hubHeap(lctx); hubHeap0 > 0 && h1 > 0 {
+				res.HeraldHeapPerConn = float64(h1-hubHeap0) / float64(max(res.Reached, 1))
+			}
+			if sp, err := r.hubConns(lctx); err == nil {
+				res.Spread = sp
+			}
+			// Keep checking until loadgen's own --duration ends.
+			if rest := time.Until(lg.progress().plannedEnd()) - 2*lgProgressEvery; rest > o.holdEvery {
+				fmt.Fprintf(r.out, "measured; loadgen holds for %.0f s more (its --duration %v)\n", rest.Seconds(), o.lgDuration)
+				r.lgHold(lctx, res, lg, reached, rest, false)
+			}
+		}
+	}
+	if lctx.Err() == nil && !lg.exited() && res.Stopped == "" {
+		wait := time.Until(lg.progress().plannedEnd()) + o.closeTimeout + 30*time.Second
+		fmt.Fprintf(r.out, "waiting for loadgen to end its run and close its connections (at most %.0f s)\n", wait.Seconds())
+		if !lg.waitExit(lctx, max(wait, 5*time.Second)) && res.HoldNote == "" && lctx.Err() == nil {
+			res.HoldNote = fmt.Sprintf("loadgen did not end within %.0f s of its planned end: stopped by bench1m", wait.Seconds())
+		}
+	}
+	if ctx.Err() != nil && res.Stopped == "" {
+		res.Stopped = "interrupted: " + context.Cause(ctx).Error()
+	}
+	return res
+}
+
+// lgRampWatch follows the ramp until the hubs and loadgen hold the target or
+// something stops it, printing a line every --hold-every; it returns the
+// connections held.
+func (r *runner) lgRampWatch(ctx context.Context, res *result, lg *lgProc) int64 {
+	o := r.o
+	target := int64(o.conns)
+	stopped := func(why string) {
+		if res.Stopped == "" {
+			res.Stopped = why
+		}
+	}
+	start := time.Now()
+	prev, err := r.sample()
+	if err != nil {
+		stopped(err.Error())
+		return 0
+	}
+	first := prev
+	defer func() { res.RampCPU = cpuBetween(first, prev); res.RampSeconds = time.Since(start).Seconds() }()
+	var prevHubs, held int64
+	lastProgress := time.Now()
+	for step := 1; ; step++ {
+		t0 := time.Now()
+		if err := sleep(ctx, o.holdEvery); err != nil {
+			stopped("ramp: " + context.Cause(ctx).Error())
+			return held
+		}
+		sp, herr := r.hubConns(ctx)
+		s, serr := r.sample()
+		p := lg.progress()
+		took := time.Since(t0)
+		rec := stepRecord{Step: step, Opened: sp.Sum - prevHubs, Failed: p.failed, Seconds: took.Seconds(),
+			Held: p.open, HubConns: sp.Sum, HeraldRSS: s.heraldRSS, ClientRSS: s.clientRSS,
+			MemAvail: s.mem.Available, TCPMemPage: s.sock.MemPages, CPU: cpuBetween(prev, s)}
+		res.Steps = append(res.Steps, rec)
+		fmt.Fprintf(r.out, "%5.0f s  hubs' /stats %s (+%s/s)  loadgen open %s, failed %s, %s  RSS herald %s, loadgen %s (%d processes)  MemAvailable %s  TCP mem %d pages\n"+
+			"         %v\n",
+			time.Since(start).Seconds(), thousands(sp.Sum), thousands(int64(float64(rec.Opened)/took.Seconds())),
+			thousands(p.open), thousands(p.failed), p.phase, size(s.heraldRSS), size(s.clientRSS), len(lg.pids()),
+			gib(s.mem.Available), s.sock.MemPages, rec.CPU)
+		if serr == nil {
+			prev = s
+		}
+		held = min(sp.Sum, p.open)
+		if sp.Sum > prevHubs {
+			lastProgress = time.Now()
+		}
+		prevHubs = sp.Sum
+		switch {
+		case herr != nil || serr != nil:
+			stopped(errors.Join(herr, serr).Error())
+		case sp.Sum >= target && p.open >= target:
+			return held
+		case lg.exited():
+			stopped(fmt.Sprintf("loadgen exited during the ramp (code %d; log %s)", lg.exitCode, lg.errLog))
+		case p.lostWorkers > 0:
+			stopped(fmt.Sprintf("loadgen lost %d workers (log %s)", p.lostWorkers, lg.errLog))
+		case p.failed > 0 && p.open+p.failed >= target:
+			stopped(fmt.Sprintf("every connection dialed; %s failed, and loadgen does not dial them again", thousands(p.failed)))
+		case p.phase == "drain" || p.phase == "stopping" || p.phase == "done":
+			stopped(fmt.Sprintf("loadgen's --duration %v ended before the target was held: raise --lg-duration or --lg-ramp", o.lgDuration))
+		case time.Since(lastProgress) > o.stepTimeout:
+			stopped(fmt.Sprintf("no progress for %v", o.stepTimeout))
+		default:
+			continue
+		}
+		return held
+	}
+}
+
+// lgHold checks every --hold-every for d that the hubs and loadgen still hold
+// peak. The first call (main) sets the hold figures and CPU; a later one extends
+// the checked time while loadgen's --duration runs out.
+func (r *runner) lgHold(ctx context.Context, res *result, lg *lgProc, peak int64, d time.Duration, main bool) {
+	o := r.o
+	start := time.Now()
+	first, err := r.sample()
+	if err != nil {
+		res.HoldNote = err.Error()
+		return
+	}
+	if main {
+		res.HoldMinHubs = -1
+	}
+	for time.Since(start) < d && ctx.Err() == nil {
+		if err := sleep(ctx, min(o.holdEvery, d-time.Since(start))); err != nil {
+			break
+		}
+		sp, err := r.hubConns(ctx)
+		if err != nil {
+			res.HoldNote = err.Error()
+			return
+		}
+		s, err := r.sample()
+		if err != nil {
+			res.HoldNote = err.Error()
+			return
+		}
+		p := lg.progress()
+		if res.HoldMinHubs < 0 || sp.Sum < res.HoldMinHubs {
+			res.HoldMinHubs = sp.Sum
+		}
+		res.HoldMinHeld = min(res.HoldMinHeld, p.open)
+		res.HoldClosed = max(res.HoldClosed, peak-p.open)
+		res.HoldSeconds += s.at.Sub(first.at).Seconds()
+		if main {
+			res.HoldCPU = cpuBetween(first, s)
+		}
+		first = s
+		fmt.Fprintf(r.out, "hold %4.0f s  loadgen open %s (%s), hubs' /stats %s (min %s, max %s per hub)  RSS herald %s, loadgen %s  MemAvailable %s\n",
+			res.HoldSeconds, thousands(p.open), p.phase, thousands(sp.Sum), thousands(sp.Min), thousands(sp.Max),
+			size(s.heraldRSS), size(s.clientRSS), gib(s.mem.Available))
+		if lg.exited() || p.phase == "stopping" || p.phase == "done" {
+			res.HoldNote = fmt.Sprintf("loadgen's run ended during the hold (its --duration %v): raise --lg-duration", o.lgDuration)
+			return
+		}
+	}
+	if ctx.Err() != nil {
+		if res.HoldNote == "" {
+			res.HoldNote = "interrupted: " + context.Cause(ctx).Error()
+		}
+	} else if res.HoldMinHubs >= 0 && (res.HoldMinHubs < peak || res.HoldClosed > 0) {
+		res.HoldNote = fmt.Sprintf("connections lost during the hold: hubs' minimum %s of %s, loadgen's open fell by %s",
+			thousands(res.HoldMinHubs), thousands(peak), thousands(res.HoldClosed))
+	}
+}
+
+// readLgReport fills g from loadgen's JSON report and copies both reports to
+// ./bin of the current directory.
+func (r *runner) readLgReport(g *lgResult, lg *lgProc) {
+	lg.mu.Lock()
+	g.Workers = lg.childSeen
+	g.Summary = append([]string(nil), lg.summary...)
+	lg.mu.Unlock()
+	src := filepath.Join(r.dir, "loadgen-report.json")
+	b, err := os.ReadFile(src)
+	if err != nil {
+		fmt.Fprintln(r.log, "bench1m: no loadgen report:", err)
+		return
+	}
+	var rep loadgen.Report
+	if err := json.Unmarshal(b, &rep); err != nil {
+		fmt.Fprintln(r.log, "bench1m: loadgen report:", err)
+		return
+	}
+	g.HaveReport = true
+	t := rep.Totals
+	g.Stopped, g.Seconds, g.Passed, g.Thresholds = rep.Stopped, rep.Seconds, rep.Passed, rep.Thresholds
+	g.Peak, g.Connected, g.Subscribed, g.ConnErrors = t.ConnectionsPeak, t.Connected, t.Subscribed, t.ConnectErrors
+	g.Errors, g.ErrorRate = t.Errors, t.ErrorRate
+	g.Connect = rep.Connect
+	g.Connect.Buckets = nil
+	g.RampSeconds, g.ConnectRate = rep.RampSeconds, rep.ConnectRate
+	for _, w := range rep.Workers {
+		g.WorkerHeap += w.HeapBytes
+		g.WorkerRSS += w.RSSBytes
+		if w.State != "ok" {
+			g.LostWorkers++
+		}
+	}
+	if cwd, err := os.Getwd(); err == nil {
+		bin := filepath.Join(cwd, "bin")
+		if err := os.MkdirAll(bin, 0o755); err == nil {
+			for _, c := range []struct {
+				from, to string
+				dst      *string
+			}{
+				{src, "bench1m-loadgen-report.json", &g.ReportJSON},
+				{filepath.Join(r.dir, "loadgen-report.html"), "bench1m-loadgen-report.html", &g.ReportHTML},
+			} {
+				if data, err := os.ReadFile(c.from); err == nil {
+					to := filepath.Join(bin, c.to)
+					if os.WriteFile(to, data, 0o644) == nil {
+						*c.dst = to
+					}
+				}
+			}
+		}
+	}
+}
+
+// printLoadgen prints the client side of a --client loadgen run.
+func (g *lgResult) print(row func(k, format string, a ...any), res *result) {
+	if !g.HaveReport {
+		row("loadgen", "exit code %d (%s); no report was written (log %s)", g.ExitCode, g.exitMeaning(), g.Log)
+		if res.Peak.ClientRSS > 0 {
+			row("loadgen RSS", "%s VmRSS in the coordinator and %d workers at the peak (/proc)", size(res.Peak.ClientRSS), g.Workers)
+		}
+		return
+	}
+	row("loadgen", "exit code %d (%s), stopped: %s, run %.1f s; thresholds %s", g.ExitCode, g.exitMeaning(), g.Stopped, g.Seconds, g.thresholds())
+	row("loadgen connections", "peak open %s, connected %s, subscribed %s, connect errors %s, target %s",
+		thousands(g.Peak), thousands(int64(g.Connected)), thousands(int64(g.Subscribed)), thousands(int64(g.ConnErrors)), thousands(int64(g.Target)))
+	row("loadgen ramp", "%.1f s for the slowest worker's share, %s connections/s", g.RampSeconds, thousands(int64(g.ConnectRate)))
+	c := g.Connect
+	row("loadgen connect latency", "socket() to connection_established, %s samples: p50 %.1f ms, p90 %.1f ms, p99 %.1f ms, p99.9 %.1f ms, max %.1f ms (mean %.1f ms)",
+		thousands(int64(c.Count)), c.P50Ms, c.P90Ms, c.P99Ms, c.P999Ms, c.MaxMs, c.MeanMs)
+	var errs []string
+	for k, v := range g.Errors {
+		errs = append(errs, fmt.Sprintf("%s=%s", k, thousands(int64(v))))
+	}
+	if len(errs) == 0 {
+		errs = []string{"none"}
+	}
+	row("loadgen errors", "%s (rate %.4f%%); %d workers lost or failed", strings.Join(errs, ", "), 100*g.ErrorRate, g.LostWorkers)
+	if res.Peak.ClientRSS > 0 {
+		row("loadgen RSS", "%s VmRSS in the coordinator and %d workers at the peak (/proc), %s of it private; %.0f B per connection (%.0f B private), start-up included",
+			size(res.Peak.ClientRSS), g.Workers, size(res.Peak.ClientAnon), res.ClientRSSPerConn, res.ClientAnonPerConn)
+	}
+	row("", "workers' own peaks: RSS %s summed, Go heap in use %s summed (%.0f B per connection)",
+		size(g.WorkerRSS), size(g.WorkerHeap), float64(g.WorkerHeap)/float64(max(res.Reached, 1)))
+	row("loadgen close", "%.1f s from the end of its --duration to the coordinator's exit (close handshakes, final snapshots, reports)", g.CloseSeconds)
+	if g.ReportJSON != "" || g.ReportHTML != "" {
+		row("loadgen reports", "%s, %s", g.ReportJSON, g.ReportHTML)
+	}
+}
+
+func (g *lgResult) thresholds() string {
+	if len(g.Thresholds) == 0 {
+		return "none evaluated"
+	}
+	var parts []string
+	for _, t := range g.Thresholds {
+		st := "ok"
+		if !t.OK {
+			st = "BREACHED"
+		}
+		parts = append(parts, fmt.Sprintf("%s %s (%g)", t.Expr, st, t.Value))
+	}
+	return strings.Join(parts, ", ")
+}
