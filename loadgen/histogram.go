@@ -73,8 +73,13 @@ func (h *Histogram) Reset() { h.h.Reset() }
 func (h *Histogram) Equal(o *Histogram) bool { return h.h.Equals(o.h) }
 
 // MarshalText encodes h in the HdrHistogram V2 compressed base64 format, which other
-// HdrHistogram implementations read too.
+// HdrHistogram implementations read too. An empty histogram encodes as "": most
+// per-second deltas of a hold are empty, and the compressed form costs a deflate
+// compressor each time.
 func (h *Histogram) MarshalText() ([]byte, error) {
+	if h.Count() == 0 {
+		return []byte{}, nil
+	}
 	b, err := h.h.Encode(hdrhistogram.V2CompressedEncodingCookieBase)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrHistogram, err)
@@ -85,6 +90,10 @@ func (h *Histogram) MarshalText() ([]byte, error) {
 // UnmarshalText decodes what MarshalText produced; the geometry must be this
 // package's.
 func (h *Histogram) UnmarshalText(b []byte) error {
+	if len(b) == 0 {
+		h.h = NewHistogram().h
+		return nil
+	}
 	d, err := hdrhistogram.Decode(b)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrHistogram, err)

@@ -21,7 +21,6 @@ const (
 	sweepEvery   = int64(time.Second)
 	cmdQueueLen  = 16
 	maxEvents    = 256
-	closeGrace   = int64(5 * time.Second)
 	reorderSpan  = 64 // sequence numbers a connection tracks behind its latest
 )
 
@@ -755,7 +754,7 @@ func (l *loop) sweep() {
 				_ = l.sendText(int32(i), c, []byte(`{"event":"pusher:ping","data":{}}`))
 			}
 		case stClosing:
-			if l.now-c.started > closeGrace {
+			if l.now-c.started > int64(l.p.cfg.CloseGrace) {
 				l.closeConn(int32(i), c, "close_timeout")
 			}
 		}

@@ -64,6 +64,12 @@ type Config struct {
 	// PongTimeout: a connection that received nothing this long after its ping is
 	// closed. Default 30 s.
 	PongTimeout time.Duration
+	// CloseGrace bounds a close handshake: a connection whose server has not answered
+	// its close frame this long after it was sent is closed and counted as
+	// "close_timeout". Default 5 s. A large run's final close takes longer (at a million
+	// connections the servers answer over about a minute), so callers pass their own
+	// bound for the end of a run.
+	CloseGrace time.Duration
 	// MaxMessageBytes bounds a server frame and a reassembled message. Default 1 MiB.
 	MaxMessageBytes int
 }
@@ -145,6 +151,9 @@ func New(cfg Config) (*Pool, error) {
 	}
 	if cfg.ActivityTimeout <= 0 {
 		cfg.ActivityTimeout = 120 * time.Second
+	}
+	if cfg.CloseGrace <= 0 {
+		cfg.CloseGrace = 5 * time.Second
 	}
 	if cfg.PongTimeout <= 0 {
 		cfg.PongTimeout = 30 * time.Second

@@ -107,17 +107,19 @@ func (s *Stats) ReasonsString() string {
 // Histogram.Sub).
 func (s *Stats) Sub(o *Stats) (*Stats, error) {
 	d := newStats()
-	if err := d.Connect.Merge(s.Connect); err != nil {
-		return nil, err
-	}
-	if err := d.Latency.Merge(s.Latency); err != nil {
-		return nil, err
-	}
-	if err := d.Connect.Sub(o.Connect); err != nil {
-		return nil, err
-	}
-	if err := d.Latency.Sub(o.Latency); err != nil {
-		return nil, err
+	// A histogram that recorded nothing since o leaves its delta empty: skipping the
+	// copy and the subtraction matters, because a worker takes a delta every second and
+	// in a hold (no publishes, ramp over) neither histogram moves.
+	for _, p := range []struct{ dst, cur, old *Histogram }{{d.Connect, s.Connect, o.Connect}, {d.Latency, s.Latency, o.Latency}} {
+		if p.cur.Count() == p.old.Count() {
+			continue
+		}
+		if err := p.dst.Merge(p.cur); err != nil {
+			return nil, err
+		}
+		if err := p.dst.Sub(p.old); err != nil {
+			return nil, err
+		}
 	}
 	d.Counts = Counts{
 		Dialed:      s.Counts.Dialed - o.Counts.Dialed,

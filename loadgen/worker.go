@@ -9,7 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"runtime"
+	"runtime/metrics"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -158,6 +158,7 @@ func newWorker(plan *Plan, log *slog.Logger) (*worker, error) {
 	cfg := Config{
 		Addr: wsAddr, Key: spec.Key, Secret: spec.Secret, SourceAddrs: srcs,
 		Loops: spec.Loops, MaxHandshakes: spec.MaxHandshakes,
+		CloseGrace: spec.CloseTimeout.D(),
 		Channels: func(id uint64) []string {
 			var buf [8]int
 			idx := spec.channelsOf(buf[:0], w.gid(id))
@@ -438,11 +439,24 @@ func (s *snapshotter) send(cd *codec, final bool, why string) error {
 		v = w.dups[i].Load()
 		snap.ChanDups[i], s.prevDu[i] = v-s.prevDu[i], v
 	}
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	snap.HeapBytes = int64(ms.HeapInuse)
+	snap.HeapBytes = heapInUse()
 	snap.RSSBytes = readRSS()
 	return cd.send(&ctrlMsg{Type: msgSnapshot, Snapshot: snap}, protoWriteWait)
+}
+
+// heapInUse is the Go heap in use (objects plus the unused part of their spans), as
+// runtime.MemStats.HeapInuse, read through runtime/metrics, which unlike
+// ReadMemStats does not stop the world: a worker reads it every second.
+func heapInUse() int64 {
+	s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}, {Name: "/memory/classes/heap/unused:bytes"}}
+	metrics.Read(s)
+	var n int64
+	for _, x := range s {
+		if x.Value.Kind() == metrics.KindUint64 {
+			n += int64(x.Value.Uint64())
+		}
+	}
+	return n
 }
 
 // readRSS returns this process's resident set size from /proc, 0 where unknown.

@@ -11,6 +11,8 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -336,6 +338,21 @@ func workerCmd(args []string, stderr io.Writer) int {
 		return exitUsage
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})).With("pid", os.Getpid())
+	// LOADGEN_CPUPROFILE_DIR profiles every worker, spawned ones included (they inherit
+	// the environment): each writes DIR/worker-<pid>.pprof when it ends.
+	if dir := os.Getenv("LOADGEN_CPUPROFILE_DIR"); dir != "" {
+		f, err := os.Create(filepath.Join(dir, fmt.Sprintf("worker-%d.pprof", os.Getpid())))
+		if err != nil {
+			fmt.Fprintln(stderr, "loadgen worker: LOADGEN_CPUPROFILE_DIR:", err)
+			return exitUsage
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(stderr, "loadgen worker: cpu profile:", err)
+			return exitError
+		}
+		defer pprof.StopCPUProfile()
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := loadgen.RunWorker(ctx, cfg); err != nil {
