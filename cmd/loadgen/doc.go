@@ -58,4 +58,10 @@
 // or 0.001); error_count, missing, duplicated, delivered, published, connections
 // (peak open), connected, deliveries_per_sec, publishes_per_sec. Operators
 // < <= > >= ==.
+//
+// # Profiling
+//
+// LOADGEN_CPUPROFILE_DIR=DIR makes every worker (spawned ones inherit the
+// environment) write a CPU profile to DIR/worker-<pid>.pprof when it ends, for
+// `go tool pprof`.
 package main
