@@ -6,16 +6,14 @@ import (
 	"time"
 )
 
-// The delivery path of a broker message (snapshot of recipients, one mailbox job per
-// loop) allocates nothing once the channel's snapshot is built.
-func TestHandleMessageAllocatesNothing(t *testing.T) {
-	h := startHub(t, Config{})
+// subscribedReader connects one client to "orders" and drains what it receives, so
+// that its socket never fills; it returns the broker key and an envelope to deliver.
+func subscribedReader(t testing.TB, h *Hub) (key string, env []byte) {
 	w := connect(t, h, testApp.Key)
 	w.subscribe("orders", "", "")
 	w.expect("pusher_internal:subscription_succeeded")
-	// Drain what the client receives so its socket never fills.
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	t.Cleanup(cancel)
 	go func() {
 		for ctx.Err() == nil {
 			if _, _, err := w.c.Read(ctx); err != nil {
@@ -23,8 +21,15 @@ func TestHandleMessageAllocatesNothing(t *testing.T) {
 			}
 		}
 	}()
-	key := channelKey(h.appByID(testApp.ID), "orders")
-	env := h.envelope(eventJSON(nil, "tick", "orders", []byte(`"x"`), ""), 0, 0, false)
+	key = channelKey(h.appByID(testApp.ID), "orders")
+	return key, h.envelope(eventJSON(nil, "tick", "orders", []byte(`"x"`), ""), 0, 0, false)
+}
+
+// The delivery path of a broker message (snapshot of recipients, one mailbox job per
+// loop) allocates nothing once the channel's snapshot is built.
+func TestHandleMessageAllocatesNothing(t *testing.T) {
+	h := startHub(t, Config{})
+	key, env := subscribedReader(t, h)
 	h.HandleMessage(key, env) // builds the snapshot
 	time.Sleep(50 * time.Millisecond)
 	if n := testing.AllocsPerRun(200, func() { h.HandleMessage(key, env) }); n != 0 {
@@ -39,20 +44,7 @@ func TestHandleMessageAllocatesNothing(t *testing.T) {
 // loop keeps up with.
 func BenchmarkHandleMessage(b *testing.B) {
 	h := startHub(b, Config{})
-	w := connect(b, h, testApp.Key)
-	w.subscribe("orders", "", "")
-	w.expect("pusher_internal:subscription_succeeded")
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		for ctx.Err() == nil {
-			if _, _, err := w.c.Read(ctx); err != nil {
-				return
-			}
-		}
-	}()
-	key := channelKey(h.appByID(testApp.ID), "orders")
-	env := h.envelope(eventJSON(nil, "tick", "orders", []byte(`"x"`), ""), 0, 0, false)
+	key, env := subscribedReader(b, h)
 	b.ReportAllocs()
 	for b.Loop() {
 		h.HandleMessage(key, env)
