@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/herald-rt/herald/bench/proc"
 	"io"
 	"os"
 	"os/exec"
@@ -130,7 +131,7 @@ func startLoadgen(bin string, args []string, dir string) (*lgProc, error) {
 	if err := cmd.Start(); err != nil {
 		outf.Close()
 		errf.Close()
-		return nil, fmt.Errorf("%w: loadgen: %w", errStart, err)
+		return nil, fmt.Errorf("%w: loadgen: %w", proc.ErrStart, err)
 	}
 	l.cmd, l.pid, l.started = cmd, cmd.Process.Pid, time.Now()
 	var copied sync.WaitGroup

@@ -1,16 +1,13 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
+	"github.com/herald-rt/herald/bench/proc"
 	"net"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -32,135 +29,41 @@ const (
 	startWorkers = 8 // processes started at once
 )
 
-var (
-	errBuild = errors.New("bench1m: build failed")
-	errStart = errors.New("bench1m: process did not start")
-)
-
 // build compiles herald and the client program (benchclient or loadgen) into dir.
 func build(ctx context.Context, goBin, dir, clientOut, clientPkg string) error {
-	gomod, err := exec.CommandContext(ctx, goBin, "env", "GOMOD").Output()
-	if err != nil || !strings.HasSuffix(strings.TrimSpace(string(gomod)), "go.mod") {
-		return fmt.Errorf("%w: run bench1m inside the herald module (go env GOMOD: %q, %v)", errBuild, gomod, err)
+	root, err := proc.ModuleRoot(ctx, goBin)
+	if err != nil {
+		return err
 	}
-	root := filepath.Dir(strings.TrimSpace(string(gomod)))
-	for _, b := range []struct{ out, pkg string }{
-		{"herald", "./cmd/herald"},
-		{clientOut, clientPkg},
-	} {
-		bctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
-		cmd := exec.CommandContext(bctx, goBin, "build", "-o", filepath.Join(dir, b.out), b.pkg)
-		cmd.Dir = root
-		out, berr := cmd.CombinedOutput()
-		cancel()
-		if berr != nil {
-			return fmt.Errorf("%w: %s: %w\n%s", errBuild, b.pkg, berr, strings.TrimSpace(string(out)))
-		}
+	if err := proc.Build(ctx, goBin, root, dir, "herald", "./cmd/herald"); err != nil {
+		return err
 	}
-	return nil
+	return proc.Build(ctx, goBin, root, dir, clientOut, clientPkg)
 }
 
 // hub is one herald process.
 type hub struct {
+	*proc.Process
 	idx   int
-	cmd   *exec.Cmd
 	admin string // admin ip:port
-	log   string
-	done  chan struct{} // closed when the process has been reaped
-	err   error         // after done
 }
 
-func (h *hub) pid() int { return h.cmd.Process.Pid }
-
-func (h *hub) exited() bool {
-	select {
-	case <-h.done:
-		return true
-	default:
-		return false
-	}
+func (h *hub) pid() int                  { return h.PID() }
+func (h *hub) exited() bool              { return h.Exited() }
+func (h *hub) signal(sig syscall.Signal) { h.Signal(sig) }
+func (h *hub) wait(d time.Duration)      { h.Wait(d) }
+func (h *hub) stop(grace time.Duration)  { h.Stop(grace) }
+func (h *hub) get(ctx context.Context, path string) ([]byte, error) {
+	return proc.Get(ctx, h.admin, path)
 }
 
 // startHub runs herald and waits (bounded) for its "serving" line.
 func startHub(ctx context.Context, bin string, args []string, idx int, admin, logPath string) (*hub, error) {
-	logf, err := os.Create(logPath)
+	p, err := proc.Start(ctx, fmt.Sprintf("hub %d", idx), bin, args, logPath, " serving ", startTimeout)
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, args...)
-	cmd.Stderr = logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		logf.Close()
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return nil, fmt.Errorf("%w: hub %d: %w", errStart, idx, err)
-	}
-	h := &hub{idx: idx, cmd: cmd, admin: admin, log: logPath, done: make(chan struct{})}
-	ready := make(chan struct{})
-	var copied sync.WaitGroup
-	copied.Add(1)
-	go func() { // copies stdout to the log until the process closes it
-		defer copied.Done()
-		sc := bufio.NewScanner(stdout)
-		signalled := false
-		for sc.Scan() {
-			fmt.Fprintln(logf, sc.Text())
-			if !signalled && strings.Contains(sc.Text(), " serving ") {
-				close(ready)
-				signalled = true
-			}
-		}
-		_, _ = io.Copy(io.Discard, stdout)
-	}()
-	go func() { // reaps the process; stop waits for done
-		copied.Wait()
-		h.err = cmd.Wait()
-		logf.Close()
-		close(h.done)
-	}()
-	t := time.NewTimer(startTimeout)
-	defer t.Stop()
-	select {
-	case <-ready:
-		return h, nil
-	case <-h.done:
-		return nil, fmt.Errorf("%w: hub %d exited: %v (log %s)", errStart, idx, h.err, logPath)
-	case <-t.C:
-		h.stop(time.Second)
-		return nil, fmt.Errorf("%w: hub %d: not serving within %v (log %s)", errStart, idx, startTimeout, logPath)
-	case <-ctx.Done():
-		h.stop(time.Second)
-		return nil, ctx.Err()
-	}
-}
-
-// signal sends sig to the hub by PID unless it has been reaped.
-func (h *hub) signal(sig syscall.Signal) {
-	if !h.exited() {
-		_ = h.cmd.Process.Signal(sig)
-	}
-}
-
-// wait waits up to d for the hub to exit, then SIGKILLs it and waits for it.
-func (h *hub) wait(d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-h.done:
-	case <-t.C:
-		_ = h.cmd.Process.Kill()
-		<-h.done
-	}
-}
-
-// stop: SIGTERM, up to grace, SIGKILL.
-func (h *hub) stop(grace time.Duration) {
-	h.signal(syscall.SIGTERM)
-	h.wait(grace)
+	return &hub{Process: p, idx: idx, admin: admin}, nil
 }
 
 // hubStats is the part of herald's /stats document the run reads.
@@ -175,25 +78,6 @@ type hubStats struct {
 			Open            int64  `json:"open"`
 		} `json:"transport"`
 	} `json:"node"`
-}
-
-var httpClient = &http.Client{Timeout: 10 * time.Second}
-
-func (h *hub) get(ctx context.Context, path string) ([]byte, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+h.admin+path, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := httpClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err == nil && resp.StatusCode != http.StatusOK {
-		err = fmt.Errorf("bench1m: hub %d %s: %s", h.idx, path, resp.Status)
-	}
-	return b, err
 }
 
 func (h *hub) stats(ctx context.Context) (hubStats, error) {
@@ -279,14 +163,7 @@ func forEach(n, par int, fn func(i int) error) error {
 	return errors.Join(errs...)
 }
 
-func freePort(host string) (int, error) {
-	ln, err := net.Listen("tcp4", net.JoinHostPort(host, "0"))
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
+func freePort(host string) (int, error) { return proc.FreePort(host) }
 
 // startHubs starts o.hubs herald processes sharing addr.
 func (r *runner) startHubs(ctx context.Context, addr string) error {
@@ -368,7 +245,7 @@ func (r *runner) startClients(ctx context.Context, addr string) error {
 		cctx, cancel := context.WithTimeout(ctx, startTimeout)
 		defer cancel()
 		if _, err := w.Call(cctx, worker.Request{Op: "delivered"}); err != nil {
-			return fmt.Errorf("%w: worker %d: %w (log %s)", errStart, i, err, logPath)
+			return fmt.Errorf("%w: worker %d: %w (log %s)", proc.ErrStart, i, err, logPath)
 		}
 		return nil
 	})

@@ -174,7 +174,7 @@ func (r *runner) hubConns(ctx context.Context) (hubSpread, error) {
 	err := forEach(len(r.fleet.hubs), 16, func(i int) error {
 		h := r.fleet.hubs[i]
 		if h.exited() {
-			return fmt.Errorf("hub %d (pid %d) exited: %v (log %s)", i, h.pid(), h.err, h.log)
+			return fmt.Errorf("hub %d (pid %d) exited: %v (log %s)", i, h.pid(), h.Err(), h.Log)
 		}
 		cctx, cancel := context.WithTimeout(ctx, callLimit)
 		defer cancel()
@@ -673,7 +673,7 @@ func (r *runner) clientMem(ctx context.Context) int64 {
 func (r *runner) hubLogs() []string {
 	var out []string
 	for _, h := range r.fleet.hubs {
-		out = append(out, h.log)
+		out = append(out, h.Log)
 	}
 	return out
 }

@@ -1,0 +1,199 @@
+// Package proc runs the processes of Herald's benchmarks: it builds the module's
+// commands, starts a server and waits for its ready line, and stops it by PID. Every
+// wait is bounded, and a started process dies with its parent (Pdeathsig), so that a
+// benchmark never leaves servers behind.
+//
+// Concurrency: a Process is safe to signal, stop and query from any goroutine. Start
+// owns two goroutines per process (one copies its stdout to its log, one reaps it);
+// both end when the process exits, which Stop waits for.
+package proc
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Errors, wrapped with the details.
+var (
+	ErrBuild = errors.New("proc: build failed")
+	ErrStart = errors.New("proc: process did not start")
+)
+
+// ModuleRoot is the directory of the go.mod the go command sees from here.
+func ModuleRoot(ctx context.Context, goBin string) (string, error) {
+	gomod, err := exec.CommandContext(ctx, goBin, "env", "GOMOD").Output()
+	if err != nil || !strings.HasSuffix(strings.TrimSpace(string(gomod)), "go.mod") {
+		return "", fmt.Errorf("%w: run inside the herald module (go env GOMOD: %q, %v)", ErrBuild, gomod, err)
+	}
+	return filepath.Dir(strings.TrimSpace(string(gomod))), nil
+}
+
+// Build compiles package pkg (e.g. "./cmd/herald") of the module at root into
+// dir/out, within 3 minutes.
+func Build(ctx context.Context, goBin, root, dir, out, pkg string) error {
+	bctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(bctx, goBin, "build", "-o", filepath.Join(dir, out), pkg)
+	cmd.Dir = root
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%w: %s: %w\n%s", ErrBuild, pkg, err, strings.TrimSpace(string(b)))
+	}
+	return nil
+}
+
+// Process is a started server.
+type Process struct {
+	Name string
+	Log  string // file with its stdout and stderr
+
+	cmd  *exec.Cmd
+	done chan struct{} // closed once reaped
+	err  error         // Wait's result, after done
+}
+
+// Start runs bin with args, its output going to logPath, and waits until a line of
+// its stdout contains ready (at most timeout, or until ctx ends).
+func Start(ctx context.Context, name, bin string, args []string, logPath, ready string, timeout time.Duration) (*Process, error) {
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stderr = logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		logf.Close()
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("%w: %s: %w", ErrStart, name, err)
+	}
+	p := &Process{Name: name, Log: logPath, cmd: cmd, done: make(chan struct{})}
+	readyc := make(chan struct{})
+	var copied sync.WaitGroup
+	copied.Add(1)
+	go func() { // copies stdout to the log until the process closes it
+		defer copied.Done()
+		sc := bufio.NewScanner(stdout)
+		signalled := false
+		for sc.Scan() {
+			fmt.Fprintln(logf, sc.Text())
+			if !signalled && strings.Contains(sc.Text(), ready) {
+				close(readyc)
+				signalled = true
+			}
+		}
+		_, _ = io.Copy(io.Discard, stdout)
+	}()
+	go func() { // reaps the process; Stop and Wait wait for done
+		copied.Wait()
+		p.err = cmd.Wait()
+		logf.Close()
+		close(p.done)
+	}()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-readyc:
+		return p, nil
+	case <-p.done:
+		return nil, fmt.Errorf("%w: %s exited: %v (log %s)", ErrStart, name, p.err, logPath)
+	case <-t.C:
+		p.Stop(2 * time.Second)
+		return nil, fmt.Errorf("%w: %s: no %q within %v (log %s)", ErrStart, name, ready, timeout, logPath)
+	case <-ctx.Done():
+		p.Stop(2 * time.Second)
+		return nil, ctx.Err()
+	}
+}
+
+// PID is the process id.
+func (p *Process) PID() int { return p.cmd.Process.Pid }
+
+// Exited reports whether the process has ended and been reaped.
+func (p *Process) Exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Err is how the process ended (valid once Exited).
+func (p *Process) Err() error {
+	if !p.Exited() {
+		return nil
+	}
+	return p.err
+}
+
+// Signal sends sig by PID unless the process has been reaped.
+func (p *Process) Signal(sig syscall.Signal) {
+	if !p.Exited() {
+		_ = p.cmd.Process.Signal(sig)
+	}
+}
+
+// Wait waits up to d for the process to exit, then SIGKILLs it and waits for it.
+func (p *Process) Wait(d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-p.done:
+	case <-t.C:
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// Stop sends SIGTERM, waits up to grace, then SIGKILLs, and waits for the process.
+func (p *Process) Stop(grace time.Duration) {
+	p.Signal(syscall.SIGTERM)
+	p.Wait(grace)
+}
+
+// FreePort returns a TCP port that was free a moment ago on host (an IPv4 address).
+func FreePort(host string) (int, error) {
+	ln, err := net.Listen("tcp4", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+var httpClient = &http.Client{Timeout: 10 * time.Second}
+
+// Get fetches http://addr+path (a server's admin endpoint) within 10 s and returns
+// at most 16 MiB of its body; a status other than 200 is an error.
+func Get(ctx context.Context, addr, path string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("proc: GET %s%s: %s", addr, path, resp.Status)
+	}
+	return b, err
+}
