@@ -197,3 +197,26 @@ func Get(ctx context.Context, addr, path string) ([]byte, error) {
 	}
 	return b, err
 }
+
+// EnvOr is the environment variable k, or def when it is unset or empty.
+func EnvOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+// QuoteArgs renders args as they would be typed in a shell, each preceded by a space,
+// for printing the command a benchmark ran.
+func QuoteArgs(args []string) string {
+	var b strings.Builder
+	for _, a := range args {
+		b.WriteByte(' ')
+		if strings.ContainsAny(a, " \t'\"$") {
+			b.WriteString("'" + strings.ReplaceAll(a, "'", `'\''`) + "'")
+		} else {
+			b.WriteString(a)
+		}
+	}
+	return b.String()
+}

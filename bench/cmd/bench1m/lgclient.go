@@ -439,7 +439,7 @@ func (r *runner) runLoadgen(ctx context.Context) *result {
 	hubHeap0 := r.hubHeap(ctx)
 
 	args := r.lgArgs(addr, filepath.Join(r.dir, "loadgen-report.json"), filepath.Join(r.dir, "loadgen-report.html"))
-	g.Command = "loadgen run" + quoteArgs(args)
+	g.Command = "loadgen run" + proc.QuoteArgs(args)
 	fmt.Fprintf(r.out, "ready: %d hubs (RSS %s), MemAvailable %s; starting %s\n",
 		len(r.fleet.hubs), size(base.heraldRSS), gib(base.mem.Available), g.Command)
 	mw = watchMem(o.memFloor, lcancel)
@@ -460,22 +460,7 @@ func (r *runner) runLoadgen(ctx context.Context) *result {
 		fmt.Fprintf(r.out, "holding %s connections for %v\n", thousands(reached), o.hold)
 		r.lgHold(lctx, res, lg, reached, o.hold, true)
 		if lctx.Err() == nil && res.HoldNote == "" {
-			if peak, err := r.sample(); err == nil {
-				res.Peak = peak.figures()
-				held := float64(max(res.Reached, 1))
-				res.HeraldRSSPerConn = float64(peak.heraldRSS-base.heraldRSS) / held
-				res.ClientRSSPerConn = float64(peak.clientRSS-base.clientRSS) / held
-				res.HeraldAnonPerConn = float64(peak.heraldAnon-base.heraldAnon) / held
-				res.ClientAnonPerConn = float64(peak.clientAnon-base.clientAnon) / held
-				rssGrowth := (peak.heraldAnon + peak.clientAnon) - (base.heraldAnon + base.clientAnon)
-				res.KernelBytes = (base.mem.Available - peak.mem.Available) - rssGrowth
-				res.KernelPerConn = float64(res.KernelBytes) / held
-				res.KernelFreeBytes = (base.mem.Free - peak.mem.Free) - rssGrowth
-				res.SlabGrowth = peak.mem.Slab - base.mem.Slab
-				if slab0 != nil {
-					res.SlabTop = topSlabs(slab0, readSlabinfo(), 8)
-				}
-			}
+			r.peakMemory(res, base, slab0)
 			if h1 := r.hubHeap(lctx); hubHeap0 > 0 && h1 > 0 {
 				res.HeraldHeapPerConn = float64(h1-hubHeap0) / float64(max(res.Reached, 1))
 			}

@@ -51,12 +51,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/herald-rt/herald/bench/proc"
 	"io"
 	"net/netip"
 	"os"
 	"os/signal"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 )
@@ -151,7 +151,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.dryRun, "dry-run", false, "only check and print the OS limits and the plan")
 	fs.BoolVar(&o.force, "force", false, "run even if a check fails")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory (binaries and logs)")
-	fs.StringVar(&o.goBin, "go", envOr("GO", "go"), "go command used to build")
+	fs.StringVar(&o.goBin, "go", proc.EnvOr("GO", "go"), "go command used to build")
 	fs.StringVar(&o.client, "client", clientBench, "client side: bench (benchclient workers driven step by step) or loadgen (one `loadgen run` process with --workers workers, one source address each)")
 	fs.Float64Var(&o.lgRamp, "lg-ramp", 4000, "--client loadgen: loadgen's --ramp, connections per second over all its workers")
 	fs.DurationVar(&o.lgDuration, "lg-duration", 0, "--client loadgen: loadgen's --duration (0: 2 x conns/lg-ramp + hold + 30 s)")
@@ -264,7 +264,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	} else {
 		res = r.run(ctx)
 	}
-	res.Command = "go run ./bench/cmd/bench1m" + quoteArgs(args)
+	res.Command = "go run ./bench/cmd/bench1m" + proc.QuoteArgs(args)
 	res.Elapsed = time.Since(r.started).Round(100 * time.Millisecond).String()
 	res.print(stdout)
 	if res.Reached < int64(o.conns) {
@@ -280,26 +280,6 @@ func run(args []string, stdout, stderr io.Writer) error {
 }
 
 func ceilDiv(a, b int) int { return (a + b - 1) / b }
-
-func envOr(k, def string) string {
-	if v := os.Getenv(k); v != "" {
-		return v
-	}
-	return def
-}
-
-func quoteArgs(args []string) string {
-	var b strings.Builder
-	for _, a := range args {
-		b.WriteByte(' ')
-		if strings.ContainsAny(a, " \t'\"$") {
-			b.WriteString("'" + strings.ReplaceAll(a, "'", `'\''`) + "'")
-		} else {
-			b.WriteString(a)
-		}
-	}
-	return b.String()
-}
 
 // sourceAddrs returns n consecutive addresses from base, skipping those whose last
 // octet is 0 or 255, all inside 127.0.0.0/8.

@@ -592,24 +592,7 @@ func (r *runner) run(ctx context.Context) *result {
 
 	// The peak's figures, after the hold.
 	if ctx.Err() == nil {
-		if peak, err := r.sample(); err == nil {
-			res.Peak = peak.figures()
-			held := float64(max(res.Reached, 1))
-			res.HeraldRSSPerConn = float64(peak.heraldRSS-base.heraldRSS) / held
-			res.ClientRSSPerConn = float64(peak.clientRSS-base.clientRSS) / held
-			res.HeraldAnonPerConn = float64(peak.heraldAnon-base.heraldAnon) / held
-			res.ClientAnonPerConn = float64(peak.clientAnon-base.clientAnon) / held
-			// Private memory only: the binaries' pages are shared by every process
-			// and counted in each one's VmRSS.
-			rssGrowth := (peak.heraldAnon + peak.clientAnon) - (base.heraldAnon + base.clientAnon)
-			res.KernelBytes = (base.mem.Available - peak.mem.Available) - rssGrowth
-			res.KernelPerConn = float64(res.KernelBytes) / held
-			res.KernelFreeBytes = (base.mem.Free - peak.mem.Free) - rssGrowth
-			res.SlabGrowth = peak.mem.Slab - base.mem.Slab
-			if slab0 != nil {
-				res.SlabTop = topSlabs(slab0, readSlabinfo(), 8)
-			}
-		}
+		r.peakMemory(res, base, slab0)
 		if h1 := r.hubHeap(ctx); hubHeap0 > 0 && h1 > 0 {
 			res.HeraldHeapPerConn = float64(h1-hubHeap0) / float64(max(res.Reached, 1))
 		}
@@ -768,5 +751,30 @@ func sleep(ctx context.Context, d time.Duration) error {
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+}
+
+// peakMemory reads the peak sample and fills the per-connection memory figures of
+// res against base (both client modes use it).
+func (r *runner) peakMemory(res *result, base sample, slab0 map[string]int64) {
+	peak, err := r.sample()
+	if err != nil {
+		return
+	}
+	res.Peak = peak.figures()
+	held := float64(max(res.Reached, 1))
+	res.HeraldRSSPerConn = float64(peak.heraldRSS-base.heraldRSS) / held
+	res.ClientRSSPerConn = float64(peak.clientRSS-base.clientRSS) / held
+	res.HeraldAnonPerConn = float64(peak.heraldAnon-base.heraldAnon) / held
+	res.ClientAnonPerConn = float64(peak.clientAnon-base.clientAnon) / held
+	// Private memory only: the binaries' pages are shared by every process and
+	// counted in each one's VmRSS.
+	rssGrowth := (peak.heraldAnon + peak.clientAnon) - (base.heraldAnon + base.clientAnon)
+	res.KernelBytes = (base.mem.Available - peak.mem.Available) - rssGrowth
+	res.KernelPerConn = float64(res.KernelBytes) / held
+	res.KernelFreeBytes = (base.mem.Free - peak.mem.Free) - rssGrowth
+	res.SlabGrowth = peak.mem.Slab - base.mem.Slab
+	if slab0 != nil {
+		res.SlabTop = topSlabs(slab0, readSlabinfo(), 8)
 	}
 }

@@ -28,6 +28,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/herald-rt/herald/bench/proc"
 	"io"
 	"os"
 	"os/exec"
@@ -84,7 +85,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&targets, "targets", "herald,rawfloor", "targets to measure, comma-separated")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory (binaries and server logs)")
 	fs.BoolVar(&o.clientProfile, "client-profile", false, "write the client workers' CPU profiles of the fan-out phase to the temporary directory (use with -keep)")
-	fs.StringVar(&o.goBin, "go", envOr("GO", "go"), "go command used to build")
+	fs.StringVar(&o.goBin, "go", proc.EnvOr("GO", "go"), "go command used to build")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -140,7 +141,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	rep := report{
-		Command: "go run ./bench/cmd/benchrun" + quoteArgs(args),
+		Command: "go run ./bench/cmd/benchrun" + proc.QuoteArgs(args),
 		Machine: machine(ctx, o.goBin),
 		Options: o,
 		Results: results,
@@ -151,26 +152,6 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return errors.New("some figures are missing (see the table)")
 	}
 	return ctx.Err()
-}
-
-func envOr(k, def string) string {
-	if v := os.Getenv(k); v != "" {
-		return v
-	}
-	return def
-}
-
-func quoteArgs(args []string) string {
-	var b strings.Builder
-	for _, a := range args {
-		b.WriteByte(' ')
-		if strings.ContainsAny(a, " \t'\"$") {
-			b.WriteString("'" + strings.ReplaceAll(a, "'", `'\''`) + "'")
-		} else {
-			b.WriteString(a)
-		}
-	}
-	return b.String()
 }
 
 // machineInfo describes where the figures were taken.
