@@ -8,7 +8,12 @@ ARGS          ?=
 export GOFLAGS ?= -mod=readonly
 
 # apt-get needs root; use sudo when we are not root and it exists.
-SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo >/dev/null && echo sudo)
+SUDO := $(shell [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null && echo sudo)
+
+# What the tests need from Debian, as command:package (installed when the command is
+# missing): Node.js for pusher-js, Chromium for the HTML report test, Redis for the
+# cluster tests.
+TEST_PKGS := node:nodejs npm:npm chromium:chromium redis-server:redis-server redis-cli:redis-tools
 
 .PHONY: all build run test test-deps go-test lint fuzz bench bench-loadgen bench-1m loadgen clean
 
@@ -28,14 +33,13 @@ run: build
 test: test-deps go-test
 
 test-deps:
-	@command -v node >/dev/null && command -v npm >/dev/null || { \
-	  echo "installing nodejs and npm (Debian)"; \
-	  $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y nodejs npm; }
+	@missing=$$(for p in $(TEST_PKGS); do command -v $${p%%:*} >/dev/null || echo $${p#*:}; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing from Debian:" $$missing; \
+	  $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y $$missing; \
+	fi
 	@node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>20||(a==20&&b>=14)?0:1)' || \
 	  { echo "Node.js >= 20.14 is required for the pusher-js tests (node --test --test-force-exit); found $$(node --version)"; exit 1; }
-	@test -x /usr/bin/chromium || { \
-	  echo "installing chromium (Debian), for the loadgen HTML report test"; \
-	  $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y chromium; }
 	cd e2e/js && npm ci --no-audit --no-fund --loglevel=error
 
 go-test:
