@@ -29,6 +29,11 @@ type Config struct {
 	// dropped and counted in Stats.MailboxDropped. Default 8192 jobs.
 	MailboxSize int
 
+	// FirstConnID is the id of the first connection minus one: Conn.ID counts up from
+	// FirstConnID+1. A caller whose ids must not repeat across restarts (Herald's
+	// socket ids) starts it from the clock; default 0.
+	FirstConnID uint64
+
 	Handler Handler      // required
 	HTTP    http.Handler // serves plain (non-upgrade) HTTP requests on Addr; nil answers 404
 	Logger  *slog.Logger // default slog.Default()

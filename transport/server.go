@@ -50,6 +50,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	cfg = cfg.withDefaults()
 	s := &Server{cfg: cfg, log: cfg.Logger, base: time.Now(), lnFD: -1}
+	s.nextID.Store(cfg.FirstConnID)
 	fd, bound, err := listen(cfg.Addr, cfg.ReusePort)
 	if err != nil {
 		return nil, err
