@@ -15,7 +15,9 @@ package hub
 //     (or, on the GET endpoints, one that does not apply to the channel's type), an
 //     encrypted channel published with others → 400;
 //   - event data over MaxEventBytes → 413;
-//   - a core failure (publish, presence store) → 500.
+//   - the broker or the presence store unavailable (Redis down or too slow) → 503 with
+//     Retry-After: 1, so that the publisher retries; nothing was published;
+//   - any other core failure → 500.
 // Every error is JSON {"error":"<message>","code":<status>} (Soketi's shape), every
 // success is JSON, except GET / and GET /up, which answer "OK" unsigned for load balancers.
 
@@ -33,6 +35,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/herald-rt/herald/presence"
+	"github.com/herald-rt/herald/pubsub"
 )
 
 // apiBackend is what the HTTP API needs from the hub. *Hub is the implementation; tests
@@ -41,12 +44,12 @@ import (
 type apiBackend interface {
 	appByID(id string) *appState
 	publish(ctx context.Context, a *appState, channels []string, name string, data json.RawMessage, excludeSocketID string) error
-	subscriptionCount(a *appState, channel string) int
+	subscriptionCount(ctx context.Context, a *appState, channel string) (int, error)
 	userCount(ctx context.Context, a *appState, channel string) (int, error)
-	occupiedChannels(a *appState, prefix string) []string
+	occupiedChannels(ctx context.Context, a *appState, prefix string) ([]string, error)
 	members(ctx context.Context, a *appState, channel string) ([]presence.Member, error)
-	terminateUser(a *appState, userID string) int
-	cachedEvent(a *appState, channel string) (data json.RawMessage, ttl time.Duration, ok bool)
+	terminateUser(ctx context.Context, a *appState, userID string) error
+	cachedEvent(ctx context.Context, a *appState, channel string) (data json.RawMessage, ttl time.Duration, ok bool, err error)
 	now() time.Time
 }
 
@@ -210,6 +213,9 @@ func writeAPIError(w http.ResponseWriter, err error) {
 		// Not ours: do not leak internals to the client.
 		ae = newAPIError(http.StatusInternalServerError, errAPIInternal, "internal error")
 	}
+	if ae.Status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "1")
+	}
 	writeAPIJSON(w, ae.Status, apiErrorBody{Error: ae.Msg, Code: ae.Status})
 }
 
@@ -310,10 +316,20 @@ func (s *apiServer) batchEvents(ctx context.Context, _ *http.Request, a *appStat
 
 func (s *apiServer) publish(ctx context.Context, a *appState, ev apiEvent) error {
 	if err := s.b.publish(ctx, a, ev.channels, ev.name, ev.data, ev.socketID); err != nil {
-		// The caller holds the app secret, so the core's reason is theirs to see.
-		return newAPIError(http.StatusInternalServerError, errAPIPublishFailed, "publish failed: %v", err)
+		return coreError(err, errAPIPublishFailed, "publish failed")
 	}
 	return nil
+}
+
+// coreError answers a failure of the broker or the presence store: 503 when the engine
+// is unavailable or too slow (a retry will do), 500 otherwise. The caller holds the app
+// secret, so the core's reason is theirs to see.
+func coreError(err error, kind error, what string) *apiError {
+	if errors.Is(err, pubsub.ErrUnavailable) || errors.Is(err, presence.ErrUnavailable) ||
+		errors.Is(err, context.DeadlineExceeded) {
+		return newAPIError(http.StatusServiceUnavailable, errAPIUnavailable, "%s: service unavailable, retry later: %v", what, err)
+	}
+	return newAPIError(http.StatusInternalServerError, kind, "%s: %v", what, err)
 }
 
 // attrs answers a publish's info list for one channel: attributes that do not apply to
@@ -329,7 +345,10 @@ func (s *apiServer) attrs(ctx context.Context, a *appState, ch string, info apiI
 		out.UserCount = &n
 	}
 	if info&apiInfoSubscriptionCount != 0 && !apiChannel(ch).presence() {
-		n := s.b.subscriptionCount(a, ch)
+		n, err := s.subscriptionCount(ctx, a, ch)
+		if err != nil {
+			return out, err
+		}
 		out.SubscriptionCount = &n
 	}
 	return out, nil
@@ -338,7 +357,15 @@ func (s *apiServer) attrs(ctx context.Context, a *appState, ch string, info apiI
 func (s *apiServer) userCount(ctx context.Context, a *appState, ch string) (int, error) {
 	n, err := s.b.userCount(ctx, a, ch)
 	if err != nil {
-		return 0, newAPIError(http.StatusInternalServerError, errAPIInternal, "presence store: %v", err)
+		return 0, coreError(err, errAPIInternal, "presence store")
+	}
+	return n, nil
+}
+
+func (s *apiServer) subscriptionCount(ctx context.Context, a *appState, ch string) (int, error) {
+	n, err := s.b.subscriptionCount(ctx, a, ch)
+	if err != nil {
+		return 0, coreError(err, errAPIInternal, "presence store")
 	}
 	return n, nil
 }
@@ -352,8 +379,12 @@ func (s *apiServer) channels(ctx context.Context, _ *http.Request, a *appState, 
 	if info&apiInfoUserCount != 0 && !strings.HasPrefix(prefix, "presence-") {
 		return nil, apiBadRequest("info=user_count requires filter_by_prefix to start with \"presence-\"")
 	}
+	occupied, err := s.b.occupiedChannels(ctx, a, prefix)
+	if err != nil {
+		return nil, coreError(err, errAPIInternal, "presence store")
+	}
 	out := map[string]apiChannelAttrs{}
-	for _, ch := range s.b.occupiedChannels(a, prefix) {
+	for _, ch := range occupied {
 		if strings.HasPrefix(ch, "#") {
 			continue // per-user channels are an implementation detail of sendToUser
 		}
@@ -390,7 +421,10 @@ func (s *apiServer) channel(ctx context.Context, r *http.Request, a *appState, q
 	case info&apiInfoCache != 0 && !ch.cache():
 		return nil, apiBadRequest("info=cache is only available for cache channels")
 	}
-	subs := s.b.subscriptionCount(a, name)
+	subs, err := s.subscriptionCount(ctx, a, name)
+	if err != nil {
+		return nil, err
+	}
 	out := apiChannelInfo{Occupied: subs > 0}
 	if info&apiInfoSubscriptionCount != 0 {
 		out.SubscriptionCount = &subs
@@ -403,7 +437,11 @@ func (s *apiServer) channel(ctx context.Context, r *http.Request, a *appState, q
 		out.UserCount = &n
 	}
 	if info&apiInfoCache != 0 {
-		if data, ttl, ok := s.b.cachedEvent(a, name); ok {
+		data, ttl, ok, err := s.b.cachedEvent(ctx, a, name)
+		if err != nil {
+			return nil, coreError(err, errAPIInternal, "broker")
+		}
+		if ok {
 			out.Cache = &apiCacheInfo{Data: data, TTL: int64((max(ttl, 0) + time.Second - 1) / time.Second)}
 		}
 	}
@@ -424,7 +462,7 @@ func (s *apiServer) users(ctx context.Context, r *http.Request, a *appState, _ u
 	}
 	ms, err := s.b.members(ctx, a, name)
 	if err != nil {
-		return nil, newAPIError(http.StatusInternalServerError, errAPIInternal, "presence store: %v", err)
+		return nil, coreError(err, errAPIInternal, "presence store")
 	}
 	users := make([]apiUser, len(ms)) // never nil: the answer is [] when empty
 	for i, m := range ms {
@@ -435,12 +473,14 @@ func (s *apiServer) users(ctx context.Context, r *http.Request, a *appState, _ u
 	}{users}, nil
 }
 
-func (s *apiServer) terminate(_ context.Context, r *http.Request, a *appState, _ url.Values, _ []byte) (any, error) {
+func (s *apiServer) terminate(ctx context.Context, r *http.Request, a *appState, _ url.Values, _ []byte) (any, error) {
 	id := r.PathValue("user_id")
 	if id == "" || len(id) > a.cfg.MaxUserIDLength {
 		return nil, apiBadRequest("invalid user id: must be 1 to %d bytes", a.cfg.MaxUserIDLength)
 	}
-	s.b.terminateUser(a, id)
+	if err := s.b.terminateUser(ctx, a, id); err != nil {
+		return nil, coreError(err, errAPIInternal, "terminate_connections reached this node only")
+	}
 	return struct{}{}, nil
 }
 

@@ -74,7 +74,12 @@ func (f *apiFake) publish(_ context.Context, _ *appState, channels []string, nam
 	return nil
 }
 
-func (f *apiFake) subscriptionCount(_ *appState, ch string) int { return f.subs[ch] }
+func (f *apiFake) subscriptionCount(_ context.Context, _ *appState, ch string) (int, error) {
+	if f.storeErr != nil {
+		return 0, f.storeErr
+	}
+	return f.subs[ch], nil
+}
 
 func (f *apiFake) userCount(_ context.Context, _ *appState, ch string) (int, error) {
 	if f.storeErr != nil {
@@ -83,7 +88,10 @@ func (f *apiFake) userCount(_ context.Context, _ *appState, ch string) (int, err
 	return len(f.presence[ch]), nil
 }
 
-func (f *apiFake) occupiedChannels(_ *appState, prefix string) []string {
+func (f *apiFake) occupiedChannels(_ context.Context, _ *appState, prefix string) ([]string, error) {
+	if f.storeErr != nil {
+		return nil, f.storeErr
+	}
 	var out []string
 	for ch, n := range f.subs {
 		if n > 0 && strings.HasPrefix(ch, prefix) {
@@ -91,7 +99,7 @@ func (f *apiFake) occupiedChannels(_ *appState, prefix string) []string {
 		}
 	}
 	slices.Sort(out)
-	return out
+	return out, nil
 }
 
 func (f *apiFake) members(_ context.Context, _ *appState, ch string) ([]presence.Member, error) {
@@ -101,16 +109,22 @@ func (f *apiFake) members(_ context.Context, _ *appState, ch string) ([]presence
 	return f.presence[ch], nil
 }
 
-func (f *apiFake) terminateUser(_ *appState, id string) int {
+func (f *apiFake) terminateUser(_ context.Context, _ *appState, id string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.publishErr != nil {
+		return f.publishErr
+	}
 	f.terminated = append(f.terminated, id)
-	return 1
+	return nil
 }
 
-func (f *apiFake) cachedEvent(_ *appState, ch string) (json.RawMessage, time.Duration, bool) {
+func (f *apiFake) cachedEvent(_ context.Context, _ *appState, ch string) (json.RawMessage, time.Duration, bool, error) {
+	if f.publishErr != nil {
+		return nil, 0, false, f.publishErr
+	}
 	c, ok := f.cached[ch]
-	return c.data, c.ttl, ok
+	return c.data, c.ttl, ok, nil
 }
 
 func (f *apiFake) now() time.Time { return f.clock }

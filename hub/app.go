@@ -75,6 +75,10 @@ func (a *App) Validate() error {
 		return fmt.Errorf("%w %s: empty secret", ErrInvalidApp, a.ID)
 	case strings.ContainsAny(a.Key, "/?#:"):
 		return fmt.Errorf("%w %s: key must not contain '/', '?', '#' or ':'", ErrInvalidApp, a.ID)
+	case strings.ContainsAny(a.ID, ":{}"):
+		// ':' ends the app id in broker and store keys; braces would change how a
+		// Redis Cluster places the app's keys.
+		return fmt.Errorf("%w %s: id must not contain ':', '{' or '}'", ErrInvalidApp, a.ID)
 	}
 	for _, v := range []int{a.MaxConnections, a.MaxClientEventsPerSecond, a.MaxPresenceMembers, a.MaxUserInfoBytes,
 		a.MaxUserIDLength, a.MaxEventBytes, a.MaxChannelsPerEvent, a.MaxBatchEvents, a.MaxChannelNameLength, a.MaxEventNameLength} {

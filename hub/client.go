@@ -4,6 +4,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/herald-rt/herald/presence"
 	"github.com/herald-rt/herald/transport"
 )
 
@@ -56,8 +57,8 @@ func (c *client) userID() string {
 type subscription struct {
 	ch *channel
 	c  *client
-	// member is the presence user id (presence channels only, else nil).
-	member *string
+	// member is the presence member (presence channels only, else nil).
+	member *presenceSub
 	// idx is the position in ch.members, -1 when not a member (guarded by ch.mu).
 	idx int32
 	// dead is set (under ch.mu) when the connection unsubscribed or closed, so that an
@@ -69,7 +70,17 @@ func (s *subscription) memberID() string {
 	if s.member == nil {
 		return ""
 	}
-	return *s.member
+	return s.member.UserID
+}
+
+// presenceSub is a presence subscription's member, kept so that the node can add it to
+// the store again after the store lost it (HandleReset).
+type presenceSub struct {
+	presence.Member
+	// entry is the store's connection id for this subscription: the socket id and a
+	// sequence number, so that a removal the store retries after a failed attempt can
+	// never remove a later subscription of the same connection to the same channel.
+	entry string
 }
 
 func (c *client) findSub(name string) (int, *subscription) {

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"time"
 
 	"github.com/herald-rt/herald/transport"
 )
@@ -12,39 +13,84 @@ import (
 // A broker message is an envelope around a finished WebSocket frame, so that the
 // receiving node sends the bytes it got without decoding or encoding anything:
 //
-//	[0]     flags (reserved, 0)
-//	[1:5]   node id of the connection to skip (big endian; 0 for none)
-//	[5:13]  conn id of the connection to skip
-//	[13:]   the server text frame
-const envHeader = 13
+//	[0]      version (envVersion); a node drops, and counts, an envelope of another
+//	         version rather than guess at its layout
+//	[1:5]    node id of the publishing node (big endian)
+//	[5:9]    node id of the connection to skip (0 for none)
+//	[9:17]   conn id of the connection to skip
+//	[17:]    the server text frame
+//
+// The publishing node delivers to its own subscribers itself, once the broker took the
+// message, and drops the copy the broker hands back to it (its origin is its own id):
+// every subscriber in the cluster gets each message exactly once, and a node's own
+// subscribers do not wait for a round trip through Redis. Node ids are unique among live
+// nodes (the presence store refuses a taken one).
+const (
+	envVersion = 1
+	envHeader  = 17
+)
 
-// envelope wraps the event JSON js in a frame and an envelope, in one allocation.
-func (h *Hub) envelope(js []byte, exceptNode uint32, exceptConn uint64, _ bool) []byte {
+// envelope wraps the event JSON js in a frame and an envelope, in one allocation. The
+// connection (exceptNode, exceptConn) is skipped on delivery; 0, 0 skips none.
+func (h *Hub) envelope(js []byte, exceptNode uint32, exceptConn uint64) []byte {
 	b := make([]byte, envHeader, envHeader+len(js)+10)
-	binary.BigEndian.PutUint32(b[1:5], exceptNode)
-	binary.BigEndian.PutUint64(b[5:13], exceptConn)
+	b[0] = envVersion
+	binary.BigEndian.PutUint32(b[1:5], h.nodeID)
+	binary.BigEndian.PutUint32(b[5:9], exceptNode)
+	binary.BigEndian.PutUint64(b[9:17], exceptConn)
 	return transport.AppendTextFrame(b, js)
 }
 
-// publishEnvelope hands an envelope to the broker (not from a loop: it may block).
-func (h *Hub) publishEnvelope(key string, env []byte) error {
+// opContext bounds one broker or presence call; it ends early when Shutdown's deadline
+// passes.
+func (h *Hub) opContext() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(h.base, h.cfg.OpTimeout)
+}
+
+// publishEnvelope hands an envelope to the broker and, once the broker took it, delivers
+// it to this node's own subscribers. With keep > 0 the broker also keeps it as the
+// channel's last message (cache channels). It may block: never call it from a loop.
+func (h *Hub) publishEnvelope(ctx context.Context, key string, env []byte, keep time.Duration) error {
+	var err error
+	if keep > 0 {
+		err = h.broker.PublishKeep(ctx, key, env, keep)
+	} else {
+		err = h.broker.Publish(ctx, key, env)
+	}
+	if err != nil {
+		h.metrics.brokerError()
+		return err
+	}
+	h.deliver(key, env)
+	return nil
+}
+
+// publishAsync publishes an envelope from an ops job (member events, departures) and
+// counts a failure under reason.
+func (h *Hub) publishAsync(a *appState, key string, env []byte, reason string) {
 	ctx, cancel := h.opContext()
 	defer cancel()
-	err := h.broker.Publish(ctx, key, env)
-	if err != nil {
-		h.log.Warn("broker publish failed", "channel", key, "err", err)
-		h.metrics.brokerError()
+	if err := h.publishEnvelope(ctx, key, env, 0); err != nil {
+		a.stats.dropped(reason)
+		h.log.Debug("broker publish failed", "channel", key, "err", err)
 	}
-	return err
 }
 
 // HandleMessage delivers a broker message to this node's subscribers of the channel:
 // the frame inside the envelope is written as is to every one of them.
 func (h *Hub) HandleMessage(key string, data []byte) {
-	if len(data) <= envHeader {
+	if len(data) <= envHeader || data[0] != envVersion {
 		h.metrics.badEnvelope()
 		return
 	}
+	if binary.BigEndian.Uint32(data[1:5]) == h.nodeID {
+		return // ours: delivered locally when it was published
+	}
+	h.deliver(key, data)
+}
+
+// deliver writes the envelope's frame to this node's subscribers of the channel.
+func (h *Hub) deliver(key string, env []byte) {
 	ch := h.index.get(key)
 	if ch == nil {
 		return
@@ -56,18 +102,30 @@ func (h *Hub) HandleMessage(key string, data []byte) {
 	// The connection to skip is named by socket id; it is on this node when the node
 	// part is ours, and then the transport skips it by its conn id.
 	var except uint64
-	if node := binary.BigEndian.Uint32(data[1:5]); node != 0 && node == h.nodeID {
-		except = binary.BigEndian.Uint64(data[5:13])
+	if node := binary.BigEndian.Uint32(env[5:9]); node != 0 && node == h.nodeID {
+		except = binary.BigEndian.Uint64(env[9:17])
 		n-- // deliveries attempted: the sender is normally a subscriber
 	}
-	h.srv.Fanout(data[envHeader:], byLoop, except)
+	h.srv.Fanout(env[envHeader:], byLoop, except)
 	ch.app.stats.sent(uint64(n))
+}
+
+// HandleBrokerState logs the broker's outages; the broker resubscribes by itself, and
+// the figures are in Stats.
+func (h *Hub) HandleBrokerState(up bool) {
+	if up {
+		h.log.Info("broker is up again: cross-node delivery resumed")
+	} else {
+		h.log.Warn("broker is down: publishes fail with 503 and cross-node delivery stops until it is back")
+	}
 }
 
 // ErrUnknownSocket is returned for an exclusion socket_id that is not of the form "digits.digits".
 var ErrUnknownSocket = errors.New("hub: invalid socket_id")
 
-// publish implements the HTTP API's trigger (see internal_api.go).
+// publish implements the HTTP API's trigger (see internal_api.go). It stops at the first
+// channel the broker refuses, so that the publisher's retry repeats as little as
+// possible.
 func (h *Hub) publish(ctx context.Context, a *appState, channels []string, name string, data json.RawMessage, excludeSocketID string) error {
 	var node uint32
 	var conn uint64
@@ -78,20 +136,18 @@ func (h *Hub) publish(ctx context.Context, a *appState, channels []string, name 
 			return ErrUnknownSocket
 		}
 	}
-	var errs []error
+	ctx, cancel := context.WithTimeout(ctx, h.cfg.OpTimeout)
+	defer cancel()
 	for _, chName := range channels {
 		js := eventJSON(make([]byte, 0, 48+len(name)+len(chName)+len(data)), name, chName, data, "")
-		env := h.envelope(js, node, conn, false)
-		key := channelKey(a, chName)
+		var keep time.Duration
 		if _, cache := channelKind(chName); cache {
-			h.cache.set(key, env[envHeader:], data, h.clock().Add(h.cfg.CacheTTL))
+			keep = h.cfg.CacheTTL
 		}
-		if err := h.broker.Publish(ctx, key, env); err != nil {
-			h.metrics.brokerError()
-			errs = append(errs, err)
-			continue
+		if err := h.publishEnvelope(ctx, channelKey(a, chName), h.envelope(js, node, conn), keep); err != nil {
+			return err
 		}
 		a.stats.published("api")
 	}
-	return errors.Join(errs...)
+	return nil
 }

@@ -26,15 +26,20 @@ type Config struct {
 	// Apps are the tenants served. Keys and ids must be unique.
 	Apps []App
 	// NodeID is the first half of every socket_id ("<node>.<conn>"), so that socket ids
-	// are unique across nodes. 0 picks a random one.
+	// are unique across nodes; a cluster store refuses an id that a live node holds.
+	// 0 picks a random one (another one if the store refuses it).
 	NodeID uint32
 	// Transport configures the listener and loops. Handler and HTTP are set by the hub;
 	// the idle settings are derived from ActivityTimeout and PongTimeout.
 	Transport transport.Config
-	// NewBroker builds the broker with the hub as its handler; nil uses pubsub.NewMemory.
-	NewBroker func(pubsub.Handler) (pubsub.Broker, error)
-	// Presence is the presence store; nil uses an in-memory one. The hub closes it.
-	Presence presence.Store
+	// NewPresence builds the presence store for node id with the hub as its handler;
+	// nil uses presence.NewMemory (one node). It may return presence.ErrNodeIDInUse,
+	// and is then called again with another id unless NodeID was set. The hub closes
+	// the store.
+	NewPresence func(nodeID uint32, h presence.Handler) (presence.Store, error)
+	// NewBroker builds the broker for node id with the hub as its handler; nil uses
+	// pubsub.NewMemory (one node). The hub closes the broker.
+	NewBroker func(nodeID uint32, h pubsub.Handler) (pubsub.Broker, error)
 	// ActivityTimeout is sent to clients (they ping after that much silence); default 120 s.
 	// The server pings a connection it has not heard from for ActivityTimeout+30 s.
 	ActivityTimeout time.Duration
@@ -51,6 +56,9 @@ type Config struct {
 	// OpsShards and OpsQueue size the off-loop workers for broker and presence calls;
 	// defaults 8 shards of 4096 queued jobs.
 	OpsShards, OpsQueue int
+	// OpTimeout bounds one broker or presence call made for a client (subscribe,
+	// presence join, client event); default 5 s.
+	OpTimeout time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 	// Registerer receives the hub's Prometheus metrics; nil registers nowhere.
@@ -80,18 +88,30 @@ type Hub struct {
 	presence presence.Store
 	index    *index
 	ops      *ops
-	cache    *cacheStore
+	bsubs    *brokerSubs
+	counts   *countSync
 	metrics  *metrics
+
+	// base is the parent of every broker and presence call's context; it is
+	// cancelled when Shutdown's context ends, so that queued work cannot hold the
+	// shutdown past its deadline.
+	base       context.Context
+	cancelBase context.CancelFunc
 
 	open atomic.Int64 // open connections (all apps)
 
-	users userTable // app + user id → signed-in clients
+	users   userTable     // app + user id → signed-in clients
+	entries atomic.Uint64 // presence entry sequence (see presenceSub.entry)
 
 	shutdownOnce sync.Once
 	closed       atomic.Bool
 }
 
-// New builds a hub and binds its listening socket. Call Run to serve.
+// nodeIDAttempts bounds how many random node ids New tries when the store refuses one.
+const nodeIDAttempts = 8
+
+// New builds a hub, its presence store and broker, and binds its listening socket.
+// Call Run to serve.
 func New(cfg Config) (*Hub, error) {
 	if len(cfg.Apps) == 0 {
 		return nil, ErrNoApps
@@ -114,34 +134,33 @@ func New(cfg Config) (*Hub, error) {
 	if cfg.OpsQueue <= 0 {
 		cfg.OpsQueue = 4096
 	}
+	if cfg.OpTimeout <= 0 {
+		cfg.OpTimeout = 5 * time.Second
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	if cfg.NodeID == 0 {
-		var b [4]byte
-		_, _ = rand.Read(b[:])
-		cfg.NodeID = binary.LittleEndian.Uint32(b[:])>>1 | 1
+	if cfg.NewPresence == nil {
+		cfg.NewPresence = func(uint32, presence.Handler) (presence.Store, error) { return presence.NewMemory(), nil }
+	}
+	if cfg.NewBroker == nil {
+		cfg.NewBroker = func(_ uint32, h pubsub.Handler) (pubsub.Broker, error) { return pubsub.NewMemory(h), nil }
 	}
 	h := &Hub{
 		cfg:       cfg,
 		log:       cfg.Logger,
 		clock:     time.Now,
-		nodeID:    cfg.NodeID,
-		nodeStr:   strconv.FormatUint(uint64(cfg.NodeID), 10),
 		appsByKey: make(map[string]*appState),
 		appsByID:  make(map[string]*appState),
 		index:     newIndex(),
-		cache:     newCacheStore(),
 	}
+	h.base, h.cancelBase = context.WithCancel(context.Background())
 	for _, a := range cfg.Apps {
 		if err := a.Validate(); err != nil {
 			return nil, err
 		}
 		if h.appsByKey[a.Key] != nil || h.appsByID[a.ID] != nil {
 			return nil, fmt.Errorf("%w: %s", ErrDuplicateApp, a.ID)
-		}
-		if strings.Contains(a.ID, ":") {
-			return nil, fmt.Errorf("%w %s: id must not contain ':'", ErrInvalidApp, a.ID)
 		}
 		st := &appState{cfg: a.withDefaults()}
 		h.appsByKey[a.Key] = st
@@ -152,17 +171,23 @@ func New(cfg Config) (*Hub, error) {
 		a.stats = h.metrics.forApp(a.cfg.ID)
 	}
 
-	h.presence = cfg.Presence
-	if h.presence == nil {
-		h.presence = presence.NewMemory()
-	}
 	var err error
-	if cfg.NewBroker != nil {
-		h.broker, err = cfg.NewBroker(h)
-	} else {
-		h.broker = pubsub.NewMemory(h)
+	for attempt := 1; ; attempt++ {
+		h.nodeID = cfg.NodeID
+		if h.nodeID == 0 {
+			h.nodeID = randomNodeID()
+		}
+		h.presence, err = cfg.NewPresence(h.nodeID, h)
+		if err == nil || cfg.NodeID != 0 || !errors.Is(err, presence.ErrNodeIDInUse) || attempt == nodeIDAttempts {
+			break
+		}
 	}
 	if err != nil {
+		return nil, fmt.Errorf("hub: presence store: %w", err)
+	}
+	h.nodeStr = strconv.FormatUint(uint64(h.nodeID), 10)
+	if h.broker, err = cfg.NewBroker(h.nodeID, h); err != nil {
+		_ = h.presence.Close(context.Background())
 		return nil, fmt.Errorf("hub: broker: %w", err)
 	}
 
@@ -173,16 +198,31 @@ func New(cfg Config) (*Hub, error) {
 	tc.PongTimeout = cfg.PongTimeout
 	tc.IdleClose = closePongTimeout
 	tc.SlowConsumer = closeSlowConsumer
+	if tc.FirstConnID == 0 {
+		// Socket ids are "<node>.<conn>": counting conns from the clock keeps a
+		// restarted node with the same id from handing out its former ids again.
+		tc.FirstConnID = uint64(time.Now().UnixMicro())
+	}
 	if tc.Logger == nil {
 		tc.Logger = cfg.Logger
 	}
 	h.srv, err = transport.New(tc)
 	if err != nil {
-		_ = h.broker.Close()
+		_ = h.broker.Close(context.Background())
+		_ = h.presence.Close(context.Background())
 		return nil, err
 	}
 	h.ops = newOps(cfg.OpsShards, cfg.OpsQueue)
+	h.bsubs = newBrokerSubs(h)
+	h.counts = newCountSync(h)
 	return h, nil
+}
+
+// randomNodeID is a random non-zero 31-bit id.
+func randomNodeID() uint32 {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return binary.LittleEndian.Uint32(b[:])>>1 | 1
 }
 
 // Run starts serving; it returns at once.
@@ -198,15 +238,23 @@ func (h *Hub) NodeID() uint32 { return h.nodeID }
 func (h *Hub) Draining() bool { return h.closed.Load() }
 
 // Shutdown stops accepting, closes every connection with 4200 so that clients reconnect
-// to another node at once, waits for them (until ctx ends), then finishes the queued
-// broker and presence work and closes the broker and the store.
+// to another node at once, and waits for them (until ctx ends). It then finishes the
+// queued broker and presence work (member_removed for the users who left, the last
+// subscription counts) and closes the broker and the store. When ctx ends first, the
+// remaining work is abandoned: a cluster's other nodes clean up after this one when its
+// lease runs out.
 func (h *Hub) Shutdown(ctx context.Context) error {
 	var err error
 	h.shutdownOnce.Do(func() {
 		h.closed.Store(true)
+		stop := context.AfterFunc(ctx, h.cancelBase)
+		defer stop()
 		err = h.srv.Shutdown(ctx, closeShutdown)
 		h.ops.close()
-		err = errors.Join(err, h.broker.Close(), h.presence.Close())
+		h.bsubs.close()
+		h.counts.close()
+		err = errors.Join(err, h.broker.Close(ctx), h.presence.Close(ctx))
+		h.cancelBase()
 	})
 	return err
 }

@@ -260,8 +260,8 @@ func TestPublicChannelPublishAndExclusion(t *testing.T) {
 	}
 	b.expect("skip-a")
 	b.expect("marker")
-	if got := h.subscriptionCount(h.appByID("1"), "orders"); got != 2 {
-		t.Fatalf("subscription count %d", got)
+	if got, err := h.subscriptionCount(context.Background(), h.appByID("1"), "orders"); err != nil || got != 2 {
+		t.Fatalf("subscription count %d, %v", got, err)
 	}
 	a.send(`{"event":"pusher:unsubscribe","data":{"channel":"orders"}}`)
 	a.send(`{"event":"pusher:ping","data":{}}`)
@@ -433,8 +433,8 @@ func TestSigninServerToUserAndTerminate(t *testing.T) {
 	w.send(`{"event":"pusher:signin","data":{"auth":"key1:00","user_data":"{\"id\":\"1\"}"}}`)
 	w.expect("pusher:error")
 	// Terminate closes the user's connections with 4009.
-	if n := h.terminateUser(h.appByID("1"), "7"); n != 1 {
-		t.Fatalf("terminated %d", n)
+	if err := h.terminateUser(context.Background(), h.appByID("1"), "7"); err != nil {
+		t.Fatal(err)
 	}
 	a.expect("pusher:error")
 	a.expectClose(4009)
@@ -456,8 +456,8 @@ func TestCacheChannel(t *testing.T) {
 	if e := w2.expect("price"); e.dataString(t) != "42" {
 		t.Fatal(e.raw)
 	}
-	if d, ttl, ok := h.cachedEvent(h.appByID("1"), "cache-prices"); !ok || string(d) != `"42"` || ttl <= 0 {
-		t.Fatalf("cachedEvent %s %v %v", d, ttl, ok)
+	if d, ttl, ok, err := h.cachedEvent(context.Background(), h.appByID("1"), "cache-prices"); err != nil || !ok || string(d) != `"42"` || ttl <= 0 {
+		t.Fatalf("cachedEvent %s %v %v %v", d, ttl, ok, err)
 	}
 }
 

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"strconv"
+	"strings"
+	"time"
 
 	"github.com/herald-rt/herald/presence"
 )
@@ -53,40 +55,53 @@ func parseChannelData(cd string, a *App) (presence.Member, string) {
 
 // joinPresence records the member in the store off the loop, then confirms with the
 // member list and tells the channel's other subscribers (on every node) if the user is new.
-func (h *Hub) joinPresence(c *client, s *subscription, sid string, m presence.Member) {
+func (h *Hub) joinPresence(c *client, s *subscription) {
 	ch := s.ch
 	a := c.app
+	m := s.member
 	ok := h.ops.submit(ch.key, false, func() {
 		if s.dead.Load() {
 			return // gone before we got here; its Remove job follows and finds nothing
 		}
-		if err := h.ensureBroker(ch); err != nil {
-			h.srv.Do(c.conn, func() { h.failSubscribe(c, s, "ServiceUnavailable", "broker unavailable", 503) })
-			return
+		fail := func(typ, msg string, status int) {
+			h.srv.Do(c.conn, func() { h.failSubscribe(c, s, typ, msg, status) })
 		}
 		ctx, cancel := h.opContext()
 		defer cancel()
-		first, err := h.presence.Add(ctx, ch.key, sid, m, a.cfg.MaxPresenceMembers)
+		if err := h.ensureBroker(ctx, ch); err != nil {
+			fail("ServiceUnavailable", "broker unavailable", 503)
+			return
+		}
+		first, err := h.presence.Add(ctx, ch.key, m.entry, m.Member, a.cfg.MaxPresenceMembers)
 		if errors.Is(err, presence.ErrFull) {
 			a.stats.dropped("presence_full")
-			h.srv.Do(c.conn, func() { h.failSubscribe(c, s, "LimitReached", "presence channel member limit reached", 403) })
+			fail("LimitReached", "presence channel member limit reached", 403)
 			return
 		}
 		if err != nil {
-			h.log.Warn("presence add failed", "channel", ch.key, "err", err)
-			h.srv.Do(c.conn, func() { h.failSubscribe(c, s, "ServiceUnavailable", "presence store unavailable", 503) })
+			h.metrics.storeError()
+			h.log.Debug("presence add failed", "channel", ch.key, "err", err)
+			fail("ServiceUnavailable", "presence store unavailable", 503)
 			return
 		}
 		members, err := h.presence.Members(ctx, ch.key)
 		if err != nil {
-			h.log.Warn("presence members failed", "channel", ch.key, "err", err)
-			_, _ = h.presence.Remove(ctx, ch.key, sid, m.UserID)
-			h.srv.Do(c.conn, func() { h.failSubscribe(c, s, "ServiceUnavailable", "presence store unavailable", 503) })
+			h.metrics.storeError()
+			h.log.Debug("presence members failed", "channel", ch.key, "err", err)
+			// Undo the Add. If it made the user present (first), nobody was told, and
+			// nothing is to be said when it goes. Otherwise the user's other
+			// connections may all have left meanwhile, counting on this one, and then
+			// this removal is the user's departure. (If the removal fails, the store
+			// retries it and reports the departure itself.)
+			if last, err := h.presence.Remove(ctx, ch.key, m.entry, m.UserID); err == nil && last && !first {
+				h.publishMember(a, ch.key, memberRemovedJSON(ch.name, m.UserID), 0, 0)
+			}
+			fail("ServiceUnavailable", "presence store unavailable", 503)
 			return
 		}
-		h.activate(c, s, presenceData(members))
+		h.activate(c, s, presenceData(members), nil)
 		if first {
-			h.publishEnvelope(ch.key, h.envelope(memberAddedJSON(ch.name, m), h.nodeID, c.conn.ID(), false))
+			h.publishMember(a, ch.key, memberAddedJSON(ch.name, m.Member), h.nodeID, c.conn.ID())
 		}
 	})
 	if !ok {
@@ -95,22 +110,117 @@ func (h *Hub) joinPresence(c *client, s *subscription, sid string, m presence.Me
 }
 
 // leavePresence removes one connection of a member (ops goroutine) and tells the
-// channel when it was the user's last.
-func (h *Hub) leavePresence(ch *channel, sid, userID string) {
+// channel when it was the user's last. When the store fails, it retries by itself and
+// reports the departure through HandleDepartures.
+func (h *Hub) leavePresence(a *appState, ch *channel, m *presenceSub) {
 	ctx, cancel := h.opContext()
 	defer cancel()
-	last, err := h.presence.Remove(ctx, ch.key, sid, userID)
+	last, err := h.presence.Remove(ctx, ch.key, m.entry, m.UserID)
 	if err != nil {
-		h.log.Warn("presence remove failed", "channel", ch.key, "err", err)
+		h.metrics.storeError()
+		h.log.Debug("presence remove failed; the store retries it", "channel", ch.key, "err", err)
 		return
 	}
 	if last {
-		b := append([]byte(nil), `{"user_id":`...)
-		b = appendJSONString(b, userID)
-		b = append(b, '}')
-		js := eventJSON(nil, "pusher_internal:member_removed", ch.name, stringData(b), "")
-		h.publishEnvelope(ch.key, h.envelope(js, 0, 0, false))
+		h.publishMember(a, ch.key, memberRemovedJSON(ch.name, m.UserID), 0, 0)
 	}
+}
+
+// Member events must not be lost to a short broker outage (a lost member_removed leaves
+// a ghost in every client's list until it resubscribes): publishMember retries, in the
+// ops job so that the channel's later events wait their turn, for up to memberRetryFor.
+const (
+	memberRetryFor   = 10 * time.Second
+	memberRetryEvery = 250 * time.Millisecond
+)
+
+// publishMember publishes a member event (ops goroutine), skipping the connection
+// (exceptNode, exceptConn).
+func (h *Hub) publishMember(a *appState, key string, js []byte, exceptNode uint32, exceptConn uint64) {
+	env := h.envelope(js, exceptNode, exceptConn)
+	deadline := time.Now().Add(memberRetryFor)
+	for {
+		ctx, cancel := h.opContext()
+		err := h.publishEnvelope(ctx, key, env, 0)
+		cancel()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) || h.base.Err() != nil {
+			a.stats.dropped("member_event_unpublished")
+			h.log.Warn("member event lost: the broker refused it for too long", "channel", key, "err", err)
+			return
+		}
+		select {
+		case <-time.After(memberRetryEvery):
+		case <-h.base.Done():
+		}
+	}
+}
+
+// HandleDepartures sends member_removed for users whose entries the store removed on
+// its own (a dead node's, or a retried removal of ours).
+func (h *Hub) HandleDepartures(deps []presence.Departure) {
+	for _, d := range deps {
+		appID, name, ok := strings.Cut(d.Channel, ":")
+		a := h.appsByID[appID]
+		if !ok || a == nil {
+			continue // an app this node does not serve
+		}
+		key, user := d.Channel, d.UserID
+		h.ops.submit(key, true, func() { h.publishMember(a, key, memberRemovedJSON(name, user), 0, 0) })
+	}
+}
+
+// HandleReset adds this node's live presence members to the store again, and reports
+// every subscription count again, after the store lost them. Users that the cluster
+// thought gone get member_added again.
+func (h *Hub) HandleReset() {
+	h.log.Warn("the presence store lost this node's entries (it was taken for dead, or lost its data): adding them again")
+	h.counts.markAll()
+	for _, a := range h.appsByID {
+		var chans []*channel
+		h.index.each(a, func(ch *channel) {
+			if ch.kind == kindPresence {
+				chans = append(chans, ch)
+			}
+		})
+		for _, ch := range chans {
+			ch.mu.Lock()
+			subs := append([]*subscription(nil), ch.members...)
+			ch.mu.Unlock()
+			for _, s := range subs {
+				h.ops.submit(ch.key, true, func() { h.reassert(a, s) })
+			}
+		}
+	}
+}
+
+// reassert adds one live presence subscription to the store again (ops goroutine).
+func (h *Hub) reassert(a *appState, s *subscription) {
+	if s.dead.Load() {
+		return
+	}
+	ctx, cancel := h.opContext()
+	defer cancel()
+	m := s.member
+	first, err := h.presence.Add(ctx, s.ch.key, m.entry, m.Member, 0)
+	if err != nil {
+		h.metrics.storeError()
+		a.stats.dropped("presence_reassert_failed")
+		h.log.Debug("presence re-add failed", "channel", s.ch.key, "err", err)
+		return
+	}
+	if first {
+		h.publishMember(a, s.ch.key, memberAddedJSON(s.ch.name, m.Member), h.nodeID, s.c.conn.ID())
+	}
+}
+
+func memberRemovedJSON(channel, userID string) []byte {
+	b := append([]byte(nil), `{"user_id":`...)
+	b = appendJSONString(b, userID)
+	b = append(b, '}')
+	return eventJSON(nil, "pusher_internal:member_removed", channel, stringData(b), "")
 }
 
 func memberAddedJSON(channel string, m presence.Member) []byte {

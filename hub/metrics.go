@@ -6,6 +6,9 @@ import (
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/herald-rt/herald/presence"
+	"github.com/herald-rt/herald/pubsub"
 )
 
 // appStats are one app's counters. The hot paths only touch atomics; Prometheus reads
@@ -66,10 +69,12 @@ type metrics struct {
 	h          *Hub
 	noApp      appStats // closes of connections with an unknown key
 	brokerErrs atomic.Uint64
+	storeErrs  atomic.Uint64
 	badEnv     atomic.Uint64
 
 	connections, opened, closed, msgsIn, msgsOut, published, dropped, rejected,
-	channels, subscriptions, brokerErrors, opsPending,
+	channels, subscriptions, brokerErrors, storeErrors, badMessages, opsPending,
+	brokerUp, brokerSubs, brokerReceived, brokerPublished, brokerReconnects, clusterNodes,
 	tAccepted, tUpgraded, tHandshakeFailed, tHTTP, tBytesIn, tBytesOut, tFramesIn, tFramesOut, tMailboxDropped *prometheus.Desc
 }
 
@@ -90,7 +95,15 @@ func newMetrics(h *Hub, reg prometheus.Registerer) *metrics {
 		channels:         d("channels", "Channels with at least one local subscriber or subscribe in progress.", "app"),
 		subscriptions:    d("subscriptions", "Active channel subscriptions.", "app"),
 		brokerErrors:     d("broker_errors_total", "Broker calls that failed."),
+		storeErrors:      d("store_errors_total", "Presence store calls that failed."),
+		badMessages:      d("broker_bad_messages_total", "Broker and control messages dropped because this node cannot read them (another envelope version, or malformed)."),
 		opsPending:       d("ops_pending", "Broker and presence jobs queued off the epoll loops."),
+		brokerUp:         d("broker_up", "1 while the broker's pub/sub path works, as proven by its last round trip; 0 while it is down."),
+		brokerSubs:       d("broker_subscriptions", "Channels this node holds in the broker."),
+		brokerReceived:   d("broker_received_messages_total", "Messages the broker delivered to this node (channel and control)."),
+		brokerPublished:  d("broker_published_messages_total", "Messages this node published through the broker."),
+		brokerReconnects: d("broker_reconnects_total", "Times the broker lost its connection and made a new one."),
+		clusterNodes:     d("cluster_nodes", "Live nodes of the cluster, as the presence store last saw them."),
 		tAccepted:        d("tcp_accepted_total", "TCP connections accepted on the public port."),
 		tUpgraded:        d("websocket_upgrades_total", "WebSocket handshakes completed."),
 		tHandshakeFailed: d("handshake_failures_total", "Handshakes answered with an HTTP error or timed out."),
@@ -110,11 +123,13 @@ func newMetrics(h *Hub, reg prometheus.Registerer) *metrics {
 func (m *metrics) forApp(string) *appStats  { return &appStats{} }
 func (m *metrics) closedNoApp(label string) { m.noApp.closed(label) }
 func (m *metrics) brokerError()             { m.brokerErrs.Add(1) }
+func (m *metrics) storeError()              { m.storeErrs.Add(1) }
 func (m *metrics) badEnvelope()             { m.badEnv.Add(1) }
 
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{m.connections, m.opened, m.closed, m.msgsIn, m.msgsOut, m.published, m.dropped,
-		m.rejected, m.channels, m.subscriptions, m.brokerErrors, m.opsPending, m.tAccepted, m.tUpgraded,
+		m.rejected, m.channels, m.subscriptions, m.brokerErrors, m.storeErrors, m.badMessages, m.opsPending,
+		m.brokerUp, m.brokerSubs, m.brokerReceived, m.brokerPublished, m.brokerReconnects, m.clusterNodes, m.tAccepted, m.tUpgraded,
 		m.tHandshakeFailed, m.tHTTP, m.tBytesIn, m.tBytesOut, m.tFramesIn, m.tFramesOut, m.tMailboxDropped} {
 		ch <- d
 	}
@@ -151,7 +166,20 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		c(m.closed, v, "", r)
 	}
 	c(m.brokerErrors, st.Node.BrokerErrors)
+	c(m.storeErrors, st.Node.StoreErrors)
+	c(m.badMessages, st.Node.BadMessages)
 	g(m.opsPending, float64(st.Node.OpsPending))
+	b := st.Node.Broker
+	up := 0.0
+	if b.Up {
+		up = 1
+	}
+	g(m.brokerUp, up)
+	g(m.brokerSubs, float64(b.Subscriptions))
+	c(m.brokerReceived, b.Received)
+	c(m.brokerPublished, b.Published)
+	c(m.brokerReconnects, b.Reconnects)
+	g(m.clusterNodes, float64(len(st.Node.Nodes)))
 	t := st.Node.Transport
 	c(m.tAccepted, t.Accepted)
 	c(m.tUpgraded, t.Upgraded)
@@ -172,16 +200,22 @@ type Stats struct {
 
 // NodeStats are this node's totals.
 type NodeStats struct {
-	NodeID           uint32            `json:"node_id"`
-	Connections      int64             `json:"connections"`
-	Channels         int               `json:"channels"`
-	Subscriptions    int               `json:"subscriptions"`
-	MessagesIn       uint64            `json:"messages_in"`
-	MessagesOut      uint64            `json:"messages_out"`
-	SlowConsumers    uint64            `json:"slow_consumer_closes"`
-	ErrorCloses      uint64            `json:"error_closes"`
-	BrokerErrors     uint64            `json:"broker_errors"`
-	OpsPending       int               `json:"ops_pending"`
+	NodeID        uint32 `json:"node_id"`
+	Connections   int64  `json:"connections"`
+	Channels      int    `json:"channels"`
+	Subscriptions int    `json:"subscriptions"`
+	MessagesIn    uint64 `json:"messages_in"`
+	MessagesOut   uint64 `json:"messages_out"`
+	SlowConsumers uint64 `json:"slow_consumer_closes"`
+	ErrorCloses   uint64 `json:"error_closes"`
+	BrokerErrors  uint64 `json:"broker_errors"`
+	StoreErrors   uint64 `json:"store_errors"`
+	BadMessages   uint64 `json:"broker_bad_messages"`
+	OpsPending    int    `json:"ops_pending"`
+	// Broker is the broker's figures (engine, up, subscriptions, traffic, reconnects).
+	Broker pubsub.Stats `json:"broker"`
+	// Nodes are the live nodes of the cluster, as the presence store last saw them.
+	Nodes            []presence.Node   `json:"nodes"`
 	Draining         bool              `json:"draining"`
 	UnknownAppCloses map[string]uint64 `json:"unknown_app_closes,omitempty"`
 	Transport        TransportStats    `json:"transport"`
@@ -263,6 +297,10 @@ func (h *Hub) Stats() Stats {
 	}
 	st.Node.NodeID = h.nodeID
 	st.Node.BrokerErrors = h.metrics.brokerErrs.Load()
+	st.Node.StoreErrors = h.metrics.storeErrs.Load()
+	st.Node.BadMessages = h.metrics.badEnv.Load()
+	st.Node.Broker = h.broker.Stats()
+	st.Node.Nodes = h.presence.Nodes()
 	st.Node.OpsPending = h.ops.pending()
 	st.Node.Draining = h.closed.Load()
 	if u := h.metrics.noApp.copyMap(&h.metrics.noApp.closes); len(u) > 0 {

@@ -6,10 +6,11 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"strconv"
 	"strings"
-	"time"
 
 	"github.com/herald-rt/herald/presence"
+	"github.com/herald-rt/herald/pubsub"
 )
 
 // clientMessage is what a client sends: {"event":…,"channel":…,"data":…}.
@@ -156,69 +157,104 @@ func (h *Hub) subscribe(c *client, d *subscribeData) {
 	ch := h.index.acquire(a, name)
 	s := &subscription{ch: ch, c: c, idx: -1}
 	if k == kindPresence {
-		s.member = &member.UserID
+		s.member = &presenceSub{Member: member, entry: sid + "#" + strconv.FormatUint(h.entries.Add(1), 10)}
 	}
 	c.subs = append(c.subs, s)
-	if k == kindPresence {
-		h.joinPresence(c, s, sid, member)
-		return
-	}
-	if ch.ready.Load() {
-		ch.mu.Lock()
-		ch.addLocked(s)
-		ch.mu.Unlock()
-		h.sendSubscribed(c, s, nil)
-		return
-	}
-	// The node is not subscribed to this channel in the broker yet: do that off the
-	// loop, and confirm to the client only once messages will reach this node.
-	if !h.ops.submit(ch.key, false, func() {
-		if err := h.ensureBroker(ch); err != nil {
-			h.srv.Do(c.conn, func() { h.failSubscribe(c, s, "ServiceUnavailable", "broker unavailable", 503) })
-			return
+	switch {
+	case k == kindPresence:
+		h.joinPresence(c, s)
+	case ch.cache:
+		h.joinCache(c, s)
+	case ch.ready.Load():
+		h.activate(c, s, nil, nil)
+	default:
+		// The node is not subscribed to this channel in the broker yet: confirm to
+		// the client only once messages will reach this node.
+		if !h.bsubs.subscribe(ch.key, func(err error) { h.brokerSubscribed(c, s, err) }) {
+			h.failSubscribe(c, s, "ServiceUnavailable", "server busy, retry later", 503)
 		}
-		h.activate(c, s, nil)
-	}) {
-		h.failSubscribe(c, s, "ServiceUnavailable", "server busy, retry later", 503)
+	}
+}
+
+// brokerSubscribed finishes a subscription once the broker answered (brokerSubs
+// goroutine). While the broker is down the client is confirmed anyway: the broker
+// subscribes the channel again before it is up, nothing is delivered anywhere until
+// then, and a client told to go away would have to be resubscribed by hand.
+func (h *Hub) brokerSubscribed(c *client, s *subscription, err error) {
+	switch {
+	case err == nil:
+		s.ch.ready.Store(true)
+		h.activate(c, s, nil, nil)
+	case errors.Is(err, pubsub.ErrUnavailable):
+		h.activate(c, s, nil, nil)
+	default:
+		h.srv.Do(c.conn, func() { h.failSubscribe(c, s, "ServiceUnavailable", "broker unavailable", 503) })
 	}
 }
 
 // ensureBroker subscribes the node to ch in the broker (ops goroutine).
-func (h *Hub) ensureBroker(ch *channel) error {
+func (h *Hub) ensureBroker(ctx context.Context, ch *channel) error {
 	if ch.ready.Load() {
 		return nil
 	}
-	ctx, cancel := h.opContext()
-	defer cancel()
-	if err := h.broker.Subscribe(ctx, ch.key); err != nil {
-		h.log.Warn("broker subscribe failed", "channel", ch.key, "err", err)
+	if err := h.bsubs.wait(ctx, ch.key); err != nil {
 		return err
 	}
 	ch.ready.Store(true)
 	return nil
 }
 
-func (h *Hub) opContext() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), 5*time.Second)
+// joinCache subscribes to a cache channel off the loop: the confirmation carries the
+// channel's last event, read from the broker (any node may have published it), or
+// pusher:cache_miss.
+func (h *Hub) joinCache(c *client, s *subscription) {
+	ch := s.ch
+	ok := h.ops.submit(ch.key, false, func() {
+		if s.dead.Load() {
+			return
+		}
+		ctx, cancel := h.opContext()
+		defer cancel()
+		if err := h.ensureBroker(ctx, ch); err != nil && !errors.Is(err, pubsub.ErrUnavailable) {
+			h.srv.Do(c.conn, func() { h.failSubscribe(c, s, "ServiceUnavailable", "broker unavailable", 503) })
+			return
+		}
+		var frame []byte
+		env, _, found, err := h.broker.Last(ctx, ch.key)
+		switch {
+		case err != nil:
+			// Unknown: the client hears cache_miss and fetches the state itself.
+			h.metrics.brokerError()
+		case found && len(env) > envHeader && env[0] == envVersion:
+			frame = env[envHeader:]
+		}
+		h.activate(c, s, nil, frame)
+	})
+	if !ok {
+		h.failSubscribe(c, s, "ServiceUnavailable", "server busy, retry later", 503)
+	}
 }
 
-// activate adds c to ch's recipients from an ops goroutine and has c's loop send the
-// confirmation. The Do is queued while ch.mu is held, so that any fan-out that includes
-// c is queued on c's loop after it: subscription_succeeded always comes first.
-func (h *Hub) activate(c *client, s *subscription, presenceData []byte) {
+// activate adds c to ch's recipients and has c's loop send the confirmation (and, on a
+// cache channel, the cached frame or cache_miss). The Do is queued while ch.mu is held,
+// so that any fan-out that includes c is queued on c's loop after it:
+// subscription_succeeded always comes first. Safe from any goroutine.
+func (h *Hub) activate(c *client, s *subscription, presenceData, cached []byte) {
 	ch := s.ch
 	ch.mu.Lock()
-	defer ch.mu.Unlock()
 	if s.dead.Load() {
+		ch.mu.Unlock()
 		return
 	}
 	ch.addLocked(s)
-	h.srv.Do(c.conn, func() { h.sendSubscribed(c, s, presenceData) })
+	h.srv.Do(c.conn, func() { h.sendSubscribed(c, s, presenceData, cached) })
+	ch.mu.Unlock()
+	h.counts.mark(ch)
 }
 
 // sendSubscribed sends subscription_succeeded and, on cache channels, the cached event
 // or pusher:cache_miss (loop).
-func (h *Hub) sendSubscribed(c *client, s *subscription, presenceData []byte) {
+func (h *Hub) sendSubscribed(c *client, s *subscription, presenceData, cached []byte) {
 	if s.dead.Load() || c.conn.Closed() {
 		return
 	}
@@ -235,8 +271,8 @@ func (h *Hub) sendSubscribed(c *client, s *subscription, presenceData []byte) {
 	b = append(b, '}')
 	c.conn.WriteText(b)
 	if ch.cache {
-		if frame, ok := h.cache.frame(ch.key, h.clock()); ok {
-			c.conn.WriteFrame(frame)
+		if cached != nil {
+			c.conn.WriteFrame(cached)
 		} else {
 			b := append([]byte(`{"event":"pusher:cache_miss","channel":`), appendJSONString(nil, ch.name)...)
 			c.conn.WriteText(append(b, '}'))
@@ -268,36 +304,29 @@ func (h *Hub) unsubscribe(c *client, name string) {
 }
 
 // leave ends one subscription (loop): the connection stops receiving at once; the
-// broker subscription and presence entry are released off the loop.
+// presence entry is removed off the loop.
 func (h *Hub) leave(c *client, s *subscription) {
 	ch := s.ch
 	ch.mu.Lock()
 	s.dead.Store(true)
+	member := s.idx >= 0
 	ch.removeLocked(s)
 	ch.mu.Unlock()
-	if ch.kind == kindPresence {
-		sid := h.socketID(c)
-		h.ops.submit(ch.key, true, func() { h.leavePresence(ch, sid, s.memberID()) })
+	if member {
+		h.counts.mark(ch)
+	}
+	if m := s.member; m != nil {
+		a := c.app
+		h.ops.submit(ch.key, true, func() { h.leavePresence(a, ch, m) })
 	}
 	h.release(ch)
 }
 
 // release drops a reference to ch; after the last one the node leaves it in the broker.
 func (h *Hub) release(ch *channel) {
-	if !h.index.release(ch) {
-		return
+	if h.index.release(ch) {
+		h.bsubs.unsubscribe(ch.key)
 	}
-	h.ops.submit(ch.key, true, func() {
-		if !ch.ready.Load() {
-			return
-		}
-		ctx, cancel := h.opContext()
-		defer cancel()
-		if err := h.broker.Unsubscribe(ctx, ch.key); err != nil {
-			h.log.Warn("broker unsubscribe failed", "channel", ch.key, "err", err)
-		}
-		ch.ready.Store(false)
-	})
 }
 
 func (h *Hub) signin(c *client, d *signinData) {
@@ -372,9 +401,9 @@ func (h *Hub) clientEvent(c *client, m *clientMessage) {
 		data = json.RawMessage("null")
 	}
 	js := eventJSON(make([]byte, 0, 64+len(m.Event)+len(m.Channel)+len(data)), m.Event, m.Channel, data, s.memberID())
-	env := h.envelope(js, h.nodeID, c.conn.ID(), false)
+	env := h.envelope(js, h.nodeID, c.conn.ID())
 	ch := s.ch
-	if !h.ops.submit(ch.key, false, func() { h.publishEnvelope(ch.key, env) }) {
+	if !h.ops.submit(ch.key, false, func() { h.publishAsync(a, ch.key, env, "client_event_unpublished") }) {
 		a.stats.dropped("ops_queue_full")
 		c.conn.WriteText(errorJSON(4100, "server busy: client event dropped"))
 		return

@@ -47,6 +47,7 @@ var (
 	errAPIMethod        = errors.New("hub: api: method not allowed")
 	errAPIInternal      = errors.New("hub: api: internal error")
 	errAPIPublishFailed = errors.New("hub: api: publish failed")
+	errAPIUnavailable   = errors.New("hub: api: service unavailable")
 )
 
 // apiError is an HTTP API failure: the status to answer with and the message the caller

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 )
@@ -29,7 +30,15 @@ type Memory struct {
 	// nothing. Count is len(users), which Go keeps as a counter: no extra field can
 	// drift from the map.
 	channels map[string]map[string]*user // channel → user id → user
+	// subs holds the subscription counts each node reported, and totals their sums;
+	// both hold only non-zero counts.
+	subs   map[appChannel]map[string]int // → node id → count
+	totals map[string]map[string]int     // app → channel → cluster-wide count
+	// views are the node ids with an open Store over m (LocalNode while m is open).
+	views map[string]int
 }
+
+type appChannel struct{ app, channel string }
 
 // user is one user's presence in one channel.
 type user struct {
@@ -42,7 +51,15 @@ func NewMemory() *Memory { return &Memory{} }
 
 // Node returns the Store of node id over the same state as m, with a Close of its own.
 // Node(LocalNode) is another view of m's own entries.
-func (m *Memory) Node(id string) Store { return &memoryNode{m: m, id: id} }
+func (m *Memory) Node(id string) Store {
+	m.mu.Lock()
+	if m.views == nil {
+		m.views = make(map[string]int)
+	}
+	m.views[id]++
+	m.mu.Unlock()
+	return &memoryNode{m: m, id: id}
+}
 
 // memoryNode is the Store of one node id over a shared Memory.
 type memoryNode struct {
@@ -67,7 +84,31 @@ func (n *memoryNode) Count(ctx context.Context, channel string) (int, error) {
 	return n.m.count(ctx, &n.closed, channel)
 }
 
-func (n *memoryNode) Close() error { return closeOnce(&n.closed) }
+func (n *memoryNode) SetSubscriptions(ctx context.Context, app string, counts []ChannelCount) ([]Transition, error) {
+	return n.m.setSubscriptions(ctx, &n.closed, n.id, app, counts)
+}
+
+func (n *memoryNode) Subscriptions(ctx context.Context, app, channel string) (int, error) {
+	return n.m.subscriptions(ctx, &n.closed, app, channel)
+}
+
+func (n *memoryNode) Channels(ctx context.Context, app, prefix string) ([]ChannelCount, error) {
+	return n.m.channelsOf(ctx, &n.closed, app, prefix)
+}
+
+func (n *memoryNode) Nodes() []Node { return n.m.Nodes() }
+
+func (n *memoryNode) Close(context.Context) error {
+	if err := closeOnce(&n.closed); err != nil {
+		return err
+	}
+	n.m.mu.Lock()
+	if n.m.views[n.id]--; n.m.views[n.id] <= 0 {
+		delete(n.m.views, n.id)
+	}
+	n.m.mu.Unlock()
+	return nil
+}
 
 // Add records connID as a connection of LocalNode; see Store.
 func (m *Memory) Add(ctx context.Context, channel, connID string, mem Member, maxMembers int) (bool, error) {
@@ -89,13 +130,43 @@ func (m *Memory) Count(ctx context.Context, channel string) (int, error) {
 	return m.count(ctx, &m.closed, channel)
 }
 
-// Close closes m's own view. The state stays, for the views of other nodes.
-func (m *Memory) Close() error { return closeOnce(&m.closed) }
+// SetSubscriptions records LocalNode's subscription counts; see Store.
+func (m *Memory) SetSubscriptions(ctx context.Context, app string, counts []ChannelCount) ([]Transition, error) {
+	return m.setSubscriptions(ctx, &m.closed, LocalNode, app, counts)
+}
 
-// RemoveNode forgets every connection that node nodeID added, as cluster cleanup does for
-// a crashed node, and returns the users who thereby left a channel, sorted by channel
-// then user id. It scans the whole state: crash cleanup is rare, and an index per node
-// would cost memory on every Add.
+// Subscriptions is the sum of the counts every node reported for channel.
+func (m *Memory) Subscriptions(ctx context.Context, app, channel string) (int, error) {
+	return m.subscriptions(ctx, &m.closed, app, channel)
+}
+
+// Channels lists app's channels with a non-zero count whose name starts with prefix.
+func (m *Memory) Channels(ctx context.Context, app, prefix string) ([]ChannelCount, error) {
+	return m.channelsOf(ctx, &m.closed, app, prefix)
+}
+
+// Nodes lists the node ids with an open view, sorted (LocalNode while m is open).
+func (m *Memory) Nodes() []Node {
+	m.mu.Lock()
+	out := make([]Node, 0, len(m.views)+1)
+	if !m.closed.Load() && m.views[LocalNode] == 0 {
+		out = append(out, Node{Name: LocalNode})
+	}
+	for id := range m.views {
+		out = append(out, Node{Name: id})
+	}
+	m.mu.Unlock()
+	slices.SortFunc(out, func(a, b Node) int { return cmp.Compare(a.Name, b.Name) })
+	return out
+}
+
+// Close closes m's own view. The state stays, for the views of other nodes.
+func (m *Memory) Close(context.Context) error { return closeOnce(&m.closed) }
+
+// RemoveNode forgets every connection that node nodeID added and the subscription
+// counts it reported, as cluster cleanup does for a crashed node, and returns the users
+// who thereby left a channel, sorted by channel then user id. It scans the whole state:
+// crash cleanup is rare, and an index per node would cost memory on every Add.
 func (m *Memory) RemoveNode(ctx context.Context, nodeID string) ([]Departure, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("presence: remove node: %w", err)
@@ -119,6 +190,15 @@ func (m *Memory) RemoveNode(ctx context.Context, nodeID string) ([]Departure, er
 		}
 		if len(users) == 0 {
 			delete(m.channels, channel)
+		}
+	}
+	for ac, byNode := range m.subs {
+		if n := byNode[nodeID]; n != 0 {
+			m.addTotalLocked(ac, -n)
+			delete(byNode, nodeID)
+			if len(byNode) == 0 {
+				delete(m.subs, ac)
+			}
 		}
 	}
 	m.mu.Unlock()
@@ -236,4 +316,109 @@ func (m *Memory) count(ctx context.Context, closed *atomic.Bool, channel string)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return len(m.channels[channel]), nil
+}
+
+func (m *Memory) setSubscriptions(ctx context.Context, closed *atomic.Bool, node, app string, counts []ChannelCount) ([]Transition, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("presence: set subscriptions: %w", err)
+	}
+	if closed.Load() {
+		return nil, ErrClosed
+	}
+	// A report is refused whole: applied in part, it would leave the node's counts
+	// neither the old ones nor the new.
+	for _, c := range counts {
+		if c.Count < 0 {
+			return nil, fmt.Errorf("presence: set subscriptions: negative count %d for %q", c.Count, c.Channel)
+		}
+	}
+	var out []Transition
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, c := range counts {
+		ac := appChannel{app, c.Channel}
+		old := m.subs[ac][node]
+		if old == c.Count {
+			continue
+		}
+		if c.Count == 0 {
+			delete(m.subs[ac], node)
+			if len(m.subs[ac]) == 0 {
+				delete(m.subs, ac)
+			}
+		} else {
+			if m.subs == nil {
+				m.subs = make(map[appChannel]map[string]int)
+			}
+			if m.subs[ac] == nil {
+				m.subs[ac] = make(map[string]int)
+			}
+			m.subs[ac][node] = c.Count
+		}
+		if t, ok := m.addTotalLocked(ac, c.Count-old); ok {
+			out = append(out, t)
+		}
+	}
+	return out, nil
+}
+
+// addTotalLocked changes a channel's cluster-wide count by d and reports a transition
+// from or to zero (m.mu held).
+func (m *Memory) addTotalLocked(ac appChannel, d int) (Transition, bool) {
+	if m.totals == nil {
+		m.totals = make(map[string]map[string]int)
+	}
+	chans := m.totals[ac.app]
+	if chans == nil {
+		chans = make(map[string]int)
+		m.totals[ac.app] = chans
+	}
+	old := chans[ac.channel]
+	n := old + d
+	if n <= 0 {
+		delete(chans, ac.channel)
+		if len(chans) == 0 {
+			delete(m.totals, ac.app)
+		}
+		n = 0
+	} else {
+		chans[ac.channel] = n
+	}
+	switch {
+	case old == 0 && n > 0:
+		return Transition{App: ac.app, Channel: ac.channel, Occupied: true}, true
+	case old > 0 && n == 0:
+		return Transition{App: ac.app, Channel: ac.channel, Occupied: false}, true
+	}
+	return Transition{}, false
+}
+
+func (m *Memory) subscriptions(ctx context.Context, closed *atomic.Bool, app, channel string) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("presence: subscriptions: %w", err)
+	}
+	if closed.Load() {
+		return 0, ErrClosed
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.totals[app][channel], nil
+}
+
+func (m *Memory) channelsOf(ctx context.Context, closed *atomic.Bool, app, prefix string) ([]ChannelCount, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("presence: channels: %w", err)
+	}
+	if closed.Load() {
+		return nil, ErrClosed
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []ChannelCount
+	for ch, n := range m.totals[app] {
+		if strings.HasPrefix(ch, prefix) {
+			out = append(out, ChannelCount{Channel: ch, Count: n})
+		}
+	}
+	return out, nil
 }

@@ -6,36 +6,86 @@ import (
 	"errors"
 	"slices"
 	"strconv"
+	"sync"
 	"testing"
-
-	"go.uber.org/goleak"
+	"time"
 
 	"github.com/herald-rt/herald/presence"
 	"github.com/herald-rt/herald/presence/presencetest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
 func TestMemoryConformance(t *testing.T) {
-	presencetest.Run(t, func(t *testing.T) func(nodeID string) presence.Store {
-		m := presence.NewMemory()
-		return m.Node
+	presencetest.Run(t, func(t *testing.T) presencetest.Cluster {
+		return &memoryCluster{m: presence.NewMemory()}
 	})
 }
 
-// TestMemoryLocalConformance runs the suite with a zero Memory serving node "local"
-// itself, so that its own methods are covered and not only the views'.
+// TestMemoryLocalConformance runs the suite with a zero Memory serving node "a" itself,
+// so that its own methods are covered and not only the views'.
 func TestMemoryLocalConformance(t *testing.T) {
-	presencetest.Run(t, func(t *testing.T) func(nodeID string) presence.Store {
-		var m presence.Memory
-		return func(nodeID string) presence.Store {
-			if nodeID == "a" {
-				return &m
-			}
-			return m.Node(nodeID)
-		}
+	presencetest.Run(t, func(t *testing.T) presencetest.Cluster {
+		return &memoryCluster{m: &presence.Memory{}, local: true}
 	})
 }
+
+// memoryCluster plays a cluster on one Memory: Kill does what crash cleanup does, at
+// once, and hands the departures to a surviving node.
+type memoryCluster struct {
+	m     *presence.Memory
+	local bool // node "a" is m itself (presence.LocalNode)
+
+	mu    sync.Mutex
+	nodes []*memoryClusterNode
+}
+
+type memoryClusterNode struct {
+	s    presence.Store
+	id   string
+	h    presence.Handler
+	dead bool
+}
+
+func (c *memoryCluster) Node(id string, h presence.Handler) presence.Store {
+	n := &memoryClusterNode{id: id, h: h}
+	if c.local && id == "a" {
+		n.s, n.id = c.m, presence.LocalNode
+	} else {
+		n.s = c.m.Node(id)
+	}
+	c.mu.Lock()
+	c.nodes = append(c.nodes, n)
+	c.mu.Unlock()
+	return n.s
+}
+
+func (c *memoryCluster) Kill(s presence.Store) {
+	c.mu.Lock()
+	var dead *memoryClusterNode
+	var heir presence.Handler
+	for _, n := range c.nodes {
+		switch {
+		case n.s == s:
+			dead, n.dead = n, true
+		case !n.dead && heir == nil:
+			heir = n.h
+		}
+	}
+	c.mu.Unlock()
+	if dead == nil {
+		panic("memoryCluster.Kill: unknown store")
+	}
+	// RemoveNode first: once m itself is closed, it refuses.
+	deps, err := c.m.RemoveNode(context.Background(), dead.id)
+	if err != nil {
+		panic(err)
+	}
+	_ = s.Close(context.Background())
+	if heir != nil && len(deps) > 0 {
+		heir.HandleDepartures(deps)
+	}
+}
+
+func (c *memoryCluster) CleanupWithin() time.Duration { return 0 }
 
 func add(t *testing.T, s presence.Store, channel, conn, userID, info string) {
 	t.Helper()
@@ -70,7 +120,7 @@ func TestMemoryEmptyChannelsAreDeleted(t *testing.T) {
 		add(t, m.Node("b"), ch, "c2", "u1", "")
 		add(t, m, ch, "c3", "u2", "")
 	}
-	if got := m.Channels(); got != 100 {
+	if got := m.PresenceChannels(); got != 100 {
 		t.Fatalf("%d channels, want 100", got)
 	}
 	for i := range 100 {
@@ -88,7 +138,7 @@ func TestMemoryEmptyChannelsAreDeleted(t *testing.T) {
 	if _, err := m.Members(ctx, "never"); err != nil {
 		t.Fatal(err)
 	}
-	if got := m.Channels(); got != 0 {
+	if got := m.PresenceChannels(); got != 0 {
 		t.Fatalf("%d channels left after everyone left, want 0", got)
 	}
 }
@@ -135,7 +185,7 @@ func TestMemoryRemoveNode(t *testing.T) {
 	if n, _ := b.Count(ctx, "lobby"); n != 0 {
 		t.Errorf("Count(lobby) = %d, want 0", n)
 	}
-	if got := m.Channels(); got != 1 {
+	if got := m.PresenceChannels(); got != 1 {
 		t.Errorf("%d channels left, want 1 (room)", got)
 	}
 	// b's remaining connection of "both" is now its last.
@@ -159,7 +209,7 @@ func TestMemoryRemoveNode(t *testing.T) {
 	if n, _ := b.Count(ctx, "room"); n != 3 {
 		t.Errorf("a refused RemoveNode(b) changed room: Count = %d, want 3", n)
 	}
-	if err := m.Close(); err != nil {
+	if err := m.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := m.RemoveNode(ctx, "b"); !errors.Is(err, presence.ErrClosed) {

@@ -9,11 +9,14 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/herald-rt/herald/internal/redistest"
 	"github.com/herald-rt/herald/pubsub"
 	"github.com/herald-rt/herald/pubsub/pubsubtest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// TestMain checks for leaked goroutines once every test ran, and stops the shared Redis
+// servers the Redis tests started.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(redistest.Main(m)) }
 
 func TestMemoryConformance(t *testing.T) {
 	pubsubtest.Run(t, func(t *testing.T) func(h pubsub.Handler) pubsub.Broker {
@@ -34,17 +37,21 @@ func TestMemoryZeroBusConformance(t *testing.T) {
 type counter struct{ n atomic.Int64 }
 
 func (c *counter) HandleMessage(string, []byte) { c.n.Add(1) }
+func (c *counter) HandleControl([]byte)         {}
+func (c *counter) HandleBrokerState(bool)       {}
 
 // funcHandler adapts a function, for handlers that call back into the broker.
 type funcHandler func(channel string, data []byte)
 
 func (f funcHandler) HandleMessage(channel string, data []byte) { f(channel, data) }
+func (f funcHandler) HandleControl([]byte)                      {}
+func (f funcHandler) HandleBrokerState(bool)                    {}
 
 func TestMemoryPublishIsSynchronous(t *testing.T) {
 	ctx := context.Background()
 	var c counter
 	m := pubsub.NewMemory(&c)
-	defer m.Close()
+	defer m.Close(context.Background())
 	if err := m.Subscribe(ctx, "x"); err != nil {
 		t.Fatal(err)
 	}
@@ -62,8 +69,8 @@ func TestNewMemoryHasABusOfItsOwn(t *testing.T) {
 	ctx := context.Background()
 	var ca, cb counter
 	a, b := pubsub.NewMemory(&ca), pubsub.NewMemory(&cb)
-	defer a.Close()
-	defer b.Close()
+	defer a.Close(context.Background())
+	defer b.Close(context.Background())
 	for _, m := range []*pubsub.Memory{a, b} {
 		if err := m.Subscribe(ctx, "x"); err != nil {
 			t.Fatal(err)
@@ -89,7 +96,7 @@ func TestMemoryZeroValue(t *testing.T) {
 	if err := m.Unsubscribe(ctx, "x"); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.Close(); err != nil {
+	if err := m.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if err := m.Publish(ctx, "x", nil); !errors.Is(err, pubsub.ErrClosed) {
@@ -119,13 +126,13 @@ func TestMemoryHandlerMayCallBroker(t *testing.T) {
 				t.Error(err)
 			}
 		case "close":
-			if err := self.Close(); err != nil {
+			if err := self.Close(context.Background()); err != nil {
 				t.Error(err)
 			}
 		}
 	}))
 	pub := bus.Broker(nil)
-	defer pub.Close()
+	defer pub.Close(context.Background())
 	if err := self.Subscribe(ctx, "x"); err != nil {
 		t.Fatal(err)
 	}
@@ -156,11 +163,11 @@ func TestMemoryCloseDuringDelivery(t *testing.T) {
 	var victimGot counter
 	victim := bus.Broker(&victimGot)
 	closer := bus.Broker(funcHandler(func(string, []byte) {
-		if err := victim.Close(); err != nil {
+		if err := victim.Close(context.Background()); err != nil {
 			t.Error(err)
 		}
 	}))
-	defer closer.Close()
+	defer closer.Close(context.Background())
 	// closer subscribes first, so it is served first.
 	for _, m := range []*pubsub.Memory{closer, victim} {
 		if err := m.Subscribe(ctx, "x"); err != nil {
@@ -183,13 +190,13 @@ func TestMemoryPublishAllocs(t *testing.T) {
 	var c counter
 	for range 4 {
 		m := bus.Broker(&c)
-		defer m.Close()
+		defer m.Close(context.Background())
 		if err := m.Subscribe(ctx, "app-1:chat"); err != nil {
 			t.Fatal(err)
 		}
 	}
 	pub := bus.Broker(nil)
-	defer pub.Close()
+	defer pub.Close(context.Background())
 	data := []byte(`{"event":"message","channel":"chat","data":"hi"}`)
 	allocs := testing.AllocsPerRun(1000, func() {
 		if err := pub.Publish(ctx, "app-1:chat", data); err != nil {
@@ -209,6 +216,8 @@ func TestMemoryPublishAllocs(t *testing.T) {
 type nop struct{}
 
 func (nop) HandleMessage(string, []byte) {}
+func (nop) HandleControl([]byte)         {}
+func (nop) HandleBrokerState(bool)       {}
 
 func BenchmarkMemoryPublish(b *testing.B) {
 	ctx := context.Background()
@@ -217,7 +226,7 @@ func BenchmarkMemoryPublish(b *testing.B) {
 		bus := pubsub.NewMemoryBus()
 		for range nodes {
 			m := bus.Broker(nop{})
-			defer m.Close()
+			defer m.Close(context.Background())
 			if err := m.Subscribe(ctx, "app-1:chat"); err != nil {
 				b.Fatal(err)
 			}
@@ -229,7 +238,7 @@ func BenchmarkMemoryPublish(b *testing.B) {
 			}
 		}
 		pub := bus.Broker(nil)
-		defer pub.Close()
+		defer pub.Close(context.Background())
 		b.Run("nodes="+strconv.Itoa(nodes), func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {

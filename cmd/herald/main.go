@@ -44,6 +44,9 @@ type options struct {
 	shutdownTimeout              time.Duration
 	maxMessageBytes, maxPending  int
 	logLevel, logFormat          string
+	redisURL, redisCluster       string
+	redisPrefix                  string
+	nodeLease                    time.Duration
 }
 
 // fileConfig is the --config file: JSON with the apps and their limits.
@@ -81,6 +84,10 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "on SIGTERM/SIGINT, how long to drain connections (4200) before exiting")
 	fs.IntVar(&o.maxMessageBytes, "max-message-bytes", 64<<10, "largest WebSocket message accepted from a client (1009 beyond)")
 	fs.IntVar(&o.maxPending, "max-pending-bytes", 1<<20, "per-connection output queue; past it the client is a slow consumer (4100)")
+	fs.StringVar(&o.redisURL, "redis", "", "join the nodes that share this Redis into one cluster: redis://[user:password@]host:port[/db], or rediss://… for TLS (default: one node, in-memory broker)")
+	fs.StringVar(&o.redisCluster, "redis-cluster", "", "join the nodes through a Redis Cluster (sharded pub/sub, Redis >= 7): seed addresses host:port[,host:port…]")
+	fs.StringVar(&o.redisPrefix, "redis-prefix", "herald", "prefix of Herald's Redis keys and channels, so that several clusters can share one Redis")
+	fs.DurationVar(&o.nodeLease, "node-lease", 15*time.Second, "how long a node's presence entries and counts outlive it: when a node dies, another removes them and sends member_removed within this")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "text or json")
 	fs.Usage = func() {
@@ -170,11 +177,18 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	rc, err := o.redisClient()
+	if err != nil {
+		return err
+	}
+	if rc != nil {
+		defer rc.Close()
+	}
 	setGCPercent()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	h, err := hub.New(hub.Config{
+	cfg := hub.Config{
 		Apps:            apps,
 		NodeID:          uint32(o.nodeID),
 		ActivityTimeout: o.activityTimeout,
@@ -189,7 +203,11 @@ func run(args []string, stdout, stderr io.Writer) error {
 			MaxMessageBytes: o.maxMessageBytes,
 			MaxPendingBytes: o.maxPending,
 		},
-	})
+	}
+	if rc != nil {
+		o.useRedis(&cfg, rc, log)
+	}
+	h, err := hub.New(cfg)
 	if err != nil {
 		return err
 	}
@@ -203,7 +221,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	adm.Run()
 
-	fmt.Fprintf(stdout, "herald: node %d serving WebSocket and HTTP API on %s, admin on %s\n", h.NodeID(), h.Addr(), adm.Addr())
+	fmt.Fprintf(stdout, "herald: node %d serving WebSocket and HTTP API on %s, admin on %s; %s\n", h.NodeID(), h.Addr(), adm.Addr(), o.clusterMode())
 	for _, a := range apps {
 		fmt.Fprintf(stdout, "herald: app id=%s key=%s secret=%s client_events=%v\n", a.ID, a.Key, a.Secret, a.ClientEvents)
 	}

@@ -17,7 +17,8 @@ func TestHelpListsEveryFlag(t *testing.T) {
 	if !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("got %v", err)
 	}
-	for _, f := range []string{"addr", "admin-addr", "app-id", "app-key", "app-secret", "client-events", "config", "reuseport"} {
+	for _, f := range []string{"addr", "admin-addr", "app-id", "app-key", "app-secret", "client-events", "config", "reuseport",
+		"redis", "redis-cluster", "redis-prefix", "node-lease"} {
 		if !strings.Contains(out.String(), "-"+f+" ") && !strings.Contains(out.String(), "-"+f+"\n") {
 			t.Errorf("--help does not list --%s", f)
 		}
@@ -46,6 +47,58 @@ func TestEnvironmentAndFlags(t *testing.T) {
 	if _, err := parseFlags(nil, os.Stderr); err == nil || !strings.Contains(err.Error(), "HERALD_MAX_CONNECTIONS") {
 		t.Fatalf("bad env value: %v", err)
 	}
+}
+
+func TestRedisFlags(t *testing.T) {
+	o, err := parseFlags(nil, os.Stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rc, err := o.redisClient(); rc != nil || err != nil {
+		t.Fatalf("no Redis flag: %v %v, want the in-memory engines", rc, err)
+	}
+	if o.nodeLease != 15*time.Second || o.redisPrefix != "herald" {
+		t.Fatalf("defaults: lease %v prefix %q", o.nodeLease, o.redisPrefix)
+	}
+	t.Setenv("HERALD_REDIS", "redis://user:pw@127.0.0.1:1/2")
+	o, err = parseFlags(nil, os.Stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := o.redisClient()
+	if err != nil || rc == nil {
+		t.Fatalf("HERALD_REDIS: %v", err)
+	}
+	rc.Close()
+	if got := o.clusterMode(); strings.Contains(got, "pw") || !strings.Contains(got, "user:***@127.0.0.1:1") {
+		t.Fatalf("start-up line shows %q: the password must be hidden", got)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--redis-cluster", "127.0.0.1:1"}, "exclusive"},
+		{[]string{"--redis", "http://x"}, "--redis"},
+		{[]string{"--redis", "redis://127.0.0.1:1", "--node-lease", "100ms"}, "--node-lease"},
+		{[]string{"--redis", "", "--redis-cluster", " , "}, "no address"},
+	} {
+		o, err := parseFlags(tc.args, os.Stderr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rc, err := o.redisClient(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			if rc != nil {
+				rc.Close()
+			}
+			t.Errorf("%v: got %v, want an error about %s", tc.args, err, tc.want)
+		}
+	}
+	o, _ = parseFlags([]string{"--redis", "", "--redis-cluster", "127.0.0.1:1, 127.0.0.1:2"}, os.Stderr)
+	rc, err = o.redisClient()
+	if err != nil || rc == nil {
+		t.Fatalf("--redis-cluster: %v", err)
+	}
+	rc.Close()
 }
 
 func TestApps(t *testing.T) {

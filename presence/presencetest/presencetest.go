@@ -7,6 +7,7 @@ package presencetest
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -26,11 +27,25 @@ import (
 // seed (the seed is logged when that case fails).
 const SeedEnv = "PRESENCETEST_SEED"
 
+// Cluster is a fresh, empty cluster of one engine, as Run's factory makes it.
+type Cluster interface {
+	// Node starts the node named id ("a", "b", ...: labels of the suite, which an engine
+	// may map to node ids of its own) whose store reports to h. The suite calls it once
+	// per id and closes every Store it gets.
+	Node(id string, h presence.Handler) presence.Store
+	// Kill stops s as kill -9 would stop its process: s refuses further calls and gives
+	// nothing up. Within CleanupWithin, the cluster removes s's entries and counts and
+	// hands the users who thereby left to the Handler of one surviving node, once.
+	Kill(s presence.Store)
+	// CleanupWithin bounds how long the cluster takes to remove a dead node's share, and
+	// to drop it from Nodes.
+	CleanupWithin() time.Duration
+}
+
 // Run runs the suite. newCluster is called once per subtest and returns a fresh, empty
-// cluster; the function it returns gives the Store of a node id in that cluster (the
-// suite calls it once per node id). The suite closes every Store it gets; whatever else
-// the cluster holds is for newCluster to clean up with t.Cleanup.
-func Run(t *testing.T, newCluster func(t *testing.T) func(nodeID string) presence.Store) {
+// cluster; whatever it holds besides the Stores is for newCluster to clean up with
+// t.Cleanup.
+func Run(t *testing.T, newCluster func(t *testing.T) Cluster) {
 	t.Helper()
 	cases := []struct {
 		name string
@@ -48,32 +63,93 @@ func Run(t *testing.T, newCluster func(t *testing.T) func(nodeID string) presenc
 		{"ConcurrentSameUser", testConcurrentSameUser},
 		{"Close", testClose},
 		{"CancelledContext", testCancelledContext},
+		{"SubscriptionsSumOverNodes", testSubscriptions},
+		{"SubscriptionsRefuseNegative", testSubscriptionsNegative},
+		{"SubscriptionsPerApp", testSubscriptionsPerApp},
+		{"ChannelsPrefix", testChannelsPrefix},
+		{"TransitionsOnceUnderConcurrency", testTransitionsOnce},
+		{"KilledNodeCleanedUp", testKilledNode},
+		{"Nodes", testNodes},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			tc.fn(t, &cluster{t: t, newNode: newCluster(t)})
+			tc.fn(t, &cluster{t: t, c: newCluster(t)})
 		})
 	}
 }
 
 type cluster struct {
-	t       *testing.T
-	newNode func(nodeID string) presence.Store
+	t *testing.T
+	c Cluster
 }
 
-// node gets the Store of node id and closes it when the test ends.
+// node starts node id with a recording Handler and closes it when the test ends. A
+// node that was never killed must never be reset: its entries were lost.
 func (c *cluster) node(id string) *node {
 	c.t.Helper()
-	s := c.newNode(id)
+	h := &recorder{}
+	s := c.c.Node(id, h)
 	if s == nil {
 		c.t.Fatalf("factory returned a nil Store for node %q", id)
 	}
+	n := &node{t: c.t, id: id, s: s, h: h}
 	c.t.Cleanup(func() {
-		if err := s.Close(); err != nil && !errors.Is(err, presence.ErrClosed) {
+		if err := s.Close(context.Background()); err != nil && !errors.Is(err, presence.ErrClosed) {
 			c.t.Errorf("node %s: Close: %v", id, err)
 		}
+		if r := h.resetCount(); r != 0 {
+			c.t.Errorf("node %s: HandleReset called %d times on a healthy node", id, r)
+		}
 	})
-	return &node{t: c.t, id: id, s: s}
+	return n
+}
+
+// eventually polls check until it returns nil or within has passed, then fails the
+// test with check's last error.
+func (c *cluster) eventually(within time.Duration, what string, check func() error) {
+	c.t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("%s: not within %v: %v", what, within, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// recorder is a Handler that keeps what it gets.
+type recorder struct {
+	mu     sync.Mutex
+	deps   []presence.Departure
+	resets int
+}
+
+func (r *recorder) HandleDepartures(deps []presence.Departure) {
+	r.mu.Lock()
+	r.deps = append(r.deps, deps...)
+	r.mu.Unlock()
+}
+
+func (r *recorder) HandleReset() {
+	r.mu.Lock()
+	r.resets++
+	r.mu.Unlock()
+}
+
+func (r *recorder) departures() []presence.Departure {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.deps)
+}
+
+func (r *recorder) resetCount() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.resets
 }
 
 // node wraps a Store with calls that fail the test on error.
@@ -81,6 +157,7 @@ type node struct {
 	t  *testing.T
 	id string
 	s  presence.Store
+	h  *recorder
 }
 
 func (n *node) add(channel, conn, userID string, want bool) {
@@ -534,7 +611,7 @@ func testClose(t *testing.T, c *cluster) {
 	a, b := c.node("a"), c.node("b")
 	a.add("room", "ca", "u1", true)
 	b.add("room", "cb", "u2", true)
-	if err := a.s.Close(); err != nil {
+	if err := a.s.Close(context.Background()); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
 	ctx := context.Background()
@@ -542,8 +619,13 @@ func testClose(t *testing.T, c *cluster) {
 	_, errRemove := a.s.Remove(ctx, "room", "ca", "u1")
 	_, errMembers := a.s.Members(ctx, "room")
 	_, errCount := a.s.Count(ctx, "room")
+	_, errSet := a.s.SetSubscriptions(ctx, "app", []presence.ChannelCount{{Channel: "x", Count: 1}})
+	_, errSubs := a.s.Subscriptions(ctx, "app", "x")
+	_, errChannels := a.s.Channels(ctx, "app", "")
 	for name, err := range map[string]error{
-		"Add": errAdd, "Remove": errRemove, "Members": errMembers, "Count": errCount, "Close": a.s.Close(),
+		"Add": errAdd, "Remove": errRemove, "Members": errMembers, "Count": errCount,
+		"SetSubscriptions": errSet, "Subscriptions": errSubs, "Channels": errChannels,
+		"Close": a.s.Close(context.Background()),
 	} {
 		if !errors.Is(err, presence.ErrClosed) {
 			t.Errorf("%s after Close: %v, want ErrClosed", name, err)
@@ -563,6 +645,7 @@ func testClose(t *testing.T, c *cluster) {
 func testCancelledContext(t *testing.T, c *cluster) {
 	a := c.node("a")
 	a.add("room", "c1", "u1", true)
+	a.setSubs("app", []presence.Transition{occ("x")}, cc("x", 1))
 	cancelled, cancel := context.WithCancel(context.Background())
 	cancel()
 	expired, cancel2 := context.WithDeadline(context.Background(), time.Unix(1, 0))
@@ -575,8 +658,12 @@ func testCancelledContext(t *testing.T, c *cluster) {
 		_, errRemove := a.s.Remove(tc.ctx, "room", "c1", "u1")
 		_, errMembers := a.s.Members(tc.ctx, "room")
 		_, errCount := a.s.Count(tc.ctx, "room")
+		_, errSet := a.s.SetSubscriptions(tc.ctx, "app", []presence.ChannelCount{{Channel: "y", Count: 1}})
+		_, errSubs := a.s.Subscriptions(tc.ctx, "app", "x")
+		_, errChannels := a.s.Channels(tc.ctx, "app", "")
 		for name, err := range map[string]error{
 			"Add": errAdd, "Remove": errRemove, "Members": errMembers, "Count": errCount,
+			"SetSubscriptions": errSet, "Subscriptions": errSubs, "Channels": errChannels,
 		} {
 			if !errors.Is(err, tc.want) {
 				t.Errorf("%s with a done context: %v, want %v", name, err, tc.want)
@@ -586,4 +673,360 @@ func testCancelledContext(t *testing.T, c *cluster) {
 	// Checked at entry: neither the Add nor the Remove happened.
 	a.expect("room", "u1")
 	a.remove("room", "c1", "u1", true)
+	a.expectSubs("app", "y", 0)
+}
+
+// --- subscription counts ---------------------------------------------------------------
+
+// cc is a short name for a ChannelCount.
+func cc(channel string, n int) presence.ChannelCount {
+	return presence.ChannelCount{Channel: channel, Count: n}
+}
+
+// occ and vac are short names for transitions of app "app".
+func occ(channel string) presence.Transition {
+	return presence.Transition{App: "app", Channel: channel, Occupied: true}
+}
+
+func vac(channel string) presence.Transition {
+	return presence.Transition{App: "app", Channel: channel, Occupied: false}
+}
+
+// setSubs reports counts and checks the transitions, in any order.
+func (n *node) setSubs(app string, want []presence.Transition, counts ...presence.ChannelCount) {
+	n.t.Helper()
+	got, err := n.s.SetSubscriptions(context.Background(), app, counts)
+	if err != nil {
+		n.t.Fatalf("node %s: SetSubscriptions(%s, %v): %v", n.id, app, counts, err)
+	}
+	if !slices.Equal(sortedTransitions(got), sortedTransitions(want)) {
+		n.t.Fatalf("node %s: SetSubscriptions(%s, %v) = %v, want %v", n.id, app, counts, got, want)
+	}
+}
+
+func sortedTransitions(ts []presence.Transition) []presence.Transition {
+	out := slices.Clone(ts)
+	slices.SortFunc(out, func(a, b presence.Transition) int {
+		return cmp.Or(cmp.Compare(a.App, b.App), cmp.Compare(a.Channel, b.Channel), boolCmp(a.Occupied, b.Occupied))
+	})
+	return out
+}
+
+func boolCmp(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
+	}
+	return -1
+}
+
+func (n *node) expectSubs(app, channel string, want int) {
+	n.t.Helper()
+	got, err := n.s.Subscriptions(context.Background(), app, channel)
+	if err != nil {
+		n.t.Fatalf("node %s: Subscriptions(%s, %s): %v", n.id, app, channel, err)
+	}
+	if got != want {
+		n.t.Errorf("node %s: Subscriptions(%s, %s) = %d, want %d", n.id, app, channel, got, want)
+	}
+}
+
+// expectChannels checks Channels(app, prefix), in any order.
+func (n *node) expectChannels(app, prefix string, want ...presence.ChannelCount) {
+	n.t.Helper()
+	got, err := n.s.Channels(context.Background(), app, prefix)
+	if err != nil {
+		n.t.Fatalf("node %s: Channels(%s, %q): %v", n.id, app, prefix, err)
+	}
+	byName := func(a, b presence.ChannelCount) int { return cmp.Compare(a.Channel, b.Channel) }
+	got = slices.SortedFunc(slices.Values(got), byName)
+	want = slices.SortedFunc(slices.Values(want), byName)
+	if !slices.Equal(got, want) {
+		n.t.Errorf("node %s: Channels(%s, %q) = %v, want %v", n.id, app, prefix, got, want)
+	}
+}
+
+// testSubscriptions: counts are per node and absolute; totals are their sums; zero
+// removes; each transition from or to zero is reported once, to the node that caused it.
+func testSubscriptions(t *testing.T, c *cluster) {
+	a, b := c.node("a"), c.node("b")
+	a.expectSubs("app", "x", 0)
+	a.expectChannels("app", "")
+	a.setSubs("app", []presence.Transition{occ("x"), occ("y")}, cc("x", 2), cc("y", 1))
+	b.setSubs("app", nil, cc("x", 3))
+	for _, n := range []*node{a, b} {
+		n.expectSubs("app", "x", 5)
+		n.expectSubs("app", "y", 1)
+		n.expectSubs("app", "never", 0)
+	}
+	// Absolute numbers: the same report again changes nothing; another replaces.
+	a.setSubs("app", nil, cc("x", 2), cc("y", 1))
+	b.expectSubs("app", "x", 5)
+	a.setSubs("app", nil, cc("x", 4))
+	b.expectSubs("app", "x", 7)
+	a.expectChannels("app", "", cc("x", 7), cc("y", 1))
+	// Zero removes a node's share; the last share's removal vacates the channel.
+	a.setSubs("app", nil, cc("x", 0))
+	b.expectSubs("app", "x", 3)
+	b.setSubs("app", []presence.Transition{vac("x")}, cc("x", 0))
+	a.expectSubs("app", "x", 0)
+	b.setSubs("app", nil, cc("x", 0)) // zero on zero: nothing
+	b.setSubs("app", nil)             // nothing at all
+	a.expectChannels("app", "", cc("y", 1))
+	// A channel may become occupied again, through any node.
+	b.setSubs("app", []presence.Transition{occ("x")}, cc("x", 1))
+	a.setSubs("app", []presence.Transition{vac("y")}, cc("y", 0))
+	b.setSubs("app", []presence.Transition{vac("x")}, cc("x", 0))
+	a.expectChannels("app", "")
+	// Within one report, the last count of a channel is the node's count.
+	a.setSubs("app", []presence.Transition{occ("z")}, cc("z", 5), cc("z", 2))
+	b.expectSubs("app", "z", 2)
+}
+
+// testSubscriptionsNegative: a negative count is refused, and the report records nothing.
+func testSubscriptionsNegative(t *testing.T, c *cluster) {
+	a := c.node("a")
+	if _, err := a.s.SetSubscriptions(context.Background(), "app", []presence.ChannelCount{cc("x", 1), cc("y", -1)}); err == nil {
+		t.Fatal("SetSubscriptions with a negative count: no error")
+	}
+	a.expectSubs("app", "x", 0)
+	a.expectChannels("app", "")
+}
+
+// testSubscriptionsPerApp: the same channel name in two apps is two channels.
+func testSubscriptionsPerApp(t *testing.T, c *cluster) {
+	a, b := c.node("a"), c.node("b")
+	a.setSubs("app1", []presence.Transition{{App: "app1", Channel: "x", Occupied: true}}, cc("x", 1))
+	b.setSubs("app2", []presence.Transition{
+		{App: "app2", Channel: "x", Occupied: true}, {App: "app2", Channel: "y", Occupied: true},
+	}, cc("x", 2), cc("y", 1))
+	a.expectSubs("app1", "x", 1)
+	a.expectSubs("app2", "x", 2)
+	a.expectSubs("app1", "y", 0)
+	b.expectChannels("app1", "", cc("x", 1))
+	b.expectChannels("app2", "", cc("x", 2), cc("y", 1))
+	b.expectChannels("app3", "")
+	a.setSubs("app1", []presence.Transition{{App: "app1", Channel: "x", Occupied: false}}, cc("x", 0))
+	a.expectSubs("app2", "x", 2)
+	a.expectChannels("app1", "")
+}
+
+// testChannelsPrefix: Channels filters on a plain prefix; characters that patterns give a
+// meaning to are matched as themselves.
+func testChannelsPrefix(t *testing.T, c *cluster) {
+	a := c.node("a")
+	all := []presence.ChannelCount{
+		cc("presence-room", 1), cc("presence-lobby", 2), cc("private-x", 3), cc("pre", 4),
+		cc("a*b", 5), cc("a?c", 6), cc("a[b]", 7), cc(`a\b`, 8), cc("ab", 9), cc("axb", 10),
+	}
+	want := make([]presence.Transition, len(all))
+	for i, ch := range all {
+		want[i] = occ(ch.Channel)
+	}
+	a.setSubs("app", want, all...)
+	a.expectChannels("app", "", all...)
+	a.expectChannels("app", "presence-", all[0], all[1])
+	a.expectChannels("app", "pre", all[0], all[1], all[3])
+	a.expectChannels("app", "private-x", all[2])
+	a.expectChannels("app", "a*", all[4])
+	a.expectChannels("app", "a?", all[5])
+	a.expectChannels("app", "a[", all[6])
+	a.expectChannels("app", "a[b]", all[6])
+	a.expectChannels("app", `a\`, all[7])
+	a.expectChannels("app", "zzz")
+	a.expectChannels("app", "presence-room-and-more")
+}
+
+// testTransitionsOnce: nodes reporting the same channels at once see each transition
+// from and to zero exactly once between them.
+func testTransitionsOnce(t *testing.T, c *cluster) {
+	const nodes, channels, rounds = 4, 20, 5
+	ns := make([]*node, nodes)
+	for i := range ns {
+		ns[i] = c.node(string(rune('a' + i)))
+	}
+	names := make([]string, channels)
+	for i := range names {
+		names[i] = "ch-" + strconv.Itoa(i)
+	}
+	ctx := context.Background()
+	// phase has every node report count(i) for every channel, in two reports each, in
+	// an order of its own, all at once; it returns the transitions seen.
+	phase := func(count func(i int) int) []presence.Transition {
+		var mu sync.Mutex
+		var seen []presence.Transition
+		var wg sync.WaitGroup
+		for i, n := range ns {
+			wg.Go(func() {
+				order := slices.Clone(names)
+				rand.Shuffle(len(order), func(x, y int) { order[x], order[y] = order[y], order[x] })
+				for _, half := range [][]string{order[:channels/2], order[channels/2:]} {
+					counts := make([]presence.ChannelCount, len(half))
+					for j, ch := range half {
+						counts[j] = cc(ch, count(i))
+					}
+					ts, err := n.s.SetSubscriptions(ctx, "app", counts)
+					if err != nil {
+						t.Errorf("node %s: SetSubscriptions: %v", n.id, err)
+						return
+					}
+					mu.Lock()
+					seen = append(seen, ts...)
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+		return sortedTransitions(seen)
+	}
+	wantOcc := make([]presence.Transition, channels)
+	wantVac := make([]presence.Transition, channels)
+	for i, ch := range names {
+		wantOcc[i], wantVac[i] = occ(ch), vac(ch)
+	}
+	wantOcc, wantVac = sortedTransitions(wantOcc), sortedTransitions(wantVac)
+	for r := range rounds {
+		if got := phase(func(i int) int { return i + 1 + r }); !slices.Equal(got, wantOcc) {
+			t.Fatalf("round %d: occupying: transitions %v, want each channel occupied once", r, got)
+		}
+		sum := 0
+		for i := range nodes {
+			sum += i + 1 + r
+		}
+		ns[0].expectSubs("app", names[channels-1], sum)
+		if got := phase(func(int) int { return 0 }); !slices.Equal(got, wantVac) {
+			t.Fatalf("round %d: vacating: transitions %v, want each channel vacated once", r, got)
+		}
+		ns[1].expectChannels("app", "")
+	}
+}
+
+// --- dead nodes ----------------------------------------------------------------------
+
+// settle is how long the suite keeps watching for duplicate departures after the
+// expected ones arrived.
+func (c *cluster) settle() time.Duration {
+	if c.c.CleanupWithin() == 0 {
+		return 0
+	}
+	return 500 * time.Millisecond
+}
+
+// testKilledNode: a node that dies without a word loses its entries and its counts
+// within the cluster's bound, and the users who thereby left are reported once, to
+// one surviving node.
+func testKilledNode(t *testing.T, c *cluster) {
+	a, b, d := c.node("a"), c.node("b"), c.node("d")
+	a.add("room", "a1", "only-a", true)
+	a.add("room", "a2", "both", true)
+	b.add("room", "b1", "both", false)
+	b.add("room", "b2", "only-b", true)
+	a.add("lobby", "a3", "only-a", true)
+	a.add("lobby", "a4", "two-on-a", true)
+	a.add("lobby", "a5", "two-on-a", false)
+	a.setSubs("app", []presence.Transition{occ("x"), occ("shared")}, cc("x", 2), cc("shared", 1))
+	b.setSubs("app", nil, cc("shared", 3))
+	a.setSubs("app2", []presence.Transition{{App: "app2", Channel: "x", Occupied: true}}, cc("x", 5))
+	// Nodes is as the node last saw it: wait until b sees all three.
+	var nodesBefore int
+	c.eventually(c.c.CleanupWithin(), "b listing a, b and d", func() error {
+		if nodesBefore = len(b.s.Nodes()); nodesBefore < 3 {
+			return fmt.Errorf("b lists %v", b.s.Nodes())
+		}
+		return nil
+	})
+
+	c.c.Kill(a.s)
+	if _, err := a.s.Add(context.Background(), "room", "a9", presence.Member{UserID: "late"}, 0); err == nil {
+		t.Errorf("Add on a killed node: no error")
+	}
+	want := []presence.Departure{
+		{Channel: "lobby", UserID: "only-a"},
+		{Channel: "lobby", UserID: "two-on-a"},
+		{Channel: "room", UserID: "only-a"},
+	}
+	survivors := []*node{b, d}
+	departures := func() []presence.Departure {
+		var all []presence.Departure
+		for _, n := range survivors {
+			all = append(all, n.h.departures()...)
+		}
+		slices.SortFunc(all, func(x, y presence.Departure) int {
+			return cmp.Or(cmp.Compare(x.Channel, y.Channel), cmp.Compare(x.UserID, y.UserID))
+		})
+		return all
+	}
+	within := c.c.CleanupWithin()
+	c.eventually(within, "departures of the killed node", func() error {
+		if got := departures(); len(got) < len(want) {
+			return fmt.Errorf("departures %v so far, want %v", got, want)
+		}
+		return nil
+	})
+	time.Sleep(c.settle())
+	if got := departures(); !slices.Equal(got, want) {
+		t.Errorf("departures = %v, want %v, each once", got, want)
+	}
+	holders := 0
+	for _, n := range survivors {
+		if len(n.h.departures()) > 0 {
+			holders++
+		}
+	}
+	if holders != 1 {
+		t.Errorf("%d surviving nodes got departures, want 1", holders)
+	}
+	b.expect("room", "both", "only-b")
+	d.expect("lobby")
+	b.expectSubs("app", "x", 0)
+	b.expectSubs("app", "shared", 3)
+	d.expectChannels("app", "", cc("shared", 3))
+	d.expectChannels("app2", "")
+	// The users left standing are intact: b's connection of "both" is now its last.
+	b.remove("room", "b1", "both", true)
+	c.eventually(within, "the killed node's leaving Nodes", func() error {
+		if got := len(b.s.Nodes()); got != nodesBefore-1 {
+			return fmt.Errorf("%d nodes, want %d", got, nodesBefore-1)
+		}
+		return nil
+	})
+}
+
+// testNodes: Nodes lists the live nodes, each once, and drops a closed one.
+func testNodes(t *testing.T, c *cluster) {
+	a, b, d := c.node("a"), c.node("b"), c.node("d")
+	within := c.c.CleanupWithin()
+	var names []string
+	c.eventually(within, "every node listing the three", func() error {
+		for _, n := range []*node{a, b, d} {
+			nodes := n.s.Nodes()
+			names = names[:0]
+			for _, x := range nodes {
+				if x.Name == "" {
+					return fmt.Errorf("node %s: Nodes() = %v has an empty name", n.id, nodes)
+				}
+				names = append(names, x.Name)
+			}
+			slices.Sort(names)
+			if len(slices.Compact(slices.Clone(names))) != len(names) {
+				return fmt.Errorf("node %s: Nodes() = %v lists a node twice", n.id, nodes)
+			}
+			if len(names) < 3 {
+				return fmt.Errorf("node %s: Nodes() = %v, want at least a, b and d", n.id, nodes)
+			}
+		}
+		return nil
+	})
+	before := len(a.s.Nodes())
+	if err := d.s.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	c.eventually(within, "the closed node's leaving Nodes", func() error {
+		if got := len(a.s.Nodes()); got != before-1 {
+			return fmt.Errorf("%d nodes, want %d", got, before-1)
+		}
+		return nil
+	})
 }

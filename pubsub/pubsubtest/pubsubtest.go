@@ -45,7 +45,13 @@ func Run(t *testing.T, newBus func(t *testing.T) func(h pubsub.Handler) pubsub.B
 		{"ConcurrentPublishers", testConcurrentPublishers},
 		{"HandlerMayPublish", testReentrantPublish},
 		{"Close", testClose},
+		{"CloseWithDoneContext", testCloseDoneContext},
 		{"CancelledContext", testCancelledContext},
+		{"ControlReachesEveryNode", testControl},
+		{"PublishKeepAndLast", testKeep},
+		{"KeptMessageExpires", testKeepExpiry},
+		{"Stats", testStats},
+		{"VariadicSubscribe", testVariadic},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -69,7 +75,7 @@ func (c *cluster) node(name string) (pubsub.Broker, *recorder) {
 		c.t.Fatalf("factory returned a nil broker for node %s", name)
 	}
 	c.t.Cleanup(func() {
-		if err := b.Close(); err != nil && !errors.Is(err, pubsub.ErrClosed) {
+		if err := b.Close(context.Background()); err != nil && !errors.Is(err, pubsub.ErrClosed) {
 			c.t.Errorf("node %s: Close: %v", name, err)
 		}
 	})
@@ -114,16 +120,19 @@ type message struct {
 	data    []byte
 }
 
-// recorder is a Handler that keeps every message, without copying (the contract lets it
-// keep data, so an engine that reuses buffers shows up as corrupted messages).
+// recorder is a Handler that keeps every message and control message, without copying
+// (the contract lets it keep data, so an engine that reuses buffers shows up as corrupted
+// messages).
 type recorder struct {
 	name   string
 	notify chan struct{} // capacity 1: "something arrived since you last looked"
 
 	hook atomic.Pointer[func(channel string, data []byte)]
 
-	mu   sync.Mutex
-	msgs []message
+	mu     sync.Mutex
+	msgs   []message
+	ctrl   [][]byte
+	states []bool
 }
 
 func (r *recorder) HandleMessage(channel string, data []byte) {
@@ -137,6 +146,49 @@ func (r *recorder) HandleMessage(channel string, data []byte) {
 	if h := r.hook.Load(); h != nil {
 		(*h)(channel, data)
 	}
+}
+
+func (r *recorder) HandleControl(data []byte) {
+	r.mu.Lock()
+	r.ctrl = append(r.ctrl, data)
+	r.mu.Unlock()
+	select {
+	case r.notify <- struct{}{}:
+	default:
+	}
+}
+
+func (r *recorder) HandleBrokerState(up bool) {
+	r.mu.Lock()
+	r.states = append(r.states, up)
+	r.mu.Unlock()
+}
+
+// waitControl waits up to Timeout for cond to hold over the control messages r received.
+func (r *recorder) waitControl(t *testing.T, what string, cond func([][]byte) bool) {
+	t.Helper()
+	timer := time.NewTimer(Timeout)
+	defer timer.Stop()
+	for {
+		r.mu.Lock()
+		ok := cond(r.ctrl)
+		n := len(r.ctrl)
+		r.mu.Unlock()
+		if ok {
+			return
+		}
+		select {
+		case <-r.notify:
+		case <-timer.C:
+			t.Fatalf("node %s: no %s within %v (%d control messages received)", r.name, what, Timeout, n)
+		}
+	}
+}
+
+func (r *recorder) control() [][]byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.ctrl)
 }
 
 // waitFor waits up to Timeout for cond to hold over everything r received so far.
@@ -574,19 +626,30 @@ func testClose(t *testing.T, c *cluster) {
 	mustPublish(t, a, "x", []byte("before"))
 	rb.waitCount(t, "x", 1)
 
-	if err := b.Close(); err != nil {
+	if err := b.Close(context.Background()); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
 	ctx := context.Background()
+	_, _, lastOK, lastErr := b.Last(ctx, "x")
 	for name, err := range map[string]error{
-		"Publish":     b.Publish(ctx, "x", []byte("closed")),
-		"Subscribe":   b.Subscribe(ctx, "y"),
-		"Unsubscribe": b.Unsubscribe(ctx, "x"),
-		"Close":       b.Close(),
+		"Publish":        b.Publish(ctx, "x", []byte("closed")),
+		"PublishKeep":    b.PublishKeep(ctx, "x", []byte("closed"), time.Minute),
+		"PublishControl": b.PublishControl(ctx, []byte("closed")),
+		"Last":           lastErr,
+		"Subscribe":      b.Subscribe(ctx, "y"),
+		"Subscribe many": b.Subscribe(ctx, "y", "z"),
+		"Unsubscribe":    b.Unsubscribe(ctx, "x"),
+		"Close":          b.Close(context.Background()),
 	} {
 		if !errors.Is(err, pubsub.ErrClosed) {
 			t.Errorf("%s after Close: %v, want ErrClosed", name, err)
 		}
+	}
+	if lastOK {
+		t.Errorf("Last after Close: ok")
+	}
+	if st := b.Stats(); st.Up {
+		t.Errorf("Stats after Close: Up, want down")
 	}
 
 	mustPublish(t, a, "x", []byte("after"))
@@ -612,10 +675,14 @@ func testCancelledContext(t *testing.T, c *cluster) {
 		ctx  context.Context
 		want error
 	}{{cancelled, context.Canceled}, {expired, context.DeadlineExceeded}} {
+		_, _, _, lastErr := a.Last(tc.ctx, "x")
 		for name, err := range map[string]error{
-			"Publish":     a.Publish(tc.ctx, "x", []byte("cancelled")),
-			"Subscribe":   a.Subscribe(tc.ctx, "y"),
-			"Unsubscribe": a.Unsubscribe(tc.ctx, "x"),
+			"Publish":        a.Publish(tc.ctx, "x", []byte("cancelled")),
+			"PublishKeep":    a.PublishKeep(tc.ctx, "x", []byte("cancelled"), time.Minute),
+			"PublishControl": a.PublishControl(tc.ctx, []byte("cancelled")),
+			"Last":           lastErr,
+			"Subscribe":      a.Subscribe(tc.ctx, "y"),
+			"Unsubscribe":    a.Unsubscribe(tc.ctx, "x"),
 		} {
 			if !errors.Is(err, tc.want) {
 				t.Errorf("%s with a done context: %v, want %v", name, err, tc.want)
@@ -628,4 +695,396 @@ func testCancelledContext(t *testing.T, c *cluster) {
 	mustPublish(t, a, "x", []byte("fine"))
 	ra.waitFor(t, `"fine"`, func(ms []message) bool { return count(ms, "x", []byte("fine")) == 1 })
 	never(t, ra, "x", []byte("cancelled"))
+	if _, _, ok := mustLast(t, a, "x"); ok {
+		t.Errorf("a PublishKeep with a done context kept its message")
+	}
+	if got := a.Stats(); got.Published != 1 || got.Subscriptions != 1 {
+		t.Errorf("Stats: %+v, want 1 published (the failed calls do not count) and 1 subscription", got)
+	}
+	ra.mu.Lock()
+	defer ra.mu.Unlock()
+	if len(ra.ctrl) != 0 {
+		t.Errorf("a PublishControl with a done context delivered %q", ra.ctrl)
+	}
+}
+
+// mustKeep publishes with PublishKeep.
+func mustKeep(t *testing.T, b pubsub.Broker, channel string, data []byte, ttl time.Duration) {
+	t.Helper()
+	if err := b.PublishKeep(context.Background(), channel, data, ttl); err != nil {
+		t.Fatalf("PublishKeep(%q, %q, %v): %v", channel, data, ttl, err)
+	}
+}
+
+// mustLast reads with Last.
+func mustLast(t *testing.T, b pubsub.Broker, channel string) ([]byte, time.Duration, bool) {
+	t.Helper()
+	data, ttl, ok, err := b.Last(context.Background(), channel)
+	if err != nil {
+		t.Fatalf("Last(%q): %v", channel, err)
+	}
+	return data, ttl, ok
+}
+
+// testCloseDoneContext: Close with a context that is already done still closes the
+// broker (what it does not do is wait for the engine's goroutines): later calls return
+// ErrClosed and nothing more is delivered to it.
+func testCloseDoneContext(t *testing.T, c *cluster) {
+	a, ra := c.node("a")
+	b, rb := c.node("b")
+	mustSubscribe(t, a, "x")
+	mustSubscribe(t, b, "x")
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := b.Close(cancelled); err != nil && !errors.Is(err, context.Canceled) {
+		t.Errorf("Close with a done context: %v, want nil or context.Canceled", err)
+	}
+	if err := b.Publish(context.Background(), "x", []byte("closed")); !errors.Is(err, pubsub.ErrClosed) {
+		t.Errorf("Publish after Close with a done context: %v, want ErrClosed", err)
+	}
+	if err := b.Close(context.Background()); !errors.Is(err, pubsub.ErrClosed) {
+		t.Errorf("second Close: %v, want ErrClosed", err)
+	}
+	mustPublish(t, a, "x", []byte("after"))
+	ra.waitFor(t, `"after"`, func(ms []message) bool { return count(ms, "x", []byte("after")) == 1 })
+	c.barrier(a, ra, "x")
+	never(t, rb, "x", []byte("after"))
+}
+
+// testControl: every node gets every control message exactly once, the publisher
+// included and whatever it subscribed to, in order per publisher; control messages and
+// channel messages never cross, whatever the channels are called.
+func testControl(t *testing.T, c *cluster) {
+	const n = 100
+	a, ra := c.node("a")
+	b, rb := c.node("b")
+	d, rd := c.node("d")
+	mustSubscribe(t, a, "x")
+	// b subscribes to nothing; d to names an engine might give its control channel.
+	mustSubscribe(t, d, "ctl", "control", "")
+	for i := range n {
+		for _, p := range []struct {
+			name string
+			b    pubsub.Broker
+		}{{"a", a}, {"b", b}} {
+			if err := p.b.PublishControl(context.Background(), []byte(p.name+"/"+strconv.Itoa(i))); err != nil {
+				t.Fatalf("PublishControl from %s: %v", p.name, err)
+			}
+		}
+	}
+	for _, ch := range []string{"ctl", "control", ""} {
+		mustPublish(t, a, ch, []byte("not control"))
+	}
+	// An end marker from each publisher: once it is in, every earlier one is.
+	for _, p := range []struct {
+		name string
+		b    pubsub.Broker
+	}{{"a", a}, {"b", b}} {
+		if err := p.b.PublishControl(context.Background(), []byte(p.name+"/end")); err != nil {
+			t.Fatalf("PublishControl from %s: %v", p.name, err)
+		}
+	}
+	for _, r := range []*recorder{ra, rb, rd} {
+		r.waitControl(t, "both end markers", func(ms [][]byte) bool {
+			return slices.ContainsFunc(ms, func(m []byte) bool { return string(m) == "a/end" }) &&
+				slices.ContainsFunc(ms, func(m []byte) bool { return string(m) == "b/end" })
+		})
+	}
+	for _, ch := range []string{"ctl", "control", ""} {
+		rd.waitFor(t, fmt.Sprintf("the message on %q", ch), func(ms []message) bool {
+			return count(ms, ch, []byte("not control")) == 1
+		})
+	}
+	for _, r := range []*recorder{ra, rb, rd} {
+		next := map[string]int{"a": 0, "b": 0}
+		for _, m := range r.control() {
+			p, seq, ok := strings.Cut(string(m), "/")
+			want, known := next[p]
+			if !ok || !known {
+				t.Errorf("node %s: unexpected control message %q", r.name, m)
+				continue
+			}
+			if seq == "end" {
+				if want != n {
+					t.Errorf("node %s: end marker of %s after %d of its %d messages", r.name, p, want, n)
+				}
+				next[p] = -1
+				continue
+			}
+			if i, err := strconv.Atoi(seq); err != nil || i != want {
+				t.Errorf("node %s: control message %q from %s, want %d (lost, duplicated or out of order)", r.name, m, p, want)
+				break
+			}
+			next[p]++
+		}
+		r.mu.Lock()
+		for _, m := range r.msgs {
+			if string(m.data) != "not control" && !strings.HasPrefix(string(m.data), "marker-") {
+				t.Errorf("node %s: control message %q delivered as a message on %q", r.name, m.data, m.channel)
+			}
+		}
+		r.mu.Unlock()
+	}
+	for _, r := range []*recorder{ra, rb, rd} {
+		for _, m := range r.control() {
+			if string(m) == "not control" {
+				t.Errorf("node %s: a channel message delivered as a control message", r.name)
+			}
+		}
+	}
+}
+
+// testKeep: a kept message is readable from any node for about its ttl, which counts
+// down; a later one replaces it; Last's data is the caller's; and the message is kept
+// before it is sent, so a node that receives it and reads Last finds it or a later one.
+func testKeep(t *testing.T, c *cluster) {
+	const ttl = 5 * time.Second
+	a, _ := c.node("a")
+	b, rb := c.node("b")
+	if _, _, ok := mustLast(t, b, "k"); ok {
+		t.Fatalf("Last of a channel never kept: ok")
+	}
+
+	versions := []string{"v1", "v2", "v3"}
+	var seenMu sync.Mutex
+	var seen []string // what Last returned from inside the Handler, per delivery
+	hook := func(channel string, data []byte) {
+		if channel != "k" {
+			return
+		}
+		last, _, ok, err := b.Last(context.Background(), "k")
+		seenMu.Lock()
+		defer seenMu.Unlock()
+		switch {
+		case err != nil:
+			t.Errorf("Last from the Handler: %v", err)
+		case !ok:
+			t.Errorf("Last from the Handler, on receiving %q: nothing kept", data)
+		case slices.Index(versions, string(last)) < slices.Index(versions, string(data)):
+			t.Errorf("Last from the Handler, on receiving %q: %q, an older one", data, last)
+		}
+		seen = append(seen, string(last))
+	}
+	rb.hook.Store(&hook)
+	mustSubscribe(t, b, "k")
+
+	start := time.Now()
+	mustKeep(t, a, "k", []byte("v1"), ttl)
+	data, left, ok := mustLast(t, b, "k")
+	elapsed := time.Since(start)
+	if !ok || string(data) != "v1" {
+		t.Fatalf("Last after PublishKeep: %q ok=%v, want v1", data, ok)
+	}
+	// Kept at some point within elapsed, for ttl; engines count in milliseconds.
+	if left > ttl || left < ttl-elapsed-10*time.Millisecond {
+		t.Errorf("Last's ttl %v, want within [%v, %v]", left, ttl-elapsed, ttl)
+	}
+	time.Sleep(20 * time.Millisecond)
+	_, left2, ok := mustLast(t, b, "k")
+	if !ok || left2 >= left {
+		t.Errorf("ttl %v then %v 20ms later, want it counting down", left, left2)
+	}
+
+	data[0] = 'X' // the caller's to modify
+	if again, _, _ := mustLast(t, a, "k"); string(again) != "v1" {
+		t.Errorf("Last after modifying an earlier result: %q, want v1", again)
+	}
+
+	mustKeep(t, a, "k", []byte("v2"), ttl)
+	mustKeep(t, b, "k", []byte("v3"), ttl)
+	for _, n := range []pubsub.Broker{a, b} {
+		if data, _, ok := mustLast(t, n, "k"); !ok || string(data) != "v3" {
+			t.Errorf("Last after a later PublishKeep: %q ok=%v, want v3", data, ok)
+		}
+	}
+	got := rb.waitCount(t, "k", 3)
+	for i, d := range got {
+		if string(d) != versions[i] {
+			t.Errorf("message %d on k: %q, want %q", i, d, versions[i])
+		}
+	}
+	// The recorder keeps a message before running the hook: wait for the last hook.
+	for deadline := time.Now().Add(Timeout); ; time.Sleep(time.Millisecond) {
+		seenMu.Lock()
+		n := len(seen)
+		seenMu.Unlock()
+		if n == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the Handler read Last %d times, want 3", n)
+		}
+	}
+
+	// Keys are as opaque as channels, and a plain Publish keeps nothing.
+	mustKeep(t, a, "news.*", []byte("kept"), ttl)
+	for _, ch := range []string{"news.sport", "news", "K", "k2"} {
+		if data, _, ok := mustLast(t, b, ch); ok {
+			t.Errorf("Last(%q) = %q, want nothing kept", ch, data)
+		}
+	}
+	mustPublish(t, a, "plain", []byte("not kept"))
+	if data, _, ok := mustLast(t, b, "plain"); ok {
+		t.Errorf("Last after a plain Publish = %q, want nothing kept", data)
+	}
+
+	// Names an engine might mangle when it builds keys from them.
+	for _, ch := range []string{"", "}", "{x}", "a\x00b", "é世"} {
+		mustSubscribe(t, b, ch)
+		mustKeep(t, a, ch, []byte("kept on "+ch), ttl)
+		if data, _, ok := mustLast(t, b, ch); !ok || string(data) != "kept on "+ch {
+			t.Errorf("Last(%q) = %q ok=%v, want %q", ch, data, ok, "kept on "+ch)
+		}
+		rb.waitFor(t, fmt.Sprintf("the kept message on %q", ch), func(ms []message) bool {
+			return count(ms, ch, []byte("kept on "+ch)) == 1
+		})
+	}
+}
+
+// testKeepExpiry: a kept message is gone once its ttl is over, not before.
+func testKeepExpiry(t *testing.T, c *cluster) {
+	const ttl = 300 * time.Millisecond
+	a, _ := c.node("a")
+	b, _ := c.node("b")
+	start := time.Now()
+	mustKeep(t, a, "e", []byte("short"), ttl)
+	data, left, ok := mustLast(t, b, "e")
+	switch {
+	case ok && (string(data) != "short" || left <= 0 || left > ttl):
+		t.Errorf("Last: %q with ttl %v, want %q within (0, %v]", data, left, "short", ttl)
+	case !ok && time.Since(start) < ttl:
+		t.Errorf("kept message gone %v after PublishKeep, before its ttl %v", time.Since(start), ttl)
+	}
+	for {
+		_, _, ok := mustLast(t, b, "e")
+		if !ok {
+			if since := time.Since(start); since < ttl {
+				t.Errorf("kept message gone %v after PublishKeep, before its ttl %v", since, ttl)
+			}
+			break
+		}
+		if time.Since(start) > ttl+Timeout {
+			t.Fatalf("kept message still there %v after PublishKeep with ttl %v", time.Since(start), ttl)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, _, ok := mustLast(t, a, "e"); ok {
+		t.Errorf("expired message still readable from the publishing node")
+	}
+}
+
+// testStats: the counters count what the contract says, and Subscriptions follows
+// Subscribe and Unsubscribe, duplicates aside.
+func testStats(t *testing.T, c *cluster) {
+	ctx := context.Background()
+	a, ra := c.node("a")
+	b, rb := c.node("b")
+	first := a.Stats()
+	if first.Engine == "" || !first.Up || first.Subscriptions != 0 || first.Published != 0 || first.Received != 0 {
+		t.Errorf("Stats of a new node: %+v, want a named engine, up, and zero counters", first)
+	}
+
+	mustSubscribe(t, b, "x", "y")
+	if err := b.Subscribe(ctx, "x", "x", "y"); err != nil {
+		t.Fatal(err)
+	}
+	if n := b.Stats().Subscriptions; n != 2 {
+		t.Errorf("Subscriptions after subscribing x, y and x, x, y again: %d, want 2", n)
+	}
+	if err := b.Unsubscribe(ctx, "y", "never", "y"); err != nil {
+		t.Fatal(err)
+	}
+	if n := b.Stats().Subscriptions; n != 1 {
+		t.Errorf("Subscriptions after unsubscribing y and an unknown channel: %d, want 1", n)
+	}
+
+	for i := range 3 {
+		mustPublish(t, a, "x", []byte(strconv.Itoa(i)))
+	}
+	mustPublish(t, a, "nobody", []byte("published all the same"))
+	mustKeep(t, a, "x", []byte("kept"), time.Minute)
+	if err := a.PublishControl(ctx, []byte("control")); err != nil {
+		t.Fatal(err)
+	}
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	_ = a.Publish(cancelled, "x", []byte("failed"))
+	_ = a.PublishControl(cancelled, []byte("failed"))
+	_ = a.PublishKeep(cancelled, "x", []byte("failed"), time.Minute)
+
+	rb.waitCount(t, "x", 4)
+	for _, r := range []*recorder{ra, rb} {
+		r.waitControl(t, "the control message", func(ms [][]byte) bool { return len(ms) == 1 })
+	}
+	if got := a.Stats(); got.Published != 6 || got.Received != 1 {
+		t.Errorf("publisher's Stats: %+v, want 6 published (3 on x, 1 on nobody, 1 kept, 1 control) and 1 received (control)", got)
+	}
+	if got := b.Stats(); got.Received != 5 || got.Published != 0 || got.Subscriptions != 1 || !got.Up {
+		t.Errorf("subscriber's Stats: %+v, want up, 1 subscription, 5 received (3 on x, 1 kept, 1 control), 0 published", got)
+	}
+	if a.Stats().Engine != first.Engine || b.Stats().Engine != first.Engine {
+		t.Errorf("Engine changed: %q, then %q and %q", first.Engine, a.Stats().Engine, b.Stats().Engine)
+	}
+}
+
+// testVariadic: one Subscribe or Unsubscribe call takes many channels (more than an
+// engine would put in one command), duplicates, or none.
+func testVariadic(t *testing.T, c *cluster) {
+	const n = 1500
+	ctx := context.Background()
+	a, _ := c.node("a")
+	b, rb := c.node("b")
+	chs := make([]string, n)
+	for i := range chs {
+		chs[i] = "v-" + strconv.Itoa(i)
+	}
+	if err := b.Subscribe(ctx); err != nil {
+		t.Errorf("Subscribe of no channel: %v", err)
+	}
+	if err := b.Unsubscribe(ctx); err != nil {
+		t.Errorf("Unsubscribe of no channel: %v", err)
+	}
+	if err := b.Subscribe(ctx, slices.Concat(chs, []string{chs[0], "marker"})...); err != nil {
+		t.Fatalf("Subscribe of %d channels: %v", n+2, err)
+	}
+	if got := b.Stats().Subscriptions; got != n+1 {
+		t.Errorf("Subscriptions: %d, want %d", got, n+1)
+	}
+	for _, ch := range chs {
+		mustPublish(t, a, ch, []byte("first"))
+	}
+	rb.waitFor(t, "one message on each channel", func(ms []message) bool { return len(ms) >= n })
+	for _, ch := range []string{chs[0], chs[n/2], chs[n-1]} {
+		exactlyOnce(t, rb, ch, []byte("first"))
+	}
+
+	// Unsubscribe all but the last 100, with duplicates, in one call.
+	if err := b.Unsubscribe(ctx, slices.Concat(chs[:n-100], []string{chs[0], "never"})...); err != nil {
+		t.Fatalf("Unsubscribe of %d channels: %v", n-100, err)
+	}
+	if got := b.Stats().Subscriptions; got != 101 {
+		t.Errorf("Subscriptions: %d, want 101", got)
+	}
+	for _, ch := range chs {
+		mustPublish(t, a, ch, []byte("second"))
+	}
+	c.barrier(a, rb, "marker")
+	rb.waitFor(t, "the second message on the channels kept", func(ms []message) bool {
+		return count(ms, chs[n-1], []byte("second")) == 1
+	})
+	rb.mu.Lock()
+	got := 0
+	for _, m := range rb.msgs {
+		if string(m.data) != "second" {
+			continue
+		}
+		if i, _ := strconv.Atoi(strings.TrimPrefix(m.channel, "v-")); i < n-100 {
+			t.Errorf("received on %q after unsubscribing it", m.channel)
+		}
+		got++
+	}
+	rb.mu.Unlock()
+	if got != 100 {
+		t.Errorf("%d second messages, want 100", got)
+	}
 }

@@ -1,0 +1,197 @@
+package presence
+
+import "github.com/redis/go-redis/v9"
+
+// The Lua scripts of the Redis engine. Each one touches the keys of one hash slot only
+// (every key it names is in KEYS), so that they run unchanged on a Redis Cluster. Times
+// come from redis.call('TIME'), never from a node, so that node clocks do not matter;
+// Redis 7 replicates a script's effects, which makes TIME allowed before writes.
+//
+// A connection entry is owner name + "\n" + user id. Numbers handed to redis.call are
+// small integers (counts, times in ms), which Lua formats without an exponent.
+
+// nowMS is the Lua prelude that sets now to the server's time in milliseconds.
+const nowMS = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+`
+
+// Add codes, as addScript returns them.
+const (
+	addFull     = -1 // a new user in a full channel: nothing recorded
+	addOwned    = 0  // the connection is already this node's: nothing changed
+	addTakeover = 1  // the connection was another name's and is now this node's
+	addFirst    = 2  // recorded; the user was absent
+	addMore     = 3  // recorded; the user was present
+)
+
+// addScript records a connection.
+// KEYS: users, conns, counts of the channel. ARGV: conn, user, info, max, name.
+var addScript = redis.NewScript(`
+local owner = redis.call('HGET', KEYS[2], ARGV[1])
+if owner then
+  local nl = string.find(owner, '\n', 1, true) or (#owner + 1)
+  if string.sub(owner, 1, nl - 1) == ARGV[5] then return 0 end
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[5] .. string.sub(owner, nl))
+  return 1
+end
+local present = redis.call('HEXISTS', KEYS[1], ARGV[2]) == 1
+if not present then
+  local max = tonumber(ARGV[4])
+  if max > 0 and redis.call('HLEN', KEYS[1]) >= max then return -1 end
+  redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[5] .. '\n' .. ARGV[2])
+redis.call('HINCRBY', KEYS[3], ARGV[2], 1)
+if present then return 3 end
+return 2
+`)
+
+// Remove codes, as removeScript returns them (with the removed entry's owner name).
+const (
+	removeUnknown = 0 // no such connection of that user; the user is present
+	removeLast    = 1 // removed; the user has no connection left
+	removeMore    = 2 // removed; the user has other connections
+	removeAbsent  = 3 // no such connection, and the user is not in the channel
+)
+
+// removeScript forgets a connection of a user.
+// KEYS: users, conns, counts of the channel. ARGV: conn, user.
+var removeScript = redis.NewScript(`
+local owner = redis.call('HGET', KEYS[2], ARGV[1])
+local nl = owner and string.find(owner, '\n', 1, true)
+if not nl or string.sub(owner, nl + 1) ~= ARGV[2] then
+  if redis.call('HEXISTS', KEYS[1], ARGV[2]) == 1 then return {0, ''} end
+  return {3, ''}
+end
+local name = string.sub(owner, 1, nl - 1)
+redis.call('HDEL', KEYS[2], ARGV[1])
+if redis.call('HINCRBY', KEYS[3], ARGV[2], -1) > 0 then return {2, name} end
+redis.call('HDEL', KEYS[3], ARGV[2])
+redis.call('HDEL', KEYS[1], ARGV[2])
+return {1, name}
+`)
+
+// cleanChannelScript removes every connection of a dead node name from one channel and
+// returns the users left with none. Running it again finds nothing.
+// KEYS: users, conns, counts of the channel. ARGV: name.
+var cleanChannelScript = redis.NewScript(`
+local all = redis.call('HGETALL', KEYS[2])
+local p = ARGV[1] .. '\n'
+local gone = {}
+for i = 1, #all, 2 do
+  local v = all[i + 1]
+  if string.sub(v, 1, #p) == p then
+    local user = string.sub(v, #p + 1)
+    redis.call('HDEL', KEYS[2], all[i])
+    if redis.call('HINCRBY', KEYS[3], user, -1) <= 0 then
+      redis.call('HDEL', KEYS[3], user)
+      redis.call('HDEL', KEYS[1], user)
+      gone[#gone + 1] = user
+    end
+  end
+end
+return gone
+`)
+
+// setSubsScript sets a node's counts for channels of one app and moves the totals by
+// the differences. It returns channel, 1|0 pairs: the totals that went from zero to more
+// (1) or back to zero (0). Atomic per call, so each transition has exactly one reporter.
+// KEYS: totals of the app, the node's counts for the app. ARGV: channel, count, ...
+var setSubsScript = redis.NewScript(`
+local out = {}
+for i = 1, #ARGV, 2 do
+  local ch = ARGV[i]
+  local n = tonumber(ARGV[i + 1])
+  local old = tonumber(redis.call('HGET', KEYS[2], ch) or '0')
+  if n ~= old then
+    if n == 0 then redis.call('HDEL', KEYS[2], ch) else redis.call('HSET', KEYS[2], ch, ARGV[i + 1]) end
+    local after = redis.call('HINCRBY', KEYS[1], ch, n - old)
+    local before = after - (n - old)
+    if after <= 0 then redis.call('HDEL', KEYS[1], ch) end
+    if before <= 0 and after > 0 then
+      out[#out + 1] = ch
+      out[#out + 1] = 1
+    elseif before > 0 and after <= 0 then
+      out[#out + 1] = ch
+      out[#out + 1] = 0
+    end
+  end
+end
+return out
+`)
+
+// cleanAppScript takes a dead node's counts for one app out of the totals, deletes
+// them, and returns the channels whose total went to zero. Running it again finds
+// nothing.
+// KEYS: totals of the app, the dead node's counts for the app.
+var cleanAppScript = redis.NewScript(`
+local all = redis.call('HGETALL', KEYS[2])
+local out = {}
+for i = 1, #all, 2 do
+  local n = tonumber(all[i + 1])
+  local after = redis.call('HINCRBY', KEYS[1], all[i], -n)
+  if after <= 0 then
+    redis.call('HDEL', KEYS[1], all[i])
+    if after + n > 0 then out[#out + 1] = all[i] end
+  end
+end
+redis.call('DEL', KEYS[2])
+return out
+`)
+
+// registerScript adds a node name to the registry with a lease, unless (force not "1")
+// a live node already has the same id.
+// KEYS: nodes. ARGV: name, lease ms, id prefix ("<id>-"), force.
+// Returns {1, now, holder, holder expiry, live names...} when registered (holder is ""
+// unless forced over a live node of the same id) or {0, now, holder, holder expiry}.
+var registerScript = redis.NewScript(nowMS + `
+local live = redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf', 'WITHSCORES')
+local p = ARGV[3]
+local holder, expiry = '', '0'
+for i = 1, #live, 2 do
+  if live[i] ~= ARGV[1] and string.sub(live[i], 1, #p) == p then
+    holder, expiry = live[i], live[i + 1]
+    if ARGV[4] ~= '1' then return {0, now, holder, expiry} end
+  end
+end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+local out = {1, now, holder, expiry}
+for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')) do out[#out + 1] = m end
+return out
+`)
+
+// renewScript extends a node's lease, drops pch members it no longer needs, and lists
+// the live nodes. It returns {0} when the node's name is no longer registered (it was
+// taken for dead, or Redis lost its data): the node must not renew a name that others
+// may be cleaning, and takes a new one.
+// KEYS: nodes, the node's pch set. ARGV: name, lease ms, pch members to drop...
+var renewScript = redis.NewScript(nowMS + `
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return {0} end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+for i = 3, #ARGV do redis.call('SREM', KEYS[2], ARGV[i]) end
+local out = {1}
+for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')) do out[#out + 1] = m end
+return out
+`)
+
+// claimScript moves dead nodes (lease run out) from the registry to the claims, and
+// renews claims that ran out (their sweeper died), so that exactly one caller cleans
+// each. The caller's own name is never claimed by itself: a late renewal still saves it.
+// KEYS: nodes, claims. ARGV: own name, claim ms, limit.
+var claimScript = redis.NewScript(nowMS + `
+local until_ = now + tonumber(ARGV[2])
+local out = {}
+for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. now, 'LIMIT', 0, tonumber(ARGV[3]))) do
+  if m ~= ARGV[1] then
+    redis.call('ZREM', KEYS[1], m)
+    redis.call('ZADD', KEYS[2], until_, m)
+    out[#out + 1] = m
+  end
+end
+for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. now, 'LIMIT', 0, tonumber(ARGV[3]))) do
+  redis.call('ZADD', KEYS[2], until_, m)
+  out[#out + 1] = m
+end
+return out
+`)
