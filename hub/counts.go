@@ -16,6 +16,10 @@ import (
 // retryEvery until the store takes it. After the store's reset (it lost this node's
 // share), every channel is reported again.
 //
+// Reports are at least countsEvery apart, so that a node ramping up thousands of
+// subscriptions a second costs the store about ten calls a second, not one per batch
+// that a fast store would take; a query that waits (settle) cuts the wait short.
+//
 // settle gives the HTTP API read-your-writes on one node: a query first waits (briefly)
 // until the changes made before it on this node are reported.
 type countSync struct {
@@ -28,11 +32,13 @@ type countSync struct {
 	settled chan struct{}                     // closed and replaced when flushed advances
 	closed  bool
 
-	wake chan struct{} // capacity 1
-	done chan struct{} // closed when run returns
+	wake  chan struct{} // capacity 1
+	hurry chan struct{} // capacity 1: a query waits, report now
+	done  chan struct{} // closed when run returns
 }
 
 const (
+	countsEvery      = 100 * time.Millisecond
 	countsRetryEvery = time.Second
 	countsChunk      = 1000 // channels per SetSubscriptions call
 	settleTimeout    = time.Second
@@ -44,6 +50,7 @@ func newCountSync(h *Hub) *countSync {
 		dirty:   make(map[*appState]map[string]struct{}),
 		settled: make(chan struct{}),
 		wake:    make(chan struct{}, 1),
+		hurry:   make(chan struct{}, 1),
 		done:    make(chan struct{}),
 	}
 	go s.run()
@@ -96,6 +103,12 @@ func (s *countSync) settle(ctx context.Context) {
 	defer cancel()
 	s.mu.Lock()
 	target := s.marked
+	if s.flushed < target {
+		select {
+		case s.hurry <- struct{}{}:
+		default:
+		}
+	}
 	for s.flushed < target && !s.closed {
 		ch := s.settled
 		s.mu.Unlock()
@@ -134,6 +147,9 @@ func (s *countSync) run() {
 			}
 			s.mu.Unlock()
 			if ok {
+				if !closed {
+					s.pause(countsEvery)
+				}
 				continue
 			}
 			if closed {
@@ -153,6 +169,17 @@ func (s *countSync) run() {
 			return
 		}
 		<-s.wake
+	}
+}
+
+// pause waits d, or less if a query is waiting or the hub is shutting down.
+func (s *countSync) pause(d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-s.hurry:
+	case <-s.h.base.Done():
 	}
 }
 

@@ -84,7 +84,7 @@
 //
 // Locks, in the order they may be taken: an index shard's mutex, then a channel's mu.
 // userTable, brokerSubs, countSync and appStats have leaf locks that are never held
-// while taking another.
+// while taking another (countSync's is taken under a channel's mu, by activate).
 //
 // # Invariants
 //

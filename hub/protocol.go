@@ -166,7 +166,13 @@ func (h *Hub) subscribe(c *client, d *subscribeData) {
 	case ch.cache:
 		h.joinCache(c, s)
 	case ch.ready.Load():
-		h.activate(c, s, nil, nil)
+		// On the loop: the confirmation is written before the loop runs any fan-out
+		// that the new member is part of.
+		ch.mu.Lock()
+		ch.addLocked(s)
+		ch.mu.Unlock()
+		h.counts.mark(ch) // before the client hears of it: a query it makes then counts it
+		h.sendSubscribed(c, s, nil, nil)
 	default:
 		// The node is not subscribed to this channel in the broker yet: confirm to
 		// the client only once messages will reach this node.
@@ -247,9 +253,9 @@ func (h *Hub) activate(c *client, s *subscription, presenceData, cached []byte) 
 		return
 	}
 	ch.addLocked(s)
+	h.counts.mark(ch) // before the client hears of it: a query it makes then counts it
 	h.srv.Do(c.conn, func() { h.sendSubscribed(c, s, presenceData, cached) })
 	ch.mu.Unlock()
-	h.counts.mark(ch)
 }
 
 // sendSubscribed sends subscription_succeeded and, on cache channels, the cached event
