@@ -242,7 +242,7 @@ func (h *Hub) Draining() bool { return h.closed.Load() }
 // queued broker and presence work (member_removed for the users who left, the last
 // subscription counts) and closes the broker and the store. When ctx ends first, the
 // remaining work is abandoned: a cluster's other nodes clean up after this one when its
-// lease runs out.
+// lease runs out. Only the transport's error is returned; the engines' are logged.
 func (h *Hub) Shutdown(ctx context.Context) error {
 	var err error
 	h.shutdownOnce.Do(func() {
@@ -253,7 +253,14 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 		h.ops.close()
 		h.bsubs.close()
 		h.counts.close()
-		err = errors.Join(err, h.broker.Close(ctx), h.presence.Close(ctx))
+		// An engine that cannot say goodbye (Redis down) is no reason to fail the
+		// shutdown: the node's lease runs out and the cluster cleans up after it.
+		if cerr := h.broker.Close(ctx); cerr != nil {
+			h.log.Warn("closing the broker", "err", cerr)
+		}
+		if cerr := h.presence.Close(ctx); cerr != nil {
+			h.log.Warn("closing the presence store; the cluster cleans up when this node's lease runs out", "err", cerr)
+		}
 		h.cancelBase()
 	})
 	return err

@@ -99,7 +99,11 @@ func (h *Hub) joinPresence(c *client, s *subscription) {
 			fail("ServiceUnavailable", "presence store unavailable", 503)
 			return
 		}
-		h.activate(c, s, presenceData(members), nil)
+		var cached []byte
+		if ch.cache {
+			cached = h.lastFrame(ctx, ch)
+		}
+		h.activate(c, s, presenceData(members), cached)
 		if first {
 			h.publishMember(a, ch.key, memberAddedJSON(ch.name, m.Member), h.nodeID, c.conn.ID())
 		}
@@ -172,12 +176,23 @@ func (h *Hub) HandleDepartures(deps []presence.Departure) {
 	}
 }
 
+// resetGrace delays the re-adds after a reset. The node that cleaned up after this one
+// publishes member_removed for its users just after the cleaning; a member_added sent
+// before that reaches the clients would be undone by it.
+const resetGrace = time.Second
+
 // HandleReset adds this node's live presence members to the store again, and reports
-// every subscription count again, after the store lost them. Users that the cluster
-// thought gone get member_added again.
+// every subscription count again, after the store lost them. Users the cluster thought
+// gone are announced again with member_added, to every connection: the member_removed
+// that the cluster sent reached this node's clients too, the users' own included.
 func (h *Hub) HandleReset() {
 	h.log.Warn("the presence store lost this node's entries (it was taken for dead, or lost its data): adding them again")
 	h.counts.markAll()
+	time.AfterFunc(resetGrace, h.reassertAll)
+}
+
+// reassertAll queues the re-add of every live presence subscription.
+func (h *Hub) reassertAll() {
 	for _, a := range h.appsByID {
 		var chans []*channel
 		h.index.each(a, func(ch *channel) {
@@ -212,7 +227,7 @@ func (h *Hub) reassert(a *appState, s *subscription) {
 		return
 	}
 	if first {
-		h.publishMember(a, s.ch.key, memberAddedJSON(s.ch.name, m.Member), h.nodeID, s.c.conn.ID())
+		h.publishMember(a, s.ch.key, memberAddedJSON(s.ch.name, m.Member), 0, 0)
 	}
 }
 

@@ -225,20 +225,25 @@ func (h *Hub) joinCache(c *client, s *subscription) {
 			h.srv.Do(c.conn, func() { h.failSubscribe(c, s, "ServiceUnavailable", "broker unavailable", 503) })
 			return
 		}
-		var frame []byte
-		env, _, found, err := h.broker.Last(ctx, ch.key)
-		switch {
-		case err != nil:
-			// Unknown: the client hears cache_miss and fetches the state itself.
-			h.metrics.brokerError()
-		case found && len(env) > envHeader && env[0] == envVersion:
-			frame = env[envHeader:]
-		}
-		h.activate(c, s, nil, frame)
+		h.activate(c, s, nil, h.lastFrame(ctx, ch))
 	})
 	if !ok {
 		h.failSubscribe(c, s, "ServiceUnavailable", "server busy, retry later", 503)
 	}
+}
+
+// lastFrame is the frame of a cache channel's last event, or nil for none (ops
+// goroutine). When the broker cannot tell, the client hears cache_miss and fetches the
+// state itself.
+func (h *Hub) lastFrame(ctx context.Context, ch *channel) []byte {
+	env, _, found, err := h.broker.Last(ctx, ch.key)
+	switch {
+	case err != nil:
+		h.metrics.brokerError()
+	case found && len(env) > envHeader && env[0] == envVersion:
+		return env[envHeader:]
+	}
+	return nil
 }
 
 // activate adds c to ch's recipients and has c's loop send the confirmation (and, on a

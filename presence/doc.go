@@ -28,6 +28,7 @@
 //
 //	P:{nodes}                ZSET node name → lease expiry (ms, Redis server time)
 //	P:{nodes}:claims         ZSET dead node name → claim expiry, while a sweeper cleans it
+//	P:{nodes}:claimers       HASH dead node name → the id of the node that claimed it
 //	P:{nodes}:pch:<name>     SET  "K#<generation>": presence channels where the node may have entries
 //	P:{nodes}:apps:<name>    SET  apps the node reported counts for
 //	P:p:{K}:u                HASH user → info JSON ("" for none); HLEN is Count, O(1)
@@ -79,7 +80,9 @@
 //     cleaning the old name does not delete what the hub re-asserted.
 //   - Sweep, every min(1 s, Lease/4) with jitter: one script moves the nodes whose lease
 //     ran out (and claims whose sweeper died, after 30 s) into the claims, so that
-//     exactly one node claims each. The claimer runs one script per channel of the dead
+//     exactly one node claims each; it also hands a node back the claims it holds
+//     without knowing (its call timed out while Redis was frozen, and Redis ran it
+//     when it woke up), which would otherwise wait the 30 s. The claimer runs one script per channel of the dead
 //     node's pch set (its connections removed, user counts fixed, users left with none
 //     collected) and one per app of its apps set (its counts taken out of the totals;
 //     the channels this vacates are logged at debug level), deletes its sets and the

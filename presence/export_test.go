@@ -43,3 +43,11 @@ func NewWarnLimiter(log *slog.Logger, every time.Duration, now func() time.Time)
 }
 
 func (w WarnLimiter) Warn(kind, msg string, args ...any) { w.w.warn(kind, msg, args...) }
+
+// ClaimLostReply runs s's claim script as its sweeper would, and drops the reply, as a
+// call that timed out while Redis was frozen and ran when Redis woke up: s holds the
+// claims without knowing.
+func (s *Redis) ClaimLostReply() error {
+	return claimScript.Run(context.Background(), s.client, []string{s.keyNodes, s.keyClaims, s.keyClaimers},
+		s.Name(), claimTTL.Milliseconds(), claimLimit, s.id).Err()
+}

@@ -61,7 +61,7 @@ type Redis struct {
 	log       *slog.Logger
 	warn      *warnLimiter
 
-	keyNodes, keyClaims string
+	keyNodes, keyClaims, keyClaimers string
 
 	base       context.Context // of the background calls; cancelled by shutdown
 	cancelBase context.CancelFunc
@@ -167,6 +167,7 @@ func NewRedis(ctx context.Context, cfg RedisConfig, h Handler) (*Redis, error) {
 	s.base, s.cancelBase = context.WithCancel(context.Background())
 	s.keyNodes = s.prefix + ":{nodes}"
 	s.keyClaims = s.keyNodes + ":claims"
+	s.keyClaimers = s.keyNodes + ":claimers"
 
 	s.inc = time.Now().UnixMicro()
 	name := s.nameOf(s.inc)

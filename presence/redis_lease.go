@@ -206,8 +206,8 @@ func (s *Redis) sweepLoop() {
 // them, and the ones whose cleaning failed earlier.
 func (s *Redis) sweep() {
 	ctx, cancel := s.opCtx()
-	claimed, err := claimScript.Run(ctx, s.client, []string{s.keyNodes, s.keyClaims},
-		s.Name(), claimTTL.Milliseconds(), claimLimit).StringSlice()
+	claimed, err := claimScript.Run(ctx, s.client, []string{s.keyNodes, s.keyClaims, s.keyClaimers},
+		s.Name(), claimTTL.Milliseconds(), claimLimit, s.id).StringSlice()
 	cancel()
 	if err != nil {
 		if !s.stopping() {
@@ -284,6 +284,7 @@ func (s *Redis) clean(dead string) bool {
 	pipe := s.client.Pipeline()
 	pipe.Del(ctx, s.pchKey(dead), s.appsKey(dead))
 	pipe.ZRem(ctx, s.keyClaims, dead)
+	pipe.HDel(ctx, s.keyClaimers, dead)
 	if _, err := pipe.Exec(ctx); err != nil {
 		s.warn.warn("clean", "presence: cleaning a dead node failed", "node", dead, "err", err)
 		return false

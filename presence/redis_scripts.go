@@ -177,21 +177,35 @@ return out
 
 // claimScript moves dead nodes (lease run out) from the registry to the claims, and
 // renews claims that ran out (their sweeper died), so that exactly one caller cleans
-// each. The caller's own name is never claimed by itself: a late renewal still saves it.
-// KEYS: nodes, claims. ARGV: own name, claim ms, limit.
+// each; the claimers hash records who holds each claim, by node id (which, unlike the
+// name, survives a re-registration). It also returns the claims the caller already
+// holds: a claim whose reply was lost (the call timed out while Redis was frozen, and
+// Redis ran it when it woke up) would otherwise wait claimTTL for another sweeper. The
+// caller's own name is never claimed by itself: a late renewal still saves it.
+// KEYS: nodes, claims, claimers. ARGV: own name, claim ms, limit, own id.
 var claimScript = redis.NewScript(nowMS + `
 local until_ = now + tonumber(ARGV[2])
-local out = {}
-for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. now, 'LIMIT', 0, tonumber(ARGV[3]))) do
-  if m ~= ARGV[1] then
-    redis.call('ZREM', KEYS[1], m)
-    redis.call('ZADD', KEYS[2], until_, m)
+local out, seen = {}, {}
+local function claim(m)
+  redis.call('ZADD', KEYS[2], until_, m)
+  redis.call('HSET', KEYS[3], m, ARGV[4])
+  if not seen[m] then
+    seen[m] = true
     out[#out + 1] = m
   end
 end
+for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. now, 'LIMIT', 0, tonumber(ARGV[3]))) do
+  if m ~= ARGV[1] then
+    redis.call('ZREM', KEYS[1], m)
+    claim(m)
+  end
+end
 for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. now, 'LIMIT', 0, tonumber(ARGV[3]))) do
-  redis.call('ZADD', KEYS[2], until_, m)
-  out[#out + 1] = m
+  claim(m)
+end
+local held = redis.call('HGETALL', KEYS[3])
+for i = 1, #held, 2 do
+  if held[i + 1] == ARGV[4] and redis.call('ZSCORE', KEYS[2], held[i]) then claim(held[i]) end
 end
 return out
 `)

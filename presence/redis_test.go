@@ -314,6 +314,28 @@ func TestRedisFrozenNodeSwept(t *testing.T) {
 	mustSubs(t, b, "app", "x", 1)
 }
 
+// TestRedisLostClaimReply: a claim whose reply the sweeper never got (Redis ran the call
+// after it timed out) is cleaned by that sweeper's next sweep, not 30 s later when the
+// claim runs out.
+func TestRedisLostClaimReply(t *testing.T) {
+	t.Parallel()
+	e := sharedEnv(t)
+	ha, hb := &handler{}, &handler{}
+	a, b := e.node(1, ha), e.node(2, hb)
+	mustAdd(t, a, "room", "a1", "alice", true)
+	b.PauseLoops()
+	a.Kill()
+	time.Sleep(testLease + 200*time.Millisecond) // a's lease runs out; nobody sweeps
+	if err := b.ClaimLostReply(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	b.ResumeLoops()
+	waitDepartures(t, 3*time.Second, []presence.Departure{{Channel: "room", UserID: "alice"}}, hb)
+	t.Logf("cleaned %v after the sweeper resumed", time.Since(start).Round(time.Millisecond))
+	mustCount(t, b, "room", 0)
+}
+
 // TestRedisReassertWinsOverRacingSweep: a sweeper that claimed a frozen node's old name
 // cleans it only after the node has re-Added its connections under its new name; the
 // re-Added entries survive, and nobody is reported gone.

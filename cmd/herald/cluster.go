@@ -105,8 +105,20 @@ func tuneRedis(ctxTimeout *bool, maxRetries *int, dial, read, write *time.Durati
 	}
 }
 
+// redisLogger sends go-redis's own log lines (a failed dial, twice a second while Redis
+// is down) to the node's logger at debug level: the engines report outages themselves,
+// once, and go-redis would otherwise write to stderr past the log format and level.
+type redisLogger struct{ log *slog.Logger }
+
+func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	if l.log.Enabled(ctx, slog.LevelDebug) {
+		l.log.Debug("go-redis: " + fmt.Sprintf(format, v...))
+	}
+}
+
 // useRedis makes the hub build its presence store and broker on rc.
 func (o *options) useRedis(cfg *hub.Config, rc redis.UniversalClient, log *slog.Logger) {
+	redis.SetLogger(redisLogger{log})
 	cfg.NewPresence = func(id uint32, h presence.Handler) (presence.Store, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), redisStartTimeout)
 		defer cancel()
