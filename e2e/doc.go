@@ -11,12 +11,15 @@
 // apps.json, starts herald as a child process on free loopback ports (its output goes
 // to the test log), waits for its "serving" line and runs each js/*.test.mjs file with
 // `node --test` as one subtest. The JS side learns where herald is from the environment:
-// HERALD_HOST, HERALD_PORT, HERALD_ADMIN, HERALD_PID, APP_ID/APP_KEY/APP_SECRET and
+// HERALD_HOST, HERALD_PORT, HERALD_ADMIN, HERALD_PID (the first node), HERALD_NODES
+// (every node: a JSON array of {host, port, admin, pid}), APP_ID/APP_KEY/APP_SECRET and
 // APP2_* and APP3_* (more apps, for isolation and per-app limits), E2E_MAX_CONNECTIONS and
-// E2E_ACTIVITY_TIMEOUT for the instance started with those flags.
+// E2E_ACTIVITY_TIMEOUT for the instance started with those flags, and for the cluster
+// instances E2E_CONTROL (the control server) and E2E_NODE_LEASE_MS (--node-lease).
 //
-// Three herald instances, each with its own files (TestPusherJS, TestLimits and
-// TestDrain, run in parallel; the files of one instance run one after another):
+// Six instances, each with its own files (TestPusherJS, TestLimits, TestDrain,
+// TestCluster, TestClusterOnRedisCluster and TestClusterFailures, run in parallel; the
+// files of one instance run one after another):
 //
 //	main    apps.json with three apps: the first with client events and the default
 //	        limits, the second with max_presence_members 3, the third with
@@ -26,14 +29,34 @@
 //	        --activity-timeout 2s                                     limits
 //	drain   the test sends SIGTERM itself and expects close 4200;     drain
 //	        the harness then expects exit status 0
+//	cluster three nodes (cluster_test.go) with the main app, joined   cluster
+//	        through a redis-server of the instance's own (--redis,
+//	        --node-lease 3s, --redis-prefix)
+//	rcluster three nodes joined through a 3-master Redis Cluster      cluster
+//	        (--redis-cluster: sharded pub/sub, keys over the shards)
+//	failures three more nodes and a Redis of their own, which the     cluster_failures
+//	        file freezes, kills and restarts; it kills -9 node 3 and
+//	        stops node 2 (SIGSTOP) for longer than the lease
+//
+// The JS files pick a node with connect({node: n}), sdk({node: n}), stats(n) and
+// admin(path, n) (nodes are numbered from 1; 1 is the default). A cluster instance also
+// runs a small HTTP control server on 127.0.0.1 through which its files act on the
+// processes the Go side owns (lib.mjs control()): kill -9, stop (SIGSTOP) or resume a
+// node; kill, restart, freeze (SIGSTOP) or thaw the Redis; CLIENT KILL TYPE pubsub. Every
+// process is started and stopped by the Go test by its PID; the Redis and the nodes are
+// thawed (the Redis restarted) before the nodes are stopped, whatever state a failed
+// test left them in. cluster_failures.test.mjs prints the figures it measures
+// ("measured: ..." lines in the test log).
 //
 // TestEveryFileRuns fails if a js/*.test.mjs file is not assigned to an instance.
 //
 // Every instance is stopped with SIGTERM (SIGKILL after a grace period) and must exit
-// with status 0 and without a data race report on its stderr.
+// with status 0 and without a data race report on its stderr; a node a test killed on
+// purpose is only checked for data races and panics.
 //
-// Requirements: node ≥ 20.14 on PATH (for --test-force-exit) and e2e/js/node_modules, which `make test` installs
-// with `npm ci --prefix e2e/js`. Without node_modules the tests fail (they do not skip):
+// Requirements: node ≥ 20.14 on PATH (for --test-force-exit), redis-server on PATH (for
+// the cluster instances) and e2e/js/node_modules, which `make test` installs with
+// `npm ci --prefix e2e/js`. Without node_modules the tests fail (they do not skip):
 // a suite that silently skips is a suite that does not run. To run one file by hand
 // against a herald you started yourself:
 //

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -52,6 +53,21 @@ func appEnv(prefix string, a app) []string {
 	return []string{prefix + "_ID=" + a.ID, prefix + "_KEY=" + a.Key, prefix + "_SECRET=" + a.Secret}
 }
 
+// writeApps writes an apps.json with these apps into a temporary directory of the test
+// and returns its path, for --config.
+func writeApps(t *testing.T, apps ...app) string {
+	t.Helper()
+	b, err := json.Marshal(map[string][]app{"apps": apps})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(t.TempDir(), "apps.json")
+	if err := os.WriteFile(cfg, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
 // The test files, by the herald instance they run against.
 var (
 	mainFiles = []string{
@@ -65,6 +81,9 @@ var (
 	}
 	limitsFile = "limits.test.mjs"
 	drainFile  = "drain.test.mjs"
+	// cluster_test.go: each against a cluster of its own.
+	clusterFile         = "cluster.test.mjs"
+	clusterFailuresFile = "cluster_failures.test.mjs"
 )
 
 func TestMain(m *testing.M) {
@@ -82,7 +101,7 @@ func TestEveryFileRuns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	assigned := map[string]bool{limitsFile: true, drainFile: true}
+	assigned := map[string]bool{limitsFile: true, drainFile: true, clusterFile: true, clusterFailuresFile: true}
 	for _, f := range mainFiles {
 		assigned[f] = true
 	}
@@ -100,22 +119,14 @@ func TestEveryFileRuns(t *testing.T) {
 // TestPusherJS runs the main files against one herald configured by apps.json.
 func TestPusherJS(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "apps.json")
-	b, err := json.Marshal(map[string][]app{"apps": {mainApp, otherApp, quotaApp}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(cfg, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfg := writeApps(t, mainApp, otherApp, quotaApp)
 	h := startHerald(t, "main", "--config", cfg)
 	env := append(appEnv("APP", mainApp), appEnv("APP2", otherApp)...)
 	env = append(env, "APP2_MAX_PRESENCE_MEMBERS="+strconv.Itoa(otherApp.MaxPresenceMembers))
 	env = append(env, appEnv("APP3", quotaApp)...)
 	env = append(env, "APP3_MAX_CONNECTIONS="+strconv.Itoa(quotaApp.MaxConnections))
 	for _, f := range mainFiles {
-		t.Run(strings.TrimSuffix(f, ".test.mjs"), func(t *testing.T) { runNode(t, h, f, env...) })
+		t.Run(strings.TrimSuffix(f, ".test.mjs"), func(t *testing.T) { runNode(t, []*herald{h}, f, env...) })
 	}
 	h.stop(t)
 }
@@ -129,7 +140,7 @@ func TestLimits(t *testing.T) {
 		"--app-id", flagApp.ID, "--app-key", flagApp.Key, "--app-secret", flagApp.Secret,
 		"--max-connections", strconv.Itoa(maxConns), "--activity-timeout", fmt.Sprintf("%ds", activity))
 	env := append(appEnv("APP", flagApp), "E2E_MAX_CONNECTIONS="+strconv.Itoa(maxConns), "E2E_ACTIVITY_TIMEOUT="+strconv.Itoa(activity))
-	t.Run("limits", func(t *testing.T) { runNode(t, h, limitsFile, env...) })
+	t.Run("limits", func(t *testing.T) { runNode(t, []*herald{h}, limitsFile, env...) })
 	h.stop(t)
 }
 
@@ -138,7 +149,7 @@ func TestLimits(t *testing.T) {
 func TestDrain(t *testing.T) {
 	t.Parallel()
 	h := startHerald(t, "drain", "--app-id", mainApp.ID, "--app-key", mainApp.Key, "--app-secret", mainApp.Secret)
-	if t.Run("drain", func(t *testing.T) { runNode(t, h, drainFile, appEnv("APP", mainApp)...) }) {
+	if t.Run("drain", func(t *testing.T) { runNode(t, []*herald{h}, drainFile, appEnv("APP", mainApp)...) }) {
 		select {
 		case <-h.exited:
 		case <-time.After(stopTimeout):
@@ -193,6 +204,7 @@ type herald struct {
 	exited      chan struct{} // closed when the process has exited
 	waitErr     error         // valid once exited is closed
 	stopOnce    sync.Once
+	killed      atomic.Bool // killed on purpose (kill): its exit status is not checked
 }
 
 // freePort returns a loopback port nobody listens on right now.
@@ -261,8 +273,17 @@ func heraldEnv() []string {
 	return env
 }
 
+// kill sends SIGKILL, as a test that crashes a node on purpose does, and waits for the
+// process to exit. stop then checks its log (data races, panics) but not its exit status.
+// It may be called from any goroutine.
+func (h *herald) kill() {
+	h.killed.Store(true)
+	_ = h.cmd.Process.Kill()
+	<-h.exited
+}
+
 // stop sends SIGTERM (SIGKILL after stopTimeout), waits for the process and checks it
-// exited with status 0 and reported no data race. It runs once.
+// exited with status 0 (unless kill killed it) and reported no data race. It runs once.
 func (h *herald) stop(t *testing.T) {
 	t.Helper()
 	h.stopOnce.Do(func() {
@@ -278,7 +299,7 @@ func (h *herald) stop(t *testing.T) {
 				<-h.exited
 			}
 		}
-		if h.waitErr != nil {
+		if h.waitErr != nil && !h.killed.Load() {
 			var ee *exec.ExitError
 			if errors.As(h.waitErr, &ee) {
 				t.Errorf("herald[%s] exited with %v, want status 0 after SIGTERM", h.name, ee.ProcessState)
@@ -337,23 +358,55 @@ func nodeBinary(t *testing.T) string {
 	return node
 }
 
-// runNode runs one test file with node's test runner against h and fails t if any test
-// in it fails. The spec reporter's output goes to the test log.
-func runNode(t *testing.T, h *herald, file string, env ...string) {
+// fileTimeout is node's --test-timeout for a file. With one process per file it bounds
+// the whole file, not only each test without a timeout of its own (every test sets
+// one): cluster_failures.test.mjs waits out two 5 s Redis outages and their recoveries.
+func fileTimeout(file string) time.Duration {
+	if file == clusterFailuresFile {
+		return 60 * time.Second
+	}
+	return 30 * time.Second
+}
+
+// runNode runs one test file with node's test runner against the herald nodes (the first
+// is the one the single-node helpers of lib.mjs use) and fails t if any test in it fails.
+// The spec reporter's output goes to the test log.
+//
+// The JS side gets the first node as HERALD_HOST, HERALD_PORT, HERALD_ADMIN and
+// HERALD_PID, and every node, in order, as HERALD_NODES: a JSON array of
+// {"host","port","admin","pid"}.
+func runNode(t *testing.T, nodes []*herald, file string, env ...string) {
 	dir := jsDir(t)
 	node := nodeBinary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), nodeTimeout)
 	defer cancel()
-	host, port, _ := net.SplitHostPort(h.addr)
+	type nodeEnv struct {
+		Host  string `json:"host"`
+		Port  int    `json:"port"`
+		Admin string `json:"admin"`
+		PID   int    `json:"pid"`
+	}
+	var all []nodeEnv
+	for _, h := range nodes {
+		host, port, _ := net.SplitHostPort(h.addr)
+		p, _ := strconv.Atoi(port)
+		all = append(all, nodeEnv{Host: host, Port: p, Admin: h.admin, PID: h.cmd.Process.Pid})
+	}
+	nodesJSON, err := json.Marshal(all)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := all[0]
 	// --test-force-exit: when herald closes a socket with a 4xxx code pusher-js calls
 	// close() on the already closed faye-websocket client, which arms a 30 s close timer
 	// that nothing clears (faye's API.close); without the flag the file would linger
 	// 30 s after its last test (measured with users.test.mjs's terminate test).
 	cmd := exec.CommandContext(ctx, node, "--test", "--test-reporter=spec", "--test-concurrency=1",
-		"--test-timeout=30000", "--test-force-exit", file)
+		"--test-timeout="+strconv.FormatInt(fileTimeout(file).Milliseconds(), 10), "--test-force-exit", file)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "NO_COLOR=1", "FORCE_COLOR=0",
-		"HERALD_HOST="+host, "HERALD_PORT="+port, "HERALD_ADMIN="+h.admin, "HERALD_PID="+strconv.Itoa(h.cmd.Process.Pid))
+		"HERALD_HOST="+first.Host, "HERALD_PORT="+strconv.Itoa(first.Port), "HERALD_ADMIN="+first.Admin,
+		"HERALD_PID="+strconv.Itoa(first.PID), "HERALD_NODES="+string(nodesJSON))
 	cmd.Env = append(cmd.Env, env...)
 	cmd.WaitDelay = 5 * time.Second
 	start := time.Now()

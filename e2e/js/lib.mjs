@@ -21,7 +21,8 @@ function need(name) {
   return v;
 }
 
-// env describes the herald under test.
+// env describes the herald under test. With a cluster (HERALD_NODES), host, port, admin
+// and pid are node 1's, and env.nodes lists every node: env.nodes[n - 1] is node n.
 export const env = {
   host: process.env.HERALD_HOST || '127.0.0.1',
   port: Number(need('HERALD_PORT')),
@@ -36,7 +37,18 @@ export const env = {
     : null,
   maxConnections: Number(process.env.E2E_MAX_CONNECTIONS || 0),
   activityTimeout: Number(process.env.E2E_ACTIVITY_TIMEOUT || 0),
+  // The cluster instances (e2e/cluster_test.go) add these.
+  control: process.env.E2E_CONTROL || null, // host:port of the control server
+  nodeLease: Number(process.env.E2E_NODE_LEASE_MS || 0), // --node-lease, ms
 };
+env.nodes = (process.env.HERALD_NODES ? JSON.parse(process.env.HERALD_NODES) : [{ host: env.host, port: env.port, admin: env.admin, pid: env.pid }]).map((x, i) => ({ ...x, n: i + 1 }));
+
+// node returns node n (1-based) of env.nodes.
+export function node(n = 1) {
+  const x = env.nodes[n - 1];
+  if (!x) throw new Error(`no node ${n}: herald runs ${env.nodes.length} node(s) here (HERALD_NODES)`);
+  return x;
+}
 
 if (process.env.E2E_DEBUG) {
   Pusher.logToConsole = true;
@@ -47,12 +59,15 @@ export function uniq(prefix) {
   return `${prefix}${randomBytes(5).toString('hex')}`;
 }
 
-// sdk returns a `pusher` server SDK client for app (the main app by default). opts are
-// merged into the SDK options (e.g. {secret: 'wrong'} or {encryptionMasterKeyBase64}).
+// sdk returns a `pusher` server SDK client for app (the main app by default) that talks
+// to node opts.node (1 by default). The other opts are merged into the SDK options (e.g.
+// {secret: 'wrong'} or {encryptionMasterKeyBase64}).
 export function sdk(opts = {}) {
   const app = opts.app || env.app;
-  const o = { appId: app.id, key: app.key, secret: app.secret, host: env.host, port: String(env.port), useTLS: false, timeout: 5000, ...opts };
+  const n = node(opts.node || 1);
+  const o = { appId: app.id, key: app.key, secret: app.secret, host: n.host, port: String(n.port), useTLS: false, timeout: 5000, ...opts };
   delete o.app;
+  delete o.node;
   return new PusherServer(o);
 }
 
@@ -285,6 +300,21 @@ export class Client {
     await this.waitFrame('pusher_internal:subscription_succeeded', `#server-to-user-${id}`, ms);
   }
 
+  // ping sends pusher:ping on the current socket and waits for a pusher:pong that
+  // arrives after it; it resolves with the round trip in ms.
+  async ping(ms = 5000) {
+    const sock = this.tap.sockets.length - 1;
+    const sent = Date.now();
+    const n = this.frames.entries.length;
+    this.pusher.send_event('pusher:ping', {});
+    const pong = await this.frames.wait(
+      (f) => f.dir === 'in' && f.event === 'pusher:pong' && f.sock === sock && this.frames.entries.indexOf(f) >= n,
+      `${this.name}: pusher:pong`,
+      ms,
+    );
+    return pong.at - sent;
+  }
+
   disconnect() {
     this.pusher.disconnect();
   }
@@ -303,19 +333,21 @@ export class Client {
 
 // connect makes a pusher-js client and (by default) waits until it is connected.
 //
-// opts: name (for messages), key (app key), app (credentials the auth handlers sign
-// with), user ({user_id, user_info} for presence channel_data), userData ({id, ...} for
-// sign-in), authorize(socketId, channel, sign) to override channel auth, activityTimeout
-// (ms), wait (default true).
+// opts: name (for messages), node (the herald node to connect to, 1-based; default 1),
+// key (app key), app (credentials the auth handlers sign with), user ({user_id,
+// user_info} for presence channel_data), userData ({id, ...} for sign-in),
+// authorize(socketId, channel, sign) to override channel auth, activityTimeout (ms),
+// wait (default true).
 export async function connect(opts = {}) {
   const app = opts.app || env.app;
+  const target = node(opts.node || 1);
   const signer = sdk({ app, ...(opts.sdkOptions || {}) });
   const user = opts.user;
   const userData = opts.userData || (user ? { id: String(user.user_id), user_info: user.user_info } : undefined);
   const sign = (socketId, channel) => signer.authorizeChannel(socketId, channel, channel.startsWith('presence-') ? user : undefined);
   const options = {
-    wsHost: env.host,
-    wsPort: env.port,
+    wsHost: target.host,
+    wsPort: target.port,
     forceTLS: false,
     enabledTransports: ['ws'],
     disableStats: true,
@@ -343,6 +375,7 @@ export async function connect(opts = {}) {
   const pusher = new Pusher(opts.key || app.key, options);
   const c = new Client(opts.name || 'client', pusher);
   c.userData = userData;
+  c.node = target.n;
   clients.add(c);
   if (opts.wait !== false) {
     await c.waitState('connected', opts.timeout || 5000);
@@ -392,16 +425,39 @@ export async function json(res) {
   }
 }
 
-// admin GETs a path on the admin server.
-export async function admin(path) {
-  const res = await fetch(`http://${env.admin}${path}`);
+// admin GETs a path on the admin server of node n (default 1).
+export async function admin(path, n = 1) {
+  const res = await fetch(`http://${node(n).admin}${path}`);
   return { status: res.status, text: await res.text(), type: res.headers.get('content-type') };
 }
 
-export async function stats() {
-  const r = await admin('/stats');
-  if (r.status !== 200) throw new Error(`/stats answered ${r.status}: ${r.text}`);
+// stats is node n's /stats.
+export async function stats(n = 1) {
+  const r = await admin('/stats', n);
+  if (r.status !== 200) throw new Error(`/stats of node ${n} answered ${r.status}: ${r.text}`);
   return JSON.parse(r.text);
+}
+
+// metric returns the value of one Prometheus sample in a /metrics text, or undefined.
+export function metric(text, name, labels) {
+  const want = labels ? `${name}{${labels}}` : name;
+  for (const line of text.split('\n')) {
+    if (line.startsWith('#')) continue;
+    const i = line.lastIndexOf(' ');
+    if (line.slice(0, i) === want) return Number(line.slice(i + 1));
+  }
+  return undefined;
+}
+
+// control asks the Go harness to act on a process it owns (cluster instances only; see
+// serveControl in e2e/cluster_test.go): 'nodes/3/kill', 'redis/kill', 'redis/restart',
+// 'redis/freeze', 'redis/thaw', 'redis/kill-pubsub'. It returns the JSON answer.
+export async function control(action) {
+  if (!env.control) throw new Error('E2E_CONTROL is not set: control() needs a cluster instance of e2e/cluster_test.go');
+  const res = await fetch(`http://${env.control}/${action}`, { method: 'POST' });
+  const body = await res.json().catch(() => ({}));
+  if (res.status !== 200) throw new Error(`control ${action} answered ${res.status}: ${JSON.stringify(body)}`);
+  return body;
 }
 
 // eventually polls fn until it returns a truthy value, or throws with the last value.
@@ -416,16 +472,16 @@ export async function eventually(fn, what, ms = 5000, every = 50) {
   }
 }
 
-// nodeConnections is /stats node.connections.
-export async function nodeConnections() {
-  return (await stats()).node.connections;
+// nodeConnections is /stats node.connections of node n (default 1).
+export async function nodeConnections(n = 1) {
+  return (await stats(n)).node.connections;
 }
 
-// quiesce waits until herald counts no open connection (clients of earlier tests are
-// gone), so that tests that count connections start from zero.
-export async function quiesce(ms = 5000) {
-  let n;
-  await eventually(async () => (n = await nodeConnections()) === 0, 'herald to count 0 connections', ms).catch((e) => {
-    throw new Error(`${e.message} (it counts ${n})`);
+// quiesce waits until herald node n (default 1) counts no open connection (clients of
+// earlier tests are gone), so that tests that count connections start from zero.
+export async function quiesce(ms = 5000, n = 1) {
+  let count;
+  await eventually(async () => (count = await nodeConnections(n)) === 0, `herald node ${n} to count 0 connections`, ms).catch((e) => {
+    throw new Error(`${e.message} (it counts ${count})`);
   });
 }
