@@ -15,7 +15,7 @@ SUDO := $(shell [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null && echo sudo)
 # cluster tests.
 TEST_PKGS := node:nodejs npm:npm chromium:chromium redis-server:redis-server redis-cli:redis-tools
 
-.PHONY: all build run test test-deps go-test lint fuzz bench bench-loadgen bench-1m loadgen clean
+.PHONY: all build run test test-deps go-test lint fuzz bench bench-loadgen bench-cluster bench-1m loadgen clean
 
 all: build
 
@@ -66,11 +66,14 @@ loadgen: build
 	./bin/loadgen run $(ARGS)
 
 ## bench: benchmarks and the load figures (memory per connection, fan-out against the
-## raw write floor, upgrades per second), then a loadgen broadcast run against Herald.
+## raw write floor, upgrades per second; one node and a 3-node cluster side by side),
+## a loadgen broadcast run against Herald, then the cluster runs (bench-cluster).
+## About 5 minutes; redis-server must be installed (make test-deps).
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem ./transport ./pubsub ./hub
 	$(GO) run ./bench/cmd/benchrun
 	$(MAKE) bench-loadgen
+	$(MAKE) bench-cluster
 
 ## bench-loadgen: 15,000 clients over 2 loadgen workers, broadcast on 10 channels.
 bench-loadgen: build
@@ -80,6 +83,14 @@ bench-loadgen: build
 	  --scenario broadcast --connections 15000 --ramp 100000 --channels 10 --publish-rate 50 --duration 15s \
 	  --workers 2 --progress lines --out bin/loadgen-bench.json --html bin/loadgen-bench.html; \
 	rc=$$?; kill $$pid; wait $$pid; exit $$rc
+
+## bench-cluster: 3 herald nodes joined through one redis-server, driven by loadgen
+## over the three nodes: messages per second through Redis (1,000 channels, 3
+## subscribers each, published to as fast as node 1 answers) and a presence storm
+## across the nodes. Reports: bin/bench-cluster-{throughput,presence}.{json,html}.
+## Pass options with ARGS="-duration 60s -presence-churn 2000".
+bench-cluster:
+	$(GO) run ./bench/cmd/benchcluster -out-dir bin $(ARGS)
 
 ## bench-1m: hold 1,000,000 connections on this host (about 52 herald processes with
 ## SO_REUSEPORT and 52 client workers); see bench/BENCH-1M.md. Never part of make test.

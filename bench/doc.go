@@ -2,8 +2,15 @@
 // processes: it is never part of `make test`.
 //
 //   - cmd/benchrun: the orchestrator. It builds herald, rawfloor and benchclient, runs
-//     each scenario against Herald and against the raw floor, and prints a table and a
-//     JSON line.
+//     each scenario against Herald on one node, against a 3-node Herald cluster
+//     joined through a redis-server, and against the raw floor, and prints a table
+//     (one node and cluster side by side) and a JSON line.
+//   - cmd/benchcluster: the cluster under the product's load generator (make
+//     bench-cluster): messages per second through one Redis with 3 nodes, and a
+//     presence storm across the nodes, with the redis-server's CPU per message.
+//   - cluster: starts a redis-server and herald nodes joined through it, and reads
+//     their CPU, counters and Redis command counts (shared by benchrun and
+//     benchcluster).
 //   - cmd/rawfloor: the raw write floor (one pre-built frame, write(2) per socket).
 //   - cmd/benchclient: a client worker process: a loadgen.Pool driven over its stdin
 //     and stdout by the orchestrator (package worker).

@@ -244,6 +244,7 @@ type workerState struct {
 	lastSeen time.Time
 	open     int64
 	subs     []int64
+	targets  []int64 // connections established per server, cumulative
 	total    *Stats
 	heap     int64
 	rss      int64
@@ -388,7 +389,7 @@ func (r *run) execute(ctx context.Context) {
 		w.lastSeen = time.Now()
 		r.send(w, &ctrlMsg{Type: msgPlan, Version: ProtocolVersion, Plan: plan})
 	}
-	if spec.PublishRate > 0 {
+	if spec.publishing() {
 		pub, err := newAPIPublisher(spec, n)
 		if err != nil {
 			r.fatal = err
@@ -454,6 +455,7 @@ func (r *run) execute(ctx context.Context) {
 			case phase == phaseRamp && (r.rampDone() || !now.Before(rampDeadline)):
 				phase = phaseLoad
 				r.loadStart = now
+				r.inLoad = true
 				r.broadcast(msgLoad)
 				if r.pub != nil {
 					r.pub.start()
@@ -497,6 +499,7 @@ func (r *run) endLoad() {
 		r.accountPublishes()
 	}
 	r.loadEnd = time.Now()
+	r.inLoad = false
 	r.broadcast(msgQuiesce)
 }
 

@@ -9,9 +9,11 @@ import (
 	"time"
 )
 
-// apiPublisher publishes sequenced events through the HTTP API at a steady rate,
-// round-robin over the first Spec.PublishChannels channels. Its goroutines (one
-// pacer, PublishConcurrency senders) are started by start and stopped by stop.
+// apiPublisher publishes sequenced events through the HTTP API at a steady rate
+// (or, with PublishRateMax, as fast as its senders are answered), round-robin over
+// the first Spec.PublishChannels channels, Spec.PublishBatch events per request. Its
+// goroutines (one pacer, PublishConcurrency senders) are started by start and
+// stopped by stop. A job is one request: the index of its first channel.
 type apiPublisher struct {
 	spec   *Spec
 	pub    *Publisher
@@ -31,7 +33,7 @@ type apiPublisher struct {
 }
 
 func newAPIPublisher(spec *Spec, workers int) (*apiPublisher, error) {
-	_, base, err := spec.endpoints()
+	base, err := spec.publishBase()
 	if err != nil {
 		return nil, err
 	}
@@ -103,14 +105,32 @@ func (a *apiPublisher) pace(ctx context.Context) {
 			if stopped {
 				return
 			}
-			due := int(a.spec.PublishRate*now.Sub(begin).Seconds()) + 1
+			if a.spec.PublishRate == PublishRateMax {
+				// Keep the queue full: the senders take jobs as fast as they are
+				// answered; the tick only bounds how long a stop waits.
+				for {
+					select {
+					case a.jobs <- next:
+						next = (next + a.spec.PublishBatch) % a.spec.PublishChannels
+						continue
+					case <-ctx.Done():
+						return
+					default:
+					}
+					break
+				}
+				continue
+			}
+			// Requests due: the rate counts events, a request carries PublishBatch.
+			batch := a.spec.PublishBatch
+			due := (int(a.spec.PublishRate*now.Sub(begin).Seconds()) + batch) / batch
 			for ; issued < due; issued++ {
 				select {
 				case a.jobs <- next:
 				default:
 					a.addErr("publish_overrun") // senders cannot keep up: the rate is not met
 				}
-				next = (next + 1) % a.spec.PublishChannels
+				next = (next + batch) % a.spec.PublishChannels
 			}
 		}
 	}
@@ -120,14 +140,38 @@ var statusRE = regexp.MustCompile(`^(\d{3}) `)
 
 func (a *apiPublisher) send(ctx context.Context) {
 	var buf []byte
+	batch := a.spec.PublishBatch
+	var events []BatchEvent
+	var chans []int
+	var bufs [][]byte
 	for c := range a.jobs {
-		seq := a.n.Add(1)*a.stride + 1 - a.stride
-		buf = AppendPayload(buf[:0], seq, time.Now().UnixNano(), a.spec.PayloadSize)
-		err := a.pub.Publish(ctx, a.names[c], "loadgen", buf)
+		var err error
+		if batch == 1 {
+			seq := a.n.Add(1)*a.stride + 1 - a.stride
+			buf = AppendPayload(buf[:0], seq, time.Now().UnixNano(), a.spec.PayloadSize)
+			err = a.pub.Publish(ctx, a.names[c], "loadgen", buf)
+			chans = append(chans[:0], c)
+		} else {
+			events, chans = events[:0], chans[:0]
+			now := time.Now().UnixNano()
+			for i := 0; i < batch; i++ {
+				if len(bufs) <= i {
+					bufs = append(bufs, nil)
+				}
+				ch := (c + i) % a.spec.PublishChannels
+				seq := a.n.Add(1)*a.stride + 1 - a.stride
+				bufs[i] = AppendPayload(bufs[i][:0], seq, now, a.spec.PayloadSize)
+				events = append(events, BatchEvent{Channel: a.names[ch], Name: "loadgen", Data: bufs[i]})
+				chans = append(chans, ch)
+			}
+			err = a.pub.PublishBatch(ctx, events)
+		}
 		switch {
 		case err == nil:
-			a.published[c].Add(1)
-			a.total.Add(1)
+			for _, ch := range chans {
+				a.published[ch].Add(1)
+			}
+			a.total.Add(int64(len(chans)))
 		case errors.Is(err, ErrPublish):
 			kind := "publish_refused"
 			if m := statusRE.FindStringSubmatch(publishStatus(err)); m != nil {

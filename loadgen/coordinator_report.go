@@ -30,6 +30,16 @@ type run struct {
 	// connection of its share established or failed).
 	rampSeconds float64
 
+	// inLoad is true during the load phase: memberLoad merges the member latency
+	// deltas that arrive then.
+	inLoad     bool
+	memberLoad *Histogram
+
+	// Connection counts at the first and last sample of the load phase, for the
+	// presence joins and leaves per second.
+	loadFirst, loadLast   Counts
+	loadFirstT, loadLastT time.Time
+
 	// Per channel: expected deliveries (from publishes and client events times
 	// subscribers at the time), deliveries and duplicates.
 	expected   []float64
@@ -43,9 +53,10 @@ func newRun(c *Coordinator) *run {
 	m := c.spec.Channels
 	return &run{
 		c: c, spec: c.spec,
-		total:    newStats(),
-		interval: NewHistogram(),
-		expected: make([]float64, m), delivered: make([]int64, m), dups: make([]int64, m),
+		total:      newStats(),
+		interval:   NewHistogram(),
+		memberLoad: NewHistogram(),
+		expected:   make([]float64, m), delivered: make([]int64, m), dups: make([]int64, m),
 		lastPubbed: make([]int64, m),
 	}
 }
@@ -79,12 +90,20 @@ func (r *run) merge(w *workerState, s *Snapshot) error {
 	if err := r.interval.Merge(s.Stats.Latency); err != nil {
 		return err
 	}
+	if r.inLoad && s.Stats.MemberLatency != nil {
+		if err := r.memberLoad.Merge(s.Stats.MemberLatency); err != nil {
+			return err
+		}
+	}
 	r.intDeliv += s.Stats.Delivered
 	r.intPub += s.Sent
 	r.clientSent += s.Sent
 	w.open = s.Open
 	r.rampSeconds = max(r.rampSeconds, s.RampSeconds)
 	w.subs = s.ChanSubs
+	if s.TargetConnected != nil {
+		w.targets = s.TargetConnected
+	}
 	w.heap = max(w.heap, s.HeapBytes)
 	w.rss = max(w.rss, s.RSSBytes)
 	for i := 0; i < m; i++ {
@@ -152,6 +171,12 @@ func (r *run) sample(now time.Time, phase string) {
 		}
 		fn(p)
 	}
+	if phase == phaseLoad {
+		if r.loadFirstT.IsZero() {
+			r.loadFirst, r.loadFirstT = r.total.Counts, now
+		}
+		r.loadLast, r.loadLastT = r.total.Counts, now
+	}
 	r.interval.Reset()
 	r.intDeliv, r.intPub = 0, 0
 	r.lastSample = now
@@ -200,13 +225,14 @@ func (r *run) report() *Report {
 	rep := &Report{
 		Version: 1, Tool: "herald-loadgen",
 		Started: r.start, Ended: r.end, Seconds: r.end.Sub(r.start).Seconds(),
-		Target:   spec.TargetURL(),
-		Scenario: Scenario{Name: spec.Scenario, Params: spec.Params()},
-		Stopped:  r.stopped,
-		Latency:  distribution(r.total.Latency),
-		Connect:  distribution(r.total.Connect),
-		Series:   r.series,
-		Passed:   true,
+		Target:        spec.TargetURL(),
+		PublishTarget: r.publishTarget(),
+		Scenario:      Scenario{Name: spec.Scenario, Params: spec.Params()},
+		Stopped:       r.stopped,
+		Latency:       distribution(r.total.Latency),
+		Connect:       distribution(r.total.Connect),
+		Series:        r.series,
+		Passed:        true,
 	}
 	for _, w := range r.workers {
 		ws := WorkerSummary{ID: w.id, Addr: w.addr, Source: w.source, Connections: w.conns,
@@ -217,6 +243,15 @@ func (r *run) report() *Report {
 			ws.State = stateLost
 		}
 		rep.Workers = append(rep.Workers, ws)
+	}
+	for i, u := range spec.TargetURLs() {
+		ts := TargetSummary{URL: u}
+		for _, w := range r.workers {
+			if i < len(w.targets) {
+				ts.Connected += uint64(w.targets[i])
+			}
+		}
+		rep.Targets = append(rep.Targets, ts)
 	}
 	t := &rep.Totals
 	t.ConnectionsTarget = spec.Connections
@@ -268,13 +303,45 @@ func (r *run) report() *Report {
 			t.DeliveriesPerSec = float64(t.Delivered) / s
 		}
 	}
+	if !r.loadStart.IsZero() {
+		rep.LoadStarted = r.loadStart
+		rep.LoadEnded = r.loadEnd
+		if rep.LoadEnded.IsZero() {
+			rep.LoadEnded = r.end
+		}
+	}
 	rep.RampSeconds = r.rampSeconds
 	if r.rampSeconds > 0 {
 		rep.ConnectRate = float64(ct.Established) / r.rampSeconds
 	}
 	rep.Members = uint64(r.total.Members)
+	if spec.Kind == KindPresence {
+		k := uint64(spec.ChannelsPerConn)
+		ps := &PresenceSummary{
+			Joins:             k * uint64(max(r.loadLast.Subscribed-r.loadFirst.Subscribed, 0)),
+			Leaves:            k * uint64(max(r.loadLast.Closed-r.loadFirst.Closed, 0)),
+			MemberAdded:       uint64(r.total.MembersAdded),
+			MemberRemoved:     uint64(max(r.total.Members-r.total.MembersAdded, 0)),
+			MemberLatency:     distribution(r.total.MemberLatency),
+			MemberLatencyLoad: distribution(r.memberLoad),
+		}
+		if s := r.loadLastT.Sub(r.loadFirstT).Seconds(); s > 0 {
+			ps.LoadSeconds = s
+			ps.JoinsPerSec, ps.LeavesPerSec = float64(ps.Joins)/s, float64(ps.Leaves)/s
+		}
+		rep.Presence = ps
+	}
 	rep.Reordered = uint64(r.total.Reordered)
 	return rep
+}
+
+// publishTarget is the HTTP API base the run published to, "" when it did not.
+func (r *run) publishTarget() string {
+	if !r.spec.publishing() {
+		return ""
+	}
+	base, _ := r.spec.publishBase()
+	return base
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -277,6 +277,18 @@ func TestRunPresenceStorm(t *testing.T) {
 	if rep.Members == 0 || rep.Totals.Connected < 100+20 || rep.Totals.Subscribed < 100 {
 		t.Errorf("members %d connected %d subscribed %d", rep.Members, rep.Totals.Connected, rep.Totals.Subscribed)
 	}
+	ps := rep.Presence
+	if ps == nil {
+		t.Fatal("no presence summary")
+	}
+	if ps.Joins == 0 || ps.Leaves == 0 || ps.JoinsPerSec <= 0 || ps.MemberAdded == 0 || ps.MemberRemoved == 0 ||
+		ps.MemberAdded+ps.MemberRemoved != rep.Members {
+		t.Errorf("presence %+v, members %d", ps, rep.Members)
+	}
+	// Every member_added carries its join time, so each one is a latency sample.
+	if d := ps.MemberLatency; d.Count != ps.MemberAdded || d.P50Ms <= 0 || d.MaxMs > rep.Seconds*1000 {
+		t.Errorf("member latency %+v, member_added %d", d, ps.MemberAdded)
+	}
 }
 
 func TestRunHoldZipf(t *testing.T) {

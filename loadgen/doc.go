@@ -12,14 +12,19 @@
 //   - New(Config) → *Pool, Pool.Run, Pool.Dial(ctx, n): open n connections (at most
 //     Config.MaxHandshakes in flight) that subscribe to Config.Channels(id) as soon as
 //     pusher:connection_established arrives. Private and presence subscriptions are
-//     signed with Config.Secret (ChannelAuth).
+//     signed with Config.Secret (ChannelAuth). With Config.Addrs (several servers,
+//     e.g. the nodes of a cluster without a load balancer) connection id goes to
+//     Addrs[id mod n]; Pool.AddrCounts says how many were established to each.
 //   - Pool.Counts, Pool.WaitCounts: dialed, established, subscribed, failed, closed.
 //   - Pool.Delivered, Pool.SeqDeliveries(seq): cheap progress reads for a driver that
 //     waits for a publish to reach everyone.
 //   - Pool.Stats(ctx, first, last) → *Stats: histograms of connect time (socket() to
-//     connection_established) and publish-to-receive latency; deliveries, duplicates,
-//     reordered and missing sequence numbers; close and error reasons. Stats encode to
-//     JSON and Merge exactly, across loops and across processes.
+//     connection_established), publish-to-receive latency and presence
+//     join-to-member_added latency (for members whose user_info carries their join
+//     time as MemberTimestampKey, as the worker's channel_data does); deliveries,
+//     duplicates, reordered and missing sequence numbers; member events; close and
+//     error reasons. Stats encode to JSON and Merge exactly, across loops and across
+//     processes.
 //   - Pool.Send(ctx, n, msg): n subscribed connections send a message (client
 //     events); Pool.Disconnect(ctx, n): n connections start their close handshake
 //     (churn). Config.OnSubscribed / OnClosed let a driver keep per-channel counts.
@@ -27,7 +32,8 @@
 //     (the same, then Close) and Pool.Close (immediate).
 //   - NewPublisher → Publisher.Publish(ctx, channel, event, data): POST
 //     /apps/{id}/events signed as PUSHER.md 2.2 (SignQuery) over keep-alive
-//     connections.
+//     connections; Publisher.PublishBatch: several events in one POST
+//     /apps/{id}/batch_events.
 //   - AppendPayload / ParsePayload: the sequenced payload "seq:<n>:ts:<unixnano>:" and
 //     'x' padding. Every channel event whose data is such a string is a delivery.
 //
@@ -37,11 +43,22 @@
 //     fills defaults per scenario: connect-and-hold, broadcast, churn,
 //     presence-storm, client-events. Channel spread one | uniform | zipf(s) over M
 //     channels, K per connection, chosen by a pure function of the run-wide
-//     connection id so that a worker can recompute it.
+//     connection id so that a worker can recompute it. Target may list several
+//     servers (comma-separated): every worker spreads its connections over them
+//     round-robin by its local connection id (connection i to server i mod n), so
+//     each server gets an equal share of every worker's; the API publishes go to
+//     PublishTarget, by default the first server. PublishRate PublishRateMax
+//     publishes as fast as PublishConcurrency requests are answered;
+//     PublishBatch > 1 sends that many events per request (/batch_events).
 //   - NewCoordinator(CoordinatorConfig) → Coordinator.Run(ctx) → *Report: spawns
 //     worker processes (this binary, "worker --join addr") and/or waits for remote
 //     ones, plans, drives the phases, merges snapshots exactly, and builds the
 //     Report. RunWorker(ctx, WorkerConfig) is a worker.
+//   - Report: besides the totals and latencies, Targets (connections established
+//     per server), LoadStarted/LoadEnded (the load phase, for an outside observer
+//     that samples the server) and, on presence channels, Presence: joins and
+//     leaves per second over the load phase, member events received, and
+//     join-to-member_added latency over the whole run and over the load phase.
 //   - ParseThresholds / EvaluateThresholds: k6-style pass/fail criteria.
 //   - NewProgressPrinter (live bar on a terminal via
 //     github.com/schollz/progressbar/v3, pinned at v3.19.1, the version tried;

@@ -100,7 +100,7 @@ type loop struct {
 	events []unix.EpollEvent
 
 	// Copies of the pool's addresses: unix.Connect and unix.Bind write into them.
-	dst  unix.SockaddrInet4
+	dsts []unix.SockaddrInet4
 	srcs []unix.SockaddrInet4
 
 	stopRequested atomic.Bool
@@ -123,6 +123,8 @@ type loop struct {
 	reasons                  map[string]int64
 	events0                  int64 // channel events
 	members                  int64 // pusher_internal:member_added and member_removed
+	membersAdded             int64 // pusher_internal:member_added
+	memberHist               *Histogram
 	cursor                   int   // where Send and Disconnect continue in conns
 	dupsClosed, reordClosed  int64 // from connections already closed
 }
@@ -147,7 +149,7 @@ func newLoop(p *Pool, maxInflight int) (*loop, error) {
 	binary.LittleEndian.PutUint64(seed[8:], rand.Uint64())
 	return &loop{
 		p:           p,
-		dst:         p.dst,
+		dsts:        append([]unix.SockaddrInet4(nil), p.dsts...),
 		srcs:        append([]unix.SockaddrInet4(nil), p.srcs...),
 		epfd:        epfd,
 		evfd:        evfd,
@@ -160,6 +162,7 @@ func newLoop(p *Pool, maxInflight int) (*loop, error) {
 		maxInflight: maxInflight,
 		connectHist: NewHistogram(),
 		latencyHist: NewHistogram(),
+		memberHist:  NewHistogram(),
 		reasons:     map[string]int64{},
 	}, nil
 }
@@ -262,7 +265,7 @@ func (l *loop) dial() {
 			return
 		}
 	}
-	if err := unix.Connect(fd, &l.dst); err != nil && err != unix.EINPROGRESS {
+	if err := unix.Connect(fd, &l.dsts[p.addrIndex(id)]); err != nil && err != unix.EINPROGRESS {
 		fail(fd, "connect", err)
 		return
 	}
@@ -304,7 +307,7 @@ func (l *loop) handle(slot int32, c *conn, events uint32) {
 		}
 		var key [keyLen]byte
 		connKey(&key, &l.p.seed, c.id)
-		l.out = l.p.tmpl.appendRequest(l.out[:0], key[:])
+		l.out = l.p.tmpls[l.p.addrIndex(c.id)].appendRequest(l.out[:0], key[:])
 		c.state = stUpgrading
 		if !l.send(slot, c, l.out) {
 			return
@@ -506,7 +509,14 @@ func (l *loop) onMessage(slot int32, c *conn, op byte, payload []byte) error {
 		return nil
 	case "pusher:ping":
 		return l.sendText(slot, c, []byte(`{"event":"pusher:pong","data":{}}`))
-	case "pusher_internal:member_added", "pusher_internal:member_removed":
+	case "pusher_internal:member_added":
+		l.members++
+		l.membersAdded++
+		if ts, ok := memberTimestamp(m.data); ok {
+			l.memberHist.Record(time.Duration(l.now - ts))
+		}
+		return nil
+	case "pusher_internal:member_removed":
 		l.members++
 		return nil
 	case "pusher:pong", "pusher:cache_miss", "pusher_internal:subscription_count":
@@ -545,6 +555,7 @@ func (l *loop) onEstablished(slot int32, c *conn, m message) error {
 	c.state = stReady
 	l.inflight--
 	l.p.established.Add(1)
+	l.p.perAddr[l.p.addrIndex(c.id)].Add(1)
 	l.connectHist.Record(time.Duration(l.now - c.started))
 	act := uint32(l.p.cfg.ActivityTimeout / time.Second)
 	if s := uint32(est.ActivityTimeout); s < act {
@@ -791,6 +802,8 @@ func (l *loop) stats(firstSeq, lastSeq uint64) *Stats {
 	_ = s.Latency.Merge(l.latencyHist)
 	s.Events = l.events0
 	s.Members = l.members
+	s.MembersAdded = l.membersAdded
+	_ = s.MemberLatency.Merge(l.memberHist)
 	s.Delivered = l.delivered.Load()
 	s.Duplicates = l.dupsClosed
 	s.Reordered = l.reordClosed
@@ -878,4 +891,41 @@ func errnoName(err error) string {
 		return "errno_" + strconv.Itoa(int(e))
 	}
 	return "error"
+}
+
+// MemberTimestampKey is the user_info field that carries a presence member's join
+// time (unix nanoseconds), as the loadgen worker's channel_data does:
+// {"user_id":"u7","user_info":{"lg_ts":1700000000000000000}}. A member_added that
+// carries it is recorded as join-to-member_added latency (Stats.MemberLatency).
+const MemberTimestampKey = "lg_ts"
+
+// memberTimestamp finds "lg_ts":<digits> in a member event's data, which is a JSON
+// string holding an object (so the quotes may be escaped) or, from a lenient server,
+// the object itself.
+func memberTimestamp(data []byte) (int64, bool) {
+	const key = MemberTimestampKey
+	for i := 0; i+len(key) < len(data); i++ {
+		if data[i] != key[0] || string(data[i:i+len(key)]) != key {
+			continue
+		}
+		j := i + len(key)
+		if j < len(data) && data[j] == '\\' {
+			j++
+		}
+		if j >= len(data) || data[j] != '"' {
+			continue
+		}
+		j++
+		if j >= len(data) || data[j] != ':' {
+			continue
+		}
+		j++
+		var ts int64
+		start := j
+		for ; j < len(data) && data[j] >= '0' && data[j] <= '9' && j-start < 19; j++ {
+			ts = ts*10 + int64(data[j]-'0')
+		}
+		return ts, j > start && ts > 0
+	}
+	return 0, false
 }

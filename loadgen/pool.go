@@ -16,8 +16,12 @@ import (
 
 // Config configures a Pool. Only Addr and Key (or Path) are required.
 type Config struct {
-	// Addr is the server's IPv4 "ip:port". Required.
+	// Addr is the server's IPv4 "ip:port". Required unless Addrs is set.
 	Addr string
+	// Addrs, if set, replaces Addr with several servers (the nodes of a cluster):
+	// connection id goes to Addrs[id % len(Addrs)], so that each server gets an equal
+	// share in dial order.
+	Addrs []string
 	// Key is the app key: connections open /app/{Key}?protocol=7&client=herald-loadgen
 	// &version=0.1.0&flash=false. Required unless Path is set.
 	Key string
@@ -108,15 +112,16 @@ func (c Counts) InFlight() int64 { return c.Dialed - c.Established - c.Failed }
 // and no buffer per connection.
 type Pool struct {
 	cfg   Config
-	dst   unix.SockaddrInet4
+	dsts  []unix.SockaddrInet4 // Addrs, or Addr alone
+	tmpls []requestTemplate    // one per dst (its Host header)
 	srcs  []unix.SockaddrInet4
-	tmpl  requestTemplate
 	seed  [16]byte
 	epoch int64 // unix nanoseconds at New; activity is kept in seconds since then
 	loops []*loop
 
 	nextID                                          atomic.Uint64
 	dialed, established, subscribed, failed, closed atomic.Int64
+	perAddr                                         []atomic.Int64 // established, per dst
 
 	mu      sync.Mutex // guards running, stopped
 	running bool
@@ -127,9 +132,17 @@ type Pool struct {
 // New checks cfg and prepares the loops (epoll and eventfd descriptors). Call Run to
 // start them and Close to release everything, whether Run was called or not.
 func New(cfg Config) (*Pool, error) {
-	ap, err := netip.ParseAddrPort(cfg.Addr)
-	if err != nil || !ap.Addr().Is4() {
-		return nil, fmt.Errorf("%w: Addr %q: want IPv4 ip:port", ErrConfig, cfg.Addr)
+	addrs := cfg.Addrs
+	if len(addrs) == 0 {
+		addrs = []string{cfg.Addr}
+	}
+	var dsts []unix.SockaddrInet4
+	for _, a := range addrs {
+		ap, err := netip.ParseAddrPort(a)
+		if err != nil || !ap.Addr().Is4() {
+			return nil, fmt.Errorf("%w: Addr %q: want IPv4 ip:port", ErrConfig, a)
+		}
+		dsts = append(dsts, unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()})
 	}
 	if cfg.Key == "" && cfg.Path == "" {
 		return nil, fmt.Errorf("%w: Key or Path is required", ErrConfig)
@@ -162,10 +175,13 @@ func New(cfg Config) (*Pool, error) {
 		cfg.MaxMessageBytes = 1 << 20
 	}
 	p := &Pool{
-		cfg:   cfg,
-		dst:   unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()},
-		tmpl:  newRequestTemplate(cfg.Addr, cfg.Path),
-		epoch: time.Now().UnixNano(),
+		cfg:     cfg,
+		dsts:    dsts,
+		epoch:   time.Now().UnixNano(),
+		perAddr: make([]atomic.Int64, len(dsts)),
+	}
+	for _, a := range addrs {
+		p.tmpls = append(p.tmpls, newRequestTemplate(a, cfg.Path))
 	}
 	for _, a := range cfg.SourceAddrs {
 		if !a.Is4() {
@@ -270,6 +286,19 @@ func (p *Pool) Counts() Counts {
 		Closed:      p.closed.Load(),
 	}
 }
+
+// AddrCounts returns, for each server (Config.Addrs, or Addr alone), how many
+// connections were established to it so far.
+func (p *Pool) AddrCounts() []int64 {
+	out := make([]int64, len(p.perAddr))
+	for i := range p.perAddr {
+		out[i] = p.perAddr[i].Load()
+	}
+	return out
+}
+
+// addrIndex is the server connection id goes to.
+func (p *Pool) addrIndex(id uint64) int { return int(id % uint64(len(p.dsts))) }
 
 // WaitCounts polls Counts until done returns true or ctx ends.
 func (p *Pool) WaitCounts(ctx context.Context, done func(Counts) bool) (Counts, error) {

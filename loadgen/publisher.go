@@ -13,6 +13,7 @@ import (
 // signed requests over keep-alive connections. It is safe for concurrent use.
 type Publisher struct {
 	base, path       string
+	batchPath        string
 	key, secret      string
 	client           *http.Client
 	now              func() time.Time
@@ -39,12 +40,13 @@ func NewPublisher(cfg PublisherConfig) (*Publisher, error) {
 		return nil, fmt.Errorf("%w: publisher needs BaseURL, AppID, Key and Secret", ErrConfig)
 	}
 	p := &Publisher{
-		base:   cfg.BaseURL,
-		path:   "/apps/" + cfg.AppID + "/events",
-		key:    cfg.Key,
-		secret: cfg.Secret,
-		client: cfg.Client,
-		now:    time.Now,
+		base:      cfg.BaseURL,
+		path:      "/apps/" + cfg.AppID + "/events",
+		batchPath: "/apps/" + cfg.AppID + "/batch_events",
+		key:       cfg.Key,
+		secret:    cfg.Secret,
+		client:    cfg.Client,
+		now:       time.Now,
 	}
 	if p.client == nil {
 		n := cfg.MaxConns
@@ -78,10 +80,41 @@ func (p *Publisher) Publish(ctx context.Context, channel, event string, data []b
 	return p.Post(ctx, body)
 }
 
+// BatchEvent is one event of PublishBatch.
+type BatchEvent struct {
+	Channel, Name string
+	Data          []byte // sent as a JSON string
+}
+
+// PublishBatch sends events in one request to /apps/{id}/batch_events (Pusher
+// accepts up to 10 per request) and returns when the server has answered 2xx.
+func (p *Publisher) PublishBatch(ctx context.Context, events []BatchEvent) error {
+	body := make([]byte, 0, 16+len(events)*128)
+	body = append(body, `{"batch":[`...)
+	for i, ev := range events {
+		if i > 0 {
+			body = append(body, ',')
+		}
+		body = append(body, `{"name":`...)
+		body = appendJSONString(body, ev.Name)
+		body = append(body, `,"channel":`...)
+		body = appendJSONString(body, ev.Channel)
+		body = append(body, `,"data":`...)
+		body = appendJSONString(body, string(ev.Data))
+		body = append(body, '}')
+	}
+	body = append(body, "]}"...)
+	return p.post(ctx, p.batchPath, body)
+}
+
 // Post sends a ready-made JSON body to /apps/{id}/events.
 func (p *Publisher) Post(ctx context.Context, body []byte) error {
-	q := SignQuery(http.MethodPost, p.path, p.key, p.secret, body, p.now().Unix(), nil)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.base+p.path+"?"+q, bytes.NewReader(body))
+	return p.post(ctx, p.path, body)
+}
+
+func (p *Publisher) post(ctx context.Context, path string, body []byte) error {
+	q := SignQuery(http.MethodPost, path, p.key, p.secret, body, p.now().Unix(), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.base+path+"?"+q, bytes.NewReader(body))
 	if err != nil {
 		return fmt.Errorf("loadgen: publish: %w", err)
 	}

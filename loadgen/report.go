@@ -12,7 +12,7 @@ type Report struct {
 	Started    time.Time         `json:"started"`
 	Ended      time.Time         `json:"ended"`
 	Seconds    float64           `json:"seconds"` // wall time from the first dial to the end
-	Target     string            `json:"target"`  // e.g. "ws://127.0.0.1:6001/app/KEY"
+	Target     string            `json:"target"`  // e.g. "ws://127.0.0.1:6001/app/KEY"; the first of Targets
 	Scenario   Scenario          `json:"scenario"`
 	Stopped    string            `json:"stopped"` // why the run ended: "duration", "interrupted", "error: …"
 	Workers    []WorkerSummary   `json:"workers"`
@@ -31,6 +31,46 @@ type Report struct {
 	// share; ConnectRate is connections established per second over it.
 	RampSeconds float64 `json:"ramp_seconds"`
 	ConnectRate float64 `json:"connect_rate"`
+	// Targets lists every server the connections were spread over (one for a
+	// single target), with the connections established to each; PublishTarget is
+	// the HTTP API base the publishes went to ("" when the run did not publish).
+	Targets       []TargetSummary `json:"targets,omitempty"`
+	PublishTarget string          `json:"publish_target,omitempty"`
+	// LoadStarted and LoadEnded bound the load phase (every connection up; publishes,
+	// churn and client events running), so that an outside observer (a benchmark
+	// sampling the server's CPU) can take its figures over the same interval. Zero
+	// when the run ended before it.
+	LoadStarted time.Time `json:"load_started,omitzero"`
+	LoadEnded   time.Time `json:"load_ended,omitzero"`
+	// Presence is filled for runs on presence channels.
+	Presence *PresenceSummary `json:"presence,omitempty"`
+}
+
+// PresenceSummary is what a run on presence channels measured. Joins and leaves
+// count channel memberships (a connection on K channels joins K times), over the
+// load phase, from the workers' 1-second snapshots.
+type PresenceSummary struct {
+	Joins         uint64  `json:"joins"`  // presence subscriptions that succeeded during the load phase
+	Leaves        uint64  `json:"leaves"` // memberships ended by connections closed during the load phase
+	LoadSeconds   float64 `json:"load_seconds"`
+	JoinsPerSec   float64 `json:"joins_per_sec"`
+	LeavesPerSec  float64 `json:"leaves_per_sec"`
+	MemberAdded   uint64  `json:"member_added"`   // pusher_internal:member_added received, whole run
+	MemberRemoved uint64  `json:"member_removed"` // pusher_internal:member_removed received, whole run
+	// MemberLatency is join-to-member_added: from the moment a connection sent its
+	// presence subscription to the moment another member received member_added for
+	// it (the join time travels in user_info as "lg_ts"), whole run.
+	MemberLatency Distribution `json:"member_latency"`
+	// MemberLatencyLoad is the same for the member_added events received during
+	// the load phase only (as the workers' 1-second snapshots arrived): the steady
+	// churn, without the ramp's burst of joins.
+	MemberLatencyLoad Distribution `json:"member_latency_load"`
+}
+
+// TargetSummary is one server of a run's target list.
+type TargetSummary struct {
+	URL       string `json:"url"`       // ws://host:port/app/KEY
+	Connected uint64 `json:"connected"` // connections established to it (handshakes completed)
 }
 
 // ChannelSummary is one channel's delivery accounting (at-most-once: both missing and

@@ -46,8 +46,14 @@ type Spec struct {
 	// override.
 	Scenario string `json:"scenario"`
 	// Target is the server: "ws://host:port" (the path /app/{key} is added),
-	// "host:port", or an http:// URL. Required.
+	// "host:port", or an http:// URL. Required. A comma-separated list names several
+	// servers (the nodes of a cluster, without a load balancer): each worker sends
+	// its connections round-robin over them, connection i of a worker to server
+	// i mod n, so that every server gets an equal share.
 	Target string `json:"target"`
+	// PublishTarget is where HTTP API publishes go: "http://host:port" (or
+	// "host:port"). Default: the first server of Target.
+	PublishTarget string `json:"publish_target,omitempty"`
 	// AppID, Key and Secret are the app's credentials. Key is required; Secret for
 	// private and presence channels; AppID for publishing.
 	AppID  string `json:"app_id"`
@@ -75,9 +81,15 @@ type Spec struct {
 	// "loadgen-".
 	ChannelPrefix string `json:"channel_prefix"`
 
-	// PublishRate is API publishes per second while clients hold (broadcast;
-	// default 10 there, else 0).
+	// PublishRate is API publishes (events) per second while clients hold
+	// (broadcast; default 10 there, else 0). PublishRateMax (-1; the flag's "max")
+	// publishes as fast as PublishConcurrency requests in flight allow, each sent as
+	// soon as the previous one of its sender was answered.
 	PublishRate float64 `json:"publish_rate"`
+	// PublishBatch is how many events one HTTP request carries: 1 (default) posts
+	// to /apps/{id}/events, more to /apps/{id}/batch_events, each event on the next
+	// channel round-robin with its own sequence number (Pusher allows 10).
+	PublishBatch int `json:"publish_batch,omitempty"`
 	// PublishChannels publishes to channels 0..n-1 round-robin (the hottest for
 	// zipf). Default all M.
 	PublishChannels int `json:"publish_channels"`
@@ -170,7 +182,10 @@ func (s *Spec) Normalize() error {
 	if s.Target == "" {
 		return bad("target is required")
 	}
-	if _, _, err := s.endpoints(); err != nil {
+	if _, err := s.wsAddrs(); err != nil {
+		return err
+	}
+	if _, err := s.publishBase(); err != nil {
 		return err
 	}
 	if s.Key == "" {
@@ -250,14 +265,20 @@ func (s *Spec) Normalize() error {
 	if s.PublishRate == 0 && s.Scenario == ScenarioBroadcast {
 		s.PublishRate = 10
 	}
-	if s.PublishRate < 0 {
-		return bad("publish_rate %v < 0", s.PublishRate)
+	if s.PublishRate < 0 && s.PublishRate != PublishRateMax {
+		return bad("publish_rate %v < 0 (-1, or max on the command line, publishes as fast as the server answers)", s.PublishRate)
 	}
-	if s.PublishRate > 0 && (s.AppID == "" || s.Secret == "") {
+	if s.publishing() && (s.AppID == "" || s.Secret == "") {
 		return bad("publishing needs app_id and secret")
 	}
-	if s.PublishRate > 0 && s.ChannelsPerConn == 0 {
+	if s.publishing() && s.ChannelsPerConn == 0 {
 		return bad("publishing needs subscribed connections (channels_per_conn >= 1)")
+	}
+	if s.PublishBatch == 0 {
+		s.PublishBatch = 1
+	}
+	if s.PublishBatch < 1 || s.PublishBatch > 100 {
+		return bad("publish_batch %d: want 1..100", s.PublishBatch)
 	}
 	if s.PublishChannels <= 0 || s.PublishChannels > s.Channels {
 		s.PublishChannels = s.Channels
@@ -307,26 +328,78 @@ func (s *Spec) Normalize() error {
 	return nil
 }
 
-// endpoints returns the WebSocket address (IPv4 ip:port, resolved once) and the HTTP
-// API base URL of Target.
-func (s *Spec) endpoints() (wsAddr, httpBase string, err error) {
-	t := s.Target
+// PublishRateMax as Spec.PublishRate publishes as fast as the server answers.
+const PublishRateMax = -1
+
+// publishing reports whether the run publishes through the HTTP API.
+func (s *Spec) publishing() bool { return s.PublishRate > 0 || s.PublishRate == PublishRateMax }
+
+// targetList splits Target into its servers.
+func (s *Spec) targetList() []string {
+	var out []string
+	for _, t := range strings.Split(s.Target, ",") {
+		if t = strings.TrimSpace(t); t != "" {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// wsAddrs returns the WebSocket address (IPv4 ip:port, resolved once) of every
+// server of Target, in order.
+func (s *Spec) wsAddrs() ([]string, error) {
+	list := s.targetList()
+	if len(list) == 0 {
+		return nil, fmt.Errorf("%w: target %q: want ws://host:port[,ws://host:port…]", ErrScenario, s.Target)
+	}
+	out := make([]string, 0, len(list))
+	for _, t := range list {
+		a, err := resolveTarget(t)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+// publishBase is the HTTP API base URL: PublishTarget, or the first server.
+func (s *Spec) publishBase() (string, error) {
+	t := s.PublishTarget
+	if t == "" {
+		list := s.targetList()
+		if len(list) == 0 {
+			return "", fmt.Errorf("%w: target %q: want ws://host:port", ErrScenario, s.Target)
+		}
+		t = list[0]
+	}
+	a, err := resolveTarget(t)
+	if err != nil {
+		return "", err
+	}
+	return "http://" + a, nil
+}
+
+// resolveTarget turns one server ("ws://host:port", "host:port", "http://…") into
+// an IPv4 ip:port.
+func resolveTarget(target string) (string, error) {
+	t := target
 	if !strings.Contains(t, "://") {
 		t = "ws://" + t
 	}
 	u, err := url.Parse(t)
 	if err != nil || u.Host == "" {
-		return "", "", fmt.Errorf("%w: target %q: want ws://host:port", ErrScenario, s.Target)
+		return "", fmt.Errorf("%w: target %q: want ws://host:port", ErrScenario, target)
 	}
 	host, port := u.Hostname(), u.Port()
 	if port == "" {
-		return "", "", fmt.Errorf("%w: target %q has no port", ErrScenario, s.Target)
+		return "", fmt.Errorf("%w: target %q has no port", ErrScenario, target)
 	}
 	ip, err := netip.ParseAddr(host)
 	if err != nil {
 		ips, lerr := net.LookupIP(host)
 		if lerr != nil {
-			return "", "", fmt.Errorf("%w: target %q: %w", ErrScenario, s.Target, lerr)
+			return "", fmt.Errorf("%w: target %q: %w", ErrScenario, target, lerr)
 		}
 		for _, a := range ips {
 			if a4 := a.To4(); a4 != nil {
@@ -336,30 +409,48 @@ func (s *Spec) endpoints() (wsAddr, httpBase string, err error) {
 		}
 	}
 	if !ip.Is4() {
-		return "", "", fmt.Errorf("%w: target %q: want an IPv4 address", ErrScenario, s.Target)
+		return "", fmt.Errorf("%w: target %q: want an IPv4 address", ErrScenario, target)
 	}
-	addr := netip.AddrPortFrom(ip, 0).Addr().String() + ":" + port
-	return addr, "http://" + addr, nil
+	return ip.String() + ":" + port, nil
 }
 
-// TargetURL is the WebSocket URL the connections open, for reports.
+// TargetURL is the WebSocket URL the connections open (the first server's when
+// there are several), for reports.
 func (s *Spec) TargetURL() string {
-	addr, _, err := s.endpoints()
-	if err != nil {
+	urls := s.TargetURLs()
+	if len(urls) == 0 {
 		return s.Target
 	}
-	return "ws://" + addr + "/app/" + s.Key
+	return urls[0]
 }
 
-// TargetIsLoopback reports whether the target is in 127.0.0.0/8, where workers can
-// bind distinct source addresses.
+// TargetURLs are the WebSocket URLs of every server, in order.
+func (s *Spec) TargetURLs() []string {
+	addrs, err := s.wsAddrs()
+	if err != nil {
+		return nil
+	}
+	out := make([]string, len(addrs))
+	for i, a := range addrs {
+		out[i] = "ws://" + a + "/app/" + s.Key
+	}
+	return out
+}
+
+// TargetIsLoopback reports whether every server is in 127.0.0.0/8, where workers
+// can bind distinct source addresses.
 func (s *Spec) TargetIsLoopback() bool {
-	addr, _, err := s.endpoints()
+	addrs, err := s.wsAddrs()
 	if err != nil {
 		return false
 	}
-	ap, err := netip.ParseAddrPort(addr)
-	return err == nil && ap.Addr().IsLoopback()
+	for _, a := range addrs {
+		ap, err := netip.ParseAddrPort(a)
+		if err != nil || !ap.Addr().IsLoopback() {
+			return false
+		}
+	}
+	return true
 }
 
 // Params lists the effective options, for Report.Scenario.

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -30,6 +31,12 @@ type fakeServer struct {
 
 	srv    *httptest.Server
 	nextID atomic.Int64
+
+	// peers are the servers of a fake cluster (this one included): an API publish
+	// reaches the subscribers of every peer. Set before the first connection.
+	peers []*fakeServer
+	// apiPublished counts events accepted by the HTTP API.
+	apiPublished atomic.Int64
 
 	mu      sync.Mutex
 	subs    map[string][]*fakeConn // channel → subscribers
@@ -60,6 +67,20 @@ func newFakeServer(t *testing.T) *fakeServer {
 	return s
 }
 
+// newFakeCluster returns n fake servers that act as one: an API publish on any of
+// them reaches the subscribers of all.
+func newFakeCluster(t *testing.T, n int) []*fakeServer {
+	t.Helper()
+	var out []*fakeServer
+	for i := 0; i < n; i++ {
+		out = append(out, newFakeServer(t))
+	}
+	for _, s := range out {
+		s.peers = out
+	}
+	return out
+}
+
 func (s *fakeServer) addr() string { return strings.TrimPrefix(s.srv.URL, "http://") }
 
 func (s *fakeServer) close() {
@@ -73,6 +94,10 @@ func (s *fakeServer) close() {
 }
 
 func (s *fakeServer) serve(w http.ResponseWriter, r *http.Request) {
+	if strings.HasPrefix(r.URL.Path, "/apps/") {
+		s.api(w, r)
+		return
+	}
 	if r.URL.Path != "/app/"+s.key {
 		http.Error(w, "no such app", http.StatusNotFound)
 		return
@@ -128,6 +153,59 @@ func (s *fakeServer) serve(w http.ResponseWriter, r *http.Request) {
 			_ = c.write(ctx, `{"event":"pusher_internal:subscription_succeeded","channel":"`+m.Data.Channel+`","data":"{}"}`)
 		}
 	}
+}
+
+// api answers POST /apps/{id}/events and /apps/{id}/batch_events (signed, checked
+// with verifyPusherRequest) by writing each event to the subscribers of every peer.
+func (s *fakeServer) api(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	if r.Method != http.MethodPost || !verifyPusherRequest(r, body, s.key, s.secret) {
+		http.Error(w, `{"error":"bad request or signature"}`, http.StatusUnauthorized)
+		return
+	}
+	type event struct{ Name, Channel, Data string }
+	var events []event
+	switch {
+	case strings.HasSuffix(r.URL.Path, "/batch_events"):
+		var b struct{ Batch []event }
+		if err := json.Unmarshal(body, &b); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		events = b.Batch
+	case strings.HasSuffix(r.URL.Path, "/events"):
+		var e event
+		if err := json.Unmarshal(body, &e); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		events = []event{e}
+	default:
+		http.NotFound(w, r)
+		return
+	}
+	peers := s.peers
+	if peers == nil {
+		peers = []*fakeServer{s}
+	}
+	for _, e := range events {
+		data, _ := json.Marshal(e.Data)
+		msg := `{"event":"` + e.Name + `","channel":"` + e.Channel + `","data":` + string(data) + `}`
+		for _, peer := range peers {
+			for _, c := range peer.subscribers(e.Channel) {
+				_ = c.write(r.Context(), msg)
+			}
+		}
+		s.apiPublished.Add(1)
+	}
+	_, _ = io.WriteString(w, "{}")
+}
+
+// conns returns how many WebSocket connections the server accepted.
+func (s *fakeServer) accepted() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
 }
 
 func (s *fakeServer) authOK(socketID, channel, auth, channelData string) bool {

@@ -29,6 +29,13 @@ type Stats struct {
 	Missing int64 `json:"missing"`
 	// Members counts pusher_internal:member_added and member_removed events received.
 	Members int64 `json:"members,omitempty"`
+	// MembersAdded counts pusher_internal:member_added events received (so
+	// member_removed is Members − MembersAdded).
+	MembersAdded int64 `json:"members_added,omitempty"`
+	// MemberLatency is join-to-member_added: receive time minus the join time the
+	// member's user_info carries (MemberTimestampKey), for every member_added that
+	// has one.
+	MemberLatency *Histogram `json:"member_latency,omitempty"`
 	// Reasons counts why connections failed or closed, and errors the server sent:
 	// "close_<code>", "eof", "handshake_timeout", "connect_<errno>",
 	// "pusher_error_<code>", "subscription_error", ...
@@ -36,7 +43,7 @@ type Stats struct {
 }
 
 func newStats() *Stats {
-	return &Stats{Connect: NewHistogram(), Latency: NewHistogram(), Reasons: map[string]int64{}}
+	return &Stats{Connect: NewHistogram(), Latency: NewHistogram(), MemberLatency: NewHistogram(), Reasons: map[string]int64{}}
 }
 
 // Merge adds o's figures to s (counts included), as when combining the Stats of
@@ -58,12 +65,18 @@ func (s *Stats) merge(o *Stats) error {
 	if err := s.Latency.Merge(o.Latency); err != nil {
 		return err
 	}
+	if o.MemberLatency != nil {
+		if err := s.MemberLatency.Merge(o.MemberLatency); err != nil {
+			return err
+		}
+	}
 	s.Events += o.Events
 	s.Delivered += o.Delivered
 	s.Duplicates += o.Duplicates
 	s.Reordered += o.Reordered
 	s.Missing += o.Missing
 	s.Members += o.Members
+	s.MembersAdded += o.MembersAdded
 	for k, v := range o.Reasons {
 		s.Reasons[k] += v
 	}
@@ -83,6 +96,9 @@ func (s *Stats) UnmarshalJSON(b []byte) error {
 	}
 	if s.Latency == nil {
 		s.Latency = NewHistogram()
+	}
+	if s.MemberLatency == nil {
+		s.MemberLatency = NewHistogram() // from a worker that predates it
 	}
 	if s.Reasons == nil {
 		s.Reasons = map[string]int64{}
@@ -110,7 +126,8 @@ func (s *Stats) Sub(o *Stats) (*Stats, error) {
 	// A histogram that recorded nothing since o leaves its delta empty: skipping the
 	// copy and the subtraction matters, because a worker takes a delta every second and
 	// in a hold (no publishes, ramp over) neither histogram moves.
-	for _, p := range []struct{ dst, cur, old *Histogram }{{d.Connect, s.Connect, o.Connect}, {d.Latency, s.Latency, o.Latency}} {
+	for _, p := range []struct{ dst, cur, old *Histogram }{{d.Connect, s.Connect, o.Connect}, {d.Latency, s.Latency, o.Latency},
+		{d.MemberLatency, s.MemberLatency, o.MemberLatency}} {
 		if p.cur.Count() == p.old.Count() {
 			continue
 		}
@@ -134,6 +151,7 @@ func (s *Stats) Sub(o *Stats) (*Stats, error) {
 	d.Reordered = s.Reordered - o.Reordered
 	d.Missing = s.Missing - o.Missing
 	d.Members = s.Members - o.Members
+	d.MembersAdded = s.MembersAdded - o.MembersAdded
 	for k, v := range s.Reasons {
 		if v -= o.Reasons[k]; v != 0 {
 			d.Reasons[k] = v

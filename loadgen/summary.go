@@ -16,6 +16,14 @@ func WriteSummary(out io.Writer, r *Report) error {
 	t := &r.Totals
 	p("")
 	p("scenario\t%s\ttarget %s", r.Scenario.Name, r.Target)
+	if len(r.Targets) > 1 {
+		for i, ts := range r.Targets {
+			p("  server %d\t%s\t%d connected", i+1, ts.URL, ts.Connected)
+		}
+	}
+	if r.PublishTarget != "" {
+		p("publishing to\t%s", r.PublishTarget)
+	}
 	p("run\t%.1fs\tstopped: %s", r.Seconds, r.Stopped)
 	p("")
 	p("CONNECTIONS\t")
@@ -37,12 +45,30 @@ func WriteSummary(out io.Writer, r *Report) error {
 	if r.Members > 0 {
 		p("  presence member events\t%d", r.Members)
 	}
+	if ps := r.Presence; ps != nil {
+		p("")
+		p("PRESENCE\t")
+		p("  joins\t%d\t%.1f/s over the load phase (%.1fs)", ps.Joins, ps.JoinsPerSec, ps.LoadSeconds)
+		p("  leaves\t%d\t%.1f/s", ps.Leaves, ps.LeavesPerSec)
+		p("  member_added received\t%d", ps.MemberAdded)
+		p("  member_removed received\t%d", ps.MemberRemoved)
+	}
 	p("")
 	p("LATENCY (ms)\tcount\tmin\tmean\tp50\tp90\tp95\tp99\tp99.9\tmax")
-	for _, d := range []struct {
+	dists := []struct {
 		name string
 		d    Distribution
-	}{{"  publish→receive", r.Latency}, {"  connect", r.Connect}} {
+	}{{"  publish→receive", r.Latency}, {"  connect", r.Connect}}
+	if r.Presence != nil {
+		dists = append(dists, struct {
+			name string
+			d    Distribution
+		}{"  join→member_added", r.Presence.MemberLatency}, struct {
+			name string
+			d    Distribution
+		}{"    in the load phase", r.Presence.MemberLatencyLoad})
+	}
+	for _, d := range dists {
 		p("%s\t%d\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f", d.name, d.d.Count, d.d.MinMs, d.d.MeanMs,
 			d.d.P50Ms, d.d.P90Ms, d.d.P95Ms, d.d.P99Ms, d.d.P999Ms, d.d.MaxMs)
 	}

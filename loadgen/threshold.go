@@ -15,6 +15,8 @@ import (
 //     (the default), s, us.
 //   - connect_p50 … connect_min: connect latency (socket() to
 //     connection_established); same units.
+//   - member_p50 … member_min: presence join-to-member_added latency in the
+//     load phase (Report.Presence.MemberLatencyLoad); same units.
 //   - errors: Totals.ErrorRate; with % it is a percentage, without a fraction
 //     ("errors<0.1%" is "errors<0.001").
 //   - error_count, missing, duplicated, delivered, published, connections (peak
@@ -42,7 +44,7 @@ const (
 )
 
 func metricOf(name string) (metricKind, bool) {
-	base := strings.TrimPrefix(name, "connect_")
+	base := strings.TrimPrefix(strings.TrimPrefix(name, "connect_"), "member_")
 	switch base {
 	case "p50", "p90", "p95", "p99", "p999", "max", "mean", "min":
 		return kindTime, true
@@ -120,6 +122,12 @@ func (t Threshold) Measure(r *Report) (float64, bool) {
 		name := t.Metric
 		if strings.HasPrefix(name, "connect_") {
 			d, name = r.Connect, strings.TrimPrefix(name, "connect_")
+		}
+		if strings.HasPrefix(name, "member_") {
+			d, name = Distribution{}, strings.TrimPrefix(name, "member_")
+			if r.Presence != nil {
+				d = r.Presence.MemberLatencyLoad
+			}
 		}
 		if d.Count == 0 {
 			return 0, false

@@ -130,7 +130,7 @@ func newWorker(plan *Plan, log *slog.Logger) (*worker, error) {
 	if err := spec.Normalize(); err != nil {
 		return nil, err
 	}
-	wsAddr, _, err := spec.endpoints()
+	wsAddrs, err := spec.wsAddrs()
 	if err != nil {
 		return nil, err
 	}
@@ -156,7 +156,7 @@ func newWorker(plan *Plan, log *slog.Logger) (*worker, error) {
 		srcs = append(srcs, a)
 	}
 	cfg := Config{
-		Addr: wsAddr, Key: spec.Key, Secret: spec.Secret, SourceAddrs: srcs,
+		Addrs: wsAddrs, Key: spec.Key, Secret: spec.Secret, SourceAddrs: srcs,
 		Loops: spec.Loops, MaxHandshakes: spec.MaxHandshakes,
 		CloseGrace: spec.CloseTimeout.D(),
 		Channels: func(id uint64) []string {
@@ -169,8 +169,10 @@ func newWorker(plan *Plan, log *slog.Logger) (*worker, error) {
 			return out
 		},
 		ChannelData: func(id uint64, _ string) string {
+			// The join time lets every other member measure join-to-member_added.
 			return `{"user_id":"u` + strconv.FormatUint(w.gid(id), 10) + `","user_info":{"worker":` +
-				strconv.Itoa(plan.WorkerID) + `}}`
+				strconv.Itoa(plan.WorkerID) + `,"` + MemberTimestampKey + `":` +
+				strconv.FormatInt(time.Now().UnixNano(), 10) + `}}`
 		},
 		OnSubscribed: func(id uint64) { w.addSubs(id, 1) },
 		OnClosed: func(id uint64, subscribed bool) {
@@ -439,6 +441,7 @@ func (s *snapshotter) send(cd *codec, final bool, why string) error {
 		v = w.dups[i].Load()
 		snap.ChanDups[i], s.prevDu[i] = v-s.prevDu[i], v
 	}
+	snap.TargetConnected = w.pool.AddrCounts()
 	snap.HeapBytes = heapInUse()
 	snap.RSSBytes = readRSS()
 	return cd.send(&ctrlMsg{Type: msgSnapshot, Snapshot: snap}, protoWriteWait)

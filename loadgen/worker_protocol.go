@@ -74,6 +74,9 @@ type Snapshot struct {
 	HeapBytes     int64   `json:"heap_bytes"` // Go heap in use
 	RSSBytes      int64   `json:"rss_bytes"`  // resident set size
 	Error         string  `json:"error,omitempty"`
+	// TargetConnected is, per server of Spec.Target (in order), the connections
+	// established to it so far (a gauge: cumulative, not a delta).
+	TargetConnected []int64 `json:"target_connected,omitempty"`
 	// RampSeconds, in the snapshot sent when this worker's share was all
 	// established (or failed), is the time its ramp took; 0 otherwise.
 	RampSeconds float64 `json:"ramp_seconds,omitempty"`

@@ -198,6 +198,21 @@ func Get(ctx context.Context, addr, path string) ([]byte, error) {
 	return b, err
 }
 
+// LoadAvg is the host's 1-minute load average (/proc/loadavg), -1 when unknown: the
+// benchmarks print it at their start and end, so that a reader can tell figures
+// taken on a busy host.
+func LoadAvg() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return -1
+	}
+	var l float64
+	if _, err := fmt.Sscan(string(b), &l); err != nil {
+		return -1
+	}
+	return l
+}
+
 // EnvOr is the environment variable k, or def when it is unset or empty.
 func EnvOr(k, def string) string {
 	if v := os.Getenv(k); v != "" {

@@ -20,3 +20,9 @@ func TestEnvOr(t *testing.T) {
 		t.Fatal("set variable ignored")
 	}
 }
+
+func TestLoadAvg(t *testing.T) {
+	if l := LoadAvg(); l < 0 {
+		t.Fatalf("LoadAvg = %v on Linux", l)
+	}
+}

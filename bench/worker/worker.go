@@ -58,10 +58,13 @@ type Mem struct {
 // Config is a worker's pool.
 type Config struct {
 	Addr, Key, Secret string
-	Channel           string       // subscribed by every connection; "" for none
-	Sources           []netip.Addr // source addresses
-	Loops             int          // default GOMAXPROCS
-	MaxHandshakes     int          // default 512
+	// Addrs, if set, replaces Addr with several servers (a cluster's nodes):
+	// connection id goes to Addrs[id % len(Addrs)].
+	Addrs         []string
+	Channel       string       // subscribed by every connection; "" for none
+	Sources       []netip.Addr // source addresses
+	Loops         int          // default GOMAXPROCS
+	MaxHandshakes int          // default 512
 }
 
 const waitPoll = 500 * time.Microsecond
@@ -69,7 +72,7 @@ const waitPoll = 500 * time.Microsecond
 // Serve runs a worker until in closes or ctx ends.
 func Serve(ctx context.Context, cfg Config, in io.Reader, out io.Writer) error {
 	lc := loadgen.Config{
-		Addr: cfg.Addr, Key: cfg.Key, Secret: cfg.Secret, SourceAddrs: cfg.Sources,
+		Addr: cfg.Addr, Addrs: cfg.Addrs, Key: cfg.Key, Secret: cfg.Secret, SourceAddrs: cfg.Sources,
 		Loops: cfg.Loops, MaxHandshakes: cfg.MaxHandshakes,
 	}
 	if cfg.Channel != "" {

@@ -26,6 +26,26 @@
 // runs until --drain before the end, then connections close with a bounded close
 // handshake.
 //
+// # A cluster without a load balancer
+//
+// --target takes a comma-separated list of servers, for example the nodes of a
+// Herald cluster: every worker sends its connection i to server i mod n, so each
+// node gets an equal share of every worker's connections (the summary and the
+// report's "targets" list the connections established to each). API publishes go
+// to the first server, or to --publish-target http://host:port:
+//
+//	loadgen run --target ws://127.0.0.1:6001,ws://127.0.0.1:6002,ws://127.0.0.1:6003 //	    --app-id ID --app-key KEY --app-secret SECRET --scenario broadcast //	    --connections 3000 --channels 1000 --publish-rate max --publish-batch 10
+//
+// --publish-rate max publishes as fast as --publish-concurrency requests in flight
+// are answered, instead of at a fixed rate; --publish-batch N sends N events (each
+// on the next channel) per request through /apps/{id}/batch_events.
+//
+// On presence channels (presence-storm, or --kind presence) each member's
+// user_info carries its join time, so every member_added is a latency sample
+// (join → member_added as the other members see it, across nodes); the summary and
+// the report's "presence" give it, with joins and leaves per second over the load
+// phase.
+//
 // # Workers
 //
 // A process may open only so many files (20,000 here), so a run is split over
@@ -53,8 +73,9 @@
 //	130 interrupted (Ctrl-C or SIGTERM): connections were closed cleanly, and the
 //	    summary and reports were still written
 //
-// Thresholds: p50 p90 p95 p99 p999 max mean min (publish-to-receive latency) and
-// connect_p50 … connect_min with units ms (default), s, us; errors (a rate: 0.1%
+// Thresholds: p50 p90 p95 p99 p999 max mean min (publish-to-receive latency),
+// connect_p50 … connect_min and member_p50 … member_min (presence join to
+// member_added in the load phase) with units ms (default), s, us; errors (a rate: 0.1%
 // or 0.001); error_count, missing, duplicated, delivered, published, connections
 // (peak open), connected, deliveries_per_sec, publishes_per_sec. Operators
 // < <= > >= ==.

@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -97,6 +98,32 @@ type runOpts struct {
 	workerCmd     string
 }
 
+// rateFlag is a rate per second, or "max" (loadgen.PublishRateMax).
+type rateFlag float64
+
+func (r *rateFlag) String() string {
+	if r == nil || float64(*r) == 0 {
+		return "0"
+	}
+	if float64(*r) == loadgen.PublishRateMax {
+		return "max"
+	}
+	return strconv.FormatFloat(float64(*r), 'g', -1, 64)
+}
+
+func (r *rateFlag) Set(v string) error {
+	if v == "max" {
+		*r = loadgen.PublishRateMax
+		return nil
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || f < 0 {
+		return fmt.Errorf("want a rate >= 0 or max")
+	}
+	*r = rateFlag(f)
+	return nil
+}
+
 type multiFlag []string
 
 func (m *multiFlag) String() string     { return strings.Join(*m, ", ") }
@@ -109,7 +136,8 @@ func runFlags(spec *loadgen.Spec, o *runOpts, out io.Writer) *flag.FlagSet {
 	fs.SetOutput(out)
 	fs.StringVar(&o.config, "config", "", "JSON scenario file (fields as in the report's scenario.params); flags given override it")
 	fs.StringVar(&spec.Scenario, "scenario", spec.Scenario, "connect-and-hold, broadcast, churn, presence-storm or client-events (empty: connect-and-hold)")
-	fs.StringVar(&spec.Target, "target", spec.Target, "server: ws://host:port, host:port or http://host:port (required)")
+	fs.StringVar(&spec.Target, "target", spec.Target, "server: ws://host:port, host:port or http://host:port (required); a comma-separated list spreads the connections over several servers (cluster nodes without a load balancer): each worker sends its connection i to server i mod n")
+	fs.StringVar(&spec.PublishTarget, "publish-target", spec.PublishTarget, "where HTTP API publishes go, http://host:port (empty: the first --target)")
 	fs.StringVar(&spec.AppID, "app-id", spec.AppID, "app id, for publishing through the HTTP API")
 	fs.StringVar(&spec.Key, "app-key", spec.Key, "app key: clients open /app/{key} (required)")
 	fs.StringVar(&spec.Secret, "app-secret", spec.Secret, "app secret: signs private/presence subscriptions and API publishes (or env LOADGEN_APP_SECRET)")
@@ -121,7 +149,8 @@ func runFlags(spec *loadgen.Spec, o *runOpts, out io.Writer) *flag.FlagSet {
 	fs.Float64Var(&spec.ZipfS, "zipf-s", spec.ZipfS, "Zipf exponent, > 1 (0: 1.1); channel 0 is the hottest")
 	fs.StringVar(&spec.Kind, "kind", spec.Kind, "channel kind: public, private or presence (empty: public; private for client-events; presence for presence-storm)")
 	fs.StringVar(&spec.ChannelPrefix, "channel-prefix", spec.ChannelPrefix, "channel names are [private-|presence-]<prefix><n> (empty: loadgen-)")
-	fs.Float64Var(&spec.PublishRate, "publish-rate", spec.PublishRate, "HTTP API publishes per second during the load phase (0: 10 for broadcast, else none)")
+	fs.Var((*rateFlag)(&spec.PublishRate), "publish-rate", "HTTP API publishes (events) per second during the load phase, or max: as fast as --publish-concurrency requests in flight are answered (0: 10 for broadcast, else none)")
+	fs.IntVar(&spec.PublishBatch, "publish-batch", spec.PublishBatch, "events per HTTP request: 1 posts to /events, more to /batch_events, each event on the next channel (0: 1; Pusher allows 10)")
 	fs.IntVar(&spec.PublishChannels, "publish-channels", spec.PublishChannels, "publish round-robin to channels 0..n-1 (0: all M)")
 	fs.IntVar(&spec.PayloadSize, "payload-size", spec.PayloadSize, "event data size in bytes, at least the seq:…:ts:…: prefix (0: 64)")
 	fs.IntVar(&spec.PublishConcurrency, "publish-concurrency", spec.PublishConcurrency, "HTTP publishes in flight (0: 16)")

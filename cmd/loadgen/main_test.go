@@ -254,6 +254,10 @@ func TestUsageErrorsExit2(t *testing.T) {
 		{"run", "--no-such-flag"},
 		{"run", "--app-key", "k"}, // no target
 		{"run", "--target", "127.0.0.1:1", "--app-key", "k", "--scenario", "flood"},
+		{"run", "--target", "127.0.0.1:1", "--app-key", "k", "--publish-rate", "fast"},
+		{"run", "--target", "127.0.0.1:1", "--app-key", "k", "--publish-rate", "-5"},
+		{"run", "--target", "127.0.0.1:1,127.0.0.1", "--app-key", "k"}, // the second has no port
+		{"run", "--target", "127.0.0.1:1", "--app-id", "1", "--app-key", "k", "--app-secret", "s", "--scenario", "broadcast", "--publish-batch", "101"},
 		{"worker"},
 		{"frobnicate"},
 	}
@@ -412,6 +416,24 @@ func TestInterruptStopsCleanly(t *testing.T) {
 		if alive(pid) {
 			t.Errorf("worker pid %d still running", pid)
 			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+}
+
+func TestRateFlag(t *testing.T) {
+	var r rateFlag
+	for in, want := range map[string]float64{"max": loadgen.PublishRateMax, "12.5": 12.5, "0": 0} {
+		if err := r.Set(in); err != nil || float64(r) != want {
+			t.Errorf("Set(%q) = %v, %v; want %v", in, float64(r), err, want)
+		}
+	}
+	r = loadgen.PublishRateMax
+	if r.String() != "max" {
+		t.Errorf("String() = %q, want max", r.String())
+	}
+	for _, bad := range []string{"", "fast", "-1", "1e"} {
+		if err := r.Set(bad); err == nil {
+			t.Errorf("Set(%q) accepted", bad)
 		}
 	}
 }

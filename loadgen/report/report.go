@@ -133,7 +133,7 @@ func build(r *loadgen.Report) view {
 		Tool:     nonEmpty(r.Tool, "herald-loadgen"),
 		Version:  r.Version,
 		Scenario: nonEmpty(r.Scenario.Name, "unnamed scenario"),
-		Target:   nonEmpty(r.Target, dash),
+		Target:   targetText(r),
 		Started:  fmtTime(r.Started),
 		Ended:    fmtTime(r.Ended),
 		Duration: fmtSeconds(r.Seconds),
@@ -235,6 +235,27 @@ func build(r *loadgen.Report) view {
 	if r.Members > 0 { // presence scenarios only; elsewhere the row would be noise
 		v.Summary[1].Rows = append(v.Summary[1].Rows, summaryRow{Label: "Presence member events",
 			Value: fmtInt(r.Members), Note: "member_added and member_removed received"})
+	}
+	if len(r.Targets) > 1 { // a cluster without a load balancer: the share of each node
+		for i, ts := range r.Targets {
+			v.Summary[0].Rows = append(v.Summary[0].Rows, summaryRow{Label: "Server " + strconv.Itoa(i+1),
+				Value: fmtInt(ts.Connected), Note: ts.URL, Class: cond(ts.Connected == 0, clsBad, "")})
+		}
+	}
+	if r.PublishTarget != "" {
+		v.Summary[1].Rows = append(v.Summary[1].Rows, summaryRow{Label: "Published to", Value: r.PublishTarget})
+	}
+	if ps := r.Presence; ps != nil {
+		l := ps.MemberLatencyLoad
+		v.Summary = append(v.Summary, summaryGroup{Title: "Presence", Rows: []summaryRow{
+			{Label: "Joins/s", Value: fmtRate(ps.JoinsPerSec), Note: fmtInt(ps.Joins) + " over the load phase"},
+			{Label: "Leaves/s", Value: fmtRate(ps.LeavesPerSec), Note: fmtInt(ps.Leaves) + " over the load phase"},
+			{Label: "member_added", Value: fmtInt(ps.MemberAdded), Note: "received, whole run"},
+			{Label: "member_removed", Value: fmtInt(ps.MemberRemoved), Note: "received, whole run"},
+			{Label: "Join → member_added p50", Value: distMs(l, l.P50Ms), Note: "load phase; p99 " + distMs(l, l.P99Ms)},
+			{Label: "  whole run p50", Value: distMs(ps.MemberLatency, ps.MemberLatency.P50Ms),
+				Note: "ramp included; p99 " + distMs(ps.MemberLatency, ps.MemberLatency.P99Ms)},
+		}})
 	}
 	v.Channels = channels(r.Channels)
 
@@ -377,6 +398,14 @@ func distMarkers(d loadgen.Distribution) []marker {
 
 // distMs formats one statistic of d, or a dash when d holds no values (its zeros
 // would otherwise read as "instant").
+// targetText is the target, or the first of several with their count.
+func targetText(r *loadgen.Report) string {
+	if n := len(r.Targets); n > 1 {
+		return nonEmpty(r.Target, r.Targets[0].URL) + " and " + strconv.Itoa(n-1) + " more"
+	}
+	return nonEmpty(r.Target, dash)
+}
+
 func distMs(d loadgen.Distribution, ms float64) string {
 	if d.Count == 0 {
 		return dash

@@ -529,3 +529,28 @@ func writeTemp(t *testing.T, dir, name string, r *loadgen.Report) string {
 	}
 	return p
 }
+
+// A run against several servers lists each one's connections; a presence run has its
+// own group.
+func TestClusterAndPresence(t *testing.T) {
+	r := loadFixture(t)
+	r.Targets = []loadgen.TargetSummary{
+		{URL: "ws://127.0.0.1:6001/app/app-key", Connected: 5000},
+		{URL: "ws://127.0.0.1:6002/app/app-key", Connected: 5000},
+	}
+	r.PublishTarget = "http://127.0.0.1:6001"
+	r.Presence = &loadgen.PresenceSummary{Joins: 12000, Leaves: 11990, JoinsPerSec: 1000.4, LeavesPerSec: 999.2,
+		MemberAdded: 580000, MemberRemoved: 570000,
+		MemberLatency:     loadgen.Distribution{Count: 580000, P50Ms: 412.5, P99Ms: 1900},
+		MemberLatencyLoad: loadgen.Distribution{Count: 500000, P50Ms: 5.77, P99Ms: 41.2}}
+	out := render(t, r)
+	for _, want := range []string{
+		"ws://127.0.0.1:6001/app/app-key and 1 more", "Server 2", "ws://127.0.0.1:6002/app/app-key",
+		"Published to", "http://127.0.0.1:6001", "Presence", "Joins/s", "1,000/s", "member_removed", "570,000",
+		"Join → member_added p50", "5.77 ms", "41.2", "412",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+}

@@ -28,7 +28,7 @@ func run(args []string) error {
 	var cfg worker.Config
 	var sources string
 	fs := flag.NewFlagSet("benchclient", flag.ContinueOnError)
-	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:6001", "server ip:port")
+	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:6001", "server ip:port; a comma-separated list spreads the connections round-robin over several servers (connection i to server i mod n)")
 	fs.StringVar(&cfg.Key, "key", "", "app key")
 	fs.StringVar(&cfg.Secret, "secret", "", "app secret (private and presence channels)")
 	fs.StringVar(&cfg.Channel, "channel", "", "channel every connection subscribes to (none if empty)")
@@ -38,6 +38,13 @@ func run(args []string) error {
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if strings.Contains(cfg.Addr, ",") {
+		for _, a := range strings.Split(cfg.Addr, ",") {
+			if a = strings.TrimSpace(a); a != "" {
+				cfg.Addrs = append(cfg.Addrs, a)
+			}
+		}
 	}
 	for _, s := range strings.Split(sources, ",") {
 		if s == "" {

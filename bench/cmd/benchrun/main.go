@@ -1,25 +1,49 @@
 // Command benchrun produces Herald's load figures (`make bench` runs it after the Go
 // benchmarks): memory per idle connection, fan-out latency and throughput, and
-// WebSocket upgrades per second, each measured against Herald and against the raw
-// write floor (bench/cmd/rawfloor) in the same run, all on loopback.
+// WebSocket upgrades per second, each measured against Herald on one node, against
+// a Herald cluster, and against the raw write floor (bench/cmd/rawfloor) in the same
+// run, all on loopback.
+//
+// Targets (-targets, default all three):
+//
+//   - herald: one node with the in-memory broker.
+//   - herald-cluster: 3 herald nodes joined through one redis-server that benchrun
+//     starts (free loopback port, --save "" --appendonly no). Each client worker
+//     spreads its connections round-robin over the 3 nodes (connection i to node
+//     i mod 3, so a third each), and every publish goes through node 1's HTTP API.
+//     Memory and server CPU are summed over the nodes; it adds the redis-server's
+//     CPU per delivery and per publish (from /proc/<pid>/stat), and the broker
+//     messages per second (the nodes' herald_broker_*_messages_total, and PUBLISH
+//     commands as Redis counts them).
+//   - rawfloor: the least a server can do (one pre-built frame, write(2) per socket).
 //
 // It builds herald, rawfloor and benchclient into a temporary directory, then for each
 // target:
 //
-//  1. starts the server, reads its VmRSS (and, for Herald, its Go heap in use from
-//     the admin port's /metrics after a GC);
+//  1. starts the server(s), reads their VmRSS (and, for Herald, the Go heap in use
+//     from the admin port's /metrics after a GC);
 //  2. starts client workers (benchclient processes, on fresh source addresses in
 //     127.0.0.0/8), which open -conns connections subscribed to one channel;
 //  3. after -idle, reads the memory again: growth per connection (scenario a);
 //  4. publishes -publishes messages one at a time, each waiting for every delivery:
 //     publish-to-last-delivery latency; then keeps -window publishes in flight for
 //     -throughput: deliveries per second (scenario b);
-//  5. closes everything, starts a fresh server and opens -conns connections with at
+//  5. with those connections idle, publishes -probes messages one at a time to a
+//     channel of 3 subscribers (one per node for the cluster): publish-to-delivery
+//     with a small fan-out, where what the cluster adds is its hop through Redis
+//     rather than 15,000 writes shared by more processes than cores (herald
+//     targets only: the floor writes every publish to every socket);
+//  6. closes everything, starts fresh servers and opens -conns connections with at
 //     most -handshakes in flight: upgrades per second (scenario c).
 //
+// The table puts one node and the cluster side by side: cluster deliveries/s ÷
+// one-node deliveries/s (target >= 0.9) and the publish-to-delivery p50 the cluster
+// adds (target <= 1 ms), in latency mode and in the probe.
+//
 // Every process it starts is stopped by PID (SIGTERM, then SIGKILL) when its phase
-// ends, on failure, and on Ctrl-C; every wait is bounded. It prints a table and a JSON
-// line and exits 1 if a target could not be measured.
+// ends, on failure, and on Ctrl-C; every wait is bounded; everything listens on
+// 127.0.0.1. It prints a table and a JSON line and exits 1 if a target could not be
+// measured.
 package main
 
 import (
@@ -47,6 +71,7 @@ type options struct {
 	loops         int
 	handshakes    int
 	publishes     int
+	probes        int
 	window        int
 	payload       int
 	idle          time.Duration
@@ -78,11 +103,12 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.loops, "loops", 0, "epoll loops per worker (0: one per CPU)")
 	fs.IntVar(&o.handshakes, "handshakes", 512, "handshakes in flight at most, over all workers")
 	fs.IntVar(&o.publishes, "publishes", 100, "latency mode: publishes, each waiting for all deliveries")
+	fs.IntVar(&o.probes, "probes", 200, "probe: publishes to a channel of 3 subscribers (one per cluster node), one at a time (0: no probe)")
 	fs.IntVar(&o.window, "window", 4, "throughput mode: publishes in flight")
 	fs.IntVar(&o.payload, "payload", 100, "event data bytes")
 	fs.DurationVar(&o.idle, "idle", 5*time.Second, "idle time before the memory reading")
 	fs.DurationVar(&o.throughput, "throughput", 5*time.Second, "throughput mode duration")
-	fs.StringVar(&targets, "targets", "herald,rawfloor", "targets to measure, comma-separated")
+	fs.StringVar(&targets, "targets", "herald,herald-cluster,rawfloor", "targets to measure, comma-separated: herald (one node), herald-cluster (3 nodes and a redis-server), rawfloor")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory (binaries and server logs)")
 	fs.BoolVar(&o.clientProfile, "client-profile", false, "write the client workers' CPU profiles of the fan-out phase to the temporary directory (use with -keep)")
 	fs.StringVar(&o.goBin, "go", proc.EnvOr("GO", "go"), "go command used to build")
@@ -109,6 +135,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		defer os.RemoveAll(dir)
 	}
 	started := time.Now()
+	load0 := proc.LoadAvg()
 	fmt.Fprintln(stderr, "benchrun: building herald, rawfloor and benchclient")
 	heraldErr, err := build(ctx, o.goBin, dir)
 	if err != nil {
@@ -121,12 +148,12 @@ func run(args []string, stdout, stderr io.Writer) error {
 	for _, t := range o.targets {
 		f := &figures{Target: t, Conns: o.conns}
 		results = append(results, f)
-		if t == "herald" && heraldErr != nil {
+		if (t == targetHerald || t == targetCluster) && heraldErr != nil {
 			f.Error = heraldErr.Error()
 			failed = true
 			continue
 		}
-		if t != "herald" && t != "rawfloor" {
+		if t != targetHerald && t != targetCluster && t != targetRawFloor {
 			f.Error = "unknown target"
 			failed = true
 			continue
@@ -146,6 +173,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		Options: o,
 		Results: results,
 		Elapsed: time.Since(started).Round(100 * time.Millisecond).String(),
+		Load:    [2]float64{load0, proc.LoadAvg()},
 	}
 	rep.print(stdout)
 	if failed {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/herald-rt/herald/bench/proc"
 )
@@ -35,29 +34,6 @@ func build(ctx context.Context, goBin, dir string) (heraldErr, err error) {
 	}
 	return heraldErr, nil
 }
-
-// server is a server process (herald or rawfloor) under test.
-type server struct {
-	*proc.Process
-	name  string
-	addr  string // public ip:port
-	admin string // herald's admin ip:port, "" for the floor
-}
-
-func (s *server) pid() int                 { return s.PID() }
-func (s *server) stop(grace time.Duration) { s.Stop(grace) }
-
-// startServer runs bin and waits (at most 20 s) for its ready line.
-func startServer(ctx context.Context, name, bin string, args []string, addr, admin, logPath, ready string) (*server, error) {
-	p, err := proc.Start(ctx, name, bin, args, logPath, ready, 20*time.Second)
-	if err != nil {
-		return nil, err
-	}
-	return &server{Process: p, name: name, addr: addr, admin: admin}, nil
-}
-
-// freePort returns a port that was free a moment ago on 127.0.0.1.
-func freePort() (int, error) { return proc.FreePort("127.0.0.1") }
 
 // heapInuse asks Herald's admin port for a GC (pprof's gc=1) and then scrapes
 // go_memstats_heap_inuse_bytes from /metrics.

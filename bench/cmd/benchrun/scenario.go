@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/herald-rt/herald/bench/cluster"
 	"github.com/herald-rt/herald/bench/worker"
 	"github.com/herald-rt/herald/loadgen"
 )
@@ -22,7 +23,10 @@ const (
 	appKey    = "bench-key"
 	appSecret = "bench-secret"
 	channel   = "bench"
-	eventName = "bench-event"
+	// probeChannel has probeConns subscribers (see runner.probe).
+	probeChannel = "bench-probe"
+	probeConns   = 3
+	eventName    = "bench-event"
 )
 
 var errDelivery = errors.New("benchrun: deliveries incomplete")
@@ -55,10 +59,41 @@ type figures struct {
 	Duplicates    int64    `json:"duplicates"`
 	Reordered     int64    `json:"reordered"`
 
+	// Publish to each delivery in latency mode only (one publish at a time, no
+	// queueing behind other publishes): what a cluster adds shows here.
+	LatencyModeP50 *float64 `json:"latency_mode_delivery_p50_ms,omitempty"`
+	LatencyModeP99 *float64 `json:"latency_mode_delivery_p99_ms,omitempty"`
+	// Publish to each delivery with probeConns subscribers (one per node for the
+	// cluster), -probes publishes one at a time.
+	ProbeP50 *float64 `json:"probe_delivery_p50_ms,omitempty"`
+	ProbeP99 *float64 `json:"probe_delivery_p99_ms,omitempty"`
+	// Throughput mode: publishes completed per second.
+	PublishesPerSec *float64 `json:"publishes_per_s,omitempty"`
+
 	// c) upgrades
 	UpgradesPerSec *float64 `json:"upgrades_per_s,omitempty"`
 	ConnectP50     *float64 `json:"connect_p50_ms,omitempty"`
 	ConnectP99     *float64 `json:"connect_p99_ms,omitempty"`
+
+	// herald-cluster only. Memory and server CPU above are summed over the nodes.
+	Nodes int `json:"nodes,omitempty"`
+	// NodeConns is each node's herald_connections after the connections are up.
+	NodeConns []int64 `json:"node_conns,omitempty"`
+	// RedisRSSPerConn is the redis-server's RSS growth per subscribed connection.
+	RedisRSSPerConn *float64 `json:"redis_rss_per_conn,omitempty"`
+	// Throughput mode: the redis-server's CPU per delivery and per API publish,
+	// messages the nodes published into and received from the broker per second,
+	// and PUBLISH commands per second as Redis counts them (probes and control
+	// messages included).
+	RedisCPUPerDelivery   *float64 `json:"redis_cpu_us_per_delivery,omitempty"`
+	RedisCPUPerPublish    *float64 `json:"redis_cpu_us_per_publish,omitempty"`
+	BrokerPublishedPerSec *float64 `json:"broker_published_per_s,omitempty"`
+	BrokerReceivedPerSec  *float64 `json:"broker_received_per_s,omitempty"`
+	RedisPublishPerSec    *float64 `json:"redis_publish_cmds_per_s,omitempty"`
+	// Dropped is what the nodes counted in herald_dropped_total,
+	// herald_fanout_dropped_total and herald_broker_errors_total over scenarios a
+	// and b (should be 0).
+	Dropped *float64 `json:"dropped,omitempty"`
 
 	Reasons string `json:"reasons,omitempty"`
 }
@@ -84,29 +119,6 @@ func (r *runner) measure(ctx context.Context, f *figures) error {
 	return r.upgrades(ctx, f)
 }
 
-func (r *runner) startTarget(ctx context.Context, target, phase string) (*server, error) {
-	port, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	addr := "127.0.0.1:" + strconv.Itoa(port)
-	logPath := filepath.Join(r.dir, target+"-"+phase+".log")
-	if target == "rawfloor" {
-		return startServer(ctx, target, filepath.Join(r.dir, "rawfloor"),
-			[]string{"--addr", addr, "--channel", channel}, addr, "", logPath, "rawfloor: serving")
-	}
-	aport, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	admin := "127.0.0.1:" + strconv.Itoa(aport)
-	return startServer(ctx, target, filepath.Join(r.dir, "herald"), []string{
-		"--addr", addr, "--admin-addr", admin,
-		"--app-id", appID, "--app-key", appKey, "--app-secret", appSecret,
-		"--shutdown-timeout", "2s", "--log-level", "warn",
-	}, addr, admin, logPath, "serving")
-}
-
 // clients is a set of worker processes, each with its share of the connections.
 type clients struct {
 	ws    []*worker.Worker
@@ -115,22 +127,32 @@ type clients struct {
 	closeGrace time.Duration
 }
 
-func (r *runner) startClients(srv *server, withChannel bool, profile string) (*clients, error) {
+func (r *runner) startClients(d *deployment, withChannel bool, profile string) (*clients, error) {
+	ch := ""
+	if withChannel {
+		ch = channel
+	}
+	return r.startWorkers(d, ch, r.o.workers, r.o.conns, profile)
+}
+
+// startWorkers starts workers client processes sharing conns connections, each on a
+// fresh source address, subscribed to ch ("" for none).
+func (r *runner) startWorkers(d *deployment, ch string, workers, conns int, profile string) (*clients, error) {
 	c := &clients{closeGrace: 10 * time.Second}
-	if srv.name == "rawfloor" {
+	if d.isFloor() {
 		c.closeGrace = 0
 	}
-	for i := 0; i < r.o.workers; i++ {
+	for i := 0; i < workers; i++ {
 		if r.nextSrc > 254 {
 			c.close()
 			return nil, errors.New("benchrun: out of source addresses in 127.0.0.0/24")
 		}
 		src := "127.0.0." + strconv.Itoa(r.nextSrc)
 		r.nextSrc++
-		args := []string{"--addr", srv.addr, "--key", appKey, "--secret", appSecret, "--src", src,
-			"--handshakes", strconv.Itoa(max(r.o.handshakes/r.o.workers, 1)), "--loops", strconv.Itoa(r.o.loops)}
-		if withChannel {
-			args = append(args, "--channel", channel)
+		args := []string{"--addr", d.clientAddr(), "--key", appKey, "--secret", appSecret, "--src", src,
+			"--handshakes", strconv.Itoa(max(r.o.handshakes/workers, 1)), "--loops", strconv.Itoa(r.o.loops)}
+		if ch != "" {
+			args = append(args, "--channel", ch)
 		}
 		if profile != "" {
 			args = append(args, "--cpuprofile", filepath.Join(r.dir, fmt.Sprintf("%s-%d.pprof", profile, i)))
@@ -141,8 +163,8 @@ func (r *runner) startClients(srv *server, withChannel bool, profile string) (*c
 			return nil, err
 		}
 		c.ws = append(c.ws, w)
-		n := r.o.conns / r.o.workers
-		if i < r.o.conns%r.o.workers {
+		n := conns / workers
+		if i < conns%workers {
 			n++
 		}
 		c.share = append(c.share, n)
@@ -280,22 +302,36 @@ func (c *clients) stats(ctx context.Context, first, last uint64) (*loadgen.Stats
 
 // fanout is scenarios a and b.
 func (r *runner) fanout(ctx context.Context, f *figures) error {
-	srv, err := r.startTarget(ctx, f.Target, "fanout")
+	d, err := r.startDeployment(ctx, f.Target, "fanout")
 	if err != nil {
 		return err
 	}
-	defer srv.stop(5 * time.Second)
+	defer d.stop()
+	if f.Target == targetCluster {
+		f.Nodes = len(d.nodes)
+	}
 	time.Sleep(300 * time.Millisecond) // let start-up allocations settle
-	rss0, err := worker.ReadRSS(srv.pid())
-	if err != nil {
-		return err
-	}
 	var heap0 int64 = -1
-	if srv.admin != "" {
-		if h, err := heapInuse(ctx, srv.admin); err == nil {
+	var dropped0 float64
+	if !d.isFloor() {
+		// The heap reading collects garbage first; the RSS baseline follows it.
+		if h, err := d.heap(ctx); err == nil {
 			heap0 = h
 		} else {
 			fmt.Fprintf(r.log, "benchrun: %s: no heap figure: %v\n", f.Target, err)
+		}
+		if m, err := d.counters(ctx); err == nil {
+			dropped0 = m.Dropped()
+		}
+	}
+	rss0, err := d.rss()
+	if err != nil {
+		return err
+	}
+	var redisRSS0 int64
+	if d.redis != nil {
+		if redisRSS0, err = worker.ReadRSS(d.redis.Redis.PID()); err != nil {
+			return err
 		}
 	}
 
@@ -303,7 +339,7 @@ func (r *runner) fanout(ctx context.Context, f *figures) error {
 	if r.o.clientProfile {
 		profile = "client-" + f.Target
 	}
-	cl, err := r.startClients(srv, true, profile)
+	cl, err := r.startClients(d, true, profile)
 	if err != nil {
 		return err
 	}
@@ -323,15 +359,29 @@ func (r *runner) fanout(ctx context.Context, f *figures) error {
 	}
 
 	// a) memory
-	rss1, err := worker.ReadRSS(srv.pid())
+	rss1, err := d.rss()
 	if err != nil {
 		return err
 	}
 	n := float64(r.o.conns)
 	f.ServerRSSPerConn = ptr(float64(rss1-rss0) / n)
 	if heap0 >= 0 {
-		if h, err := heapInuse(ctx, srv.admin); err == nil {
+		if h, err := d.heap(ctx); err == nil {
 			f.ServerHeapPerConn = ptr(float64(h-heap0) / n)
+		}
+	}
+	if d.redis != nil {
+		rr, err := worker.ReadRSS(d.redis.Redis.PID())
+		if err != nil {
+			return err
+		}
+		f.RedisRSSPerConn = ptr(float64(rr-redisRSS0) / n)
+		conns, err := d.redis.PerNode(ctx, "herald_connections")
+		if err != nil {
+			return err
+		}
+		for _, c := range conns {
+			f.NodeConns = append(f.NodeConns, int64(c))
 		}
 	}
 	cmem1, err := cl.mem(ctx)
@@ -348,7 +398,7 @@ func (r *runner) fanout(ctx context.Context, f *figures) error {
 
 	// b) fan-out
 	pub, err := loadgen.NewPublisher(loadgen.PublisherConfig{
-		BaseURL: "http://" + srv.addr, AppID: appID, Key: appKey, Secret: appSecret, MaxConns: r.o.window + 1,
+		BaseURL: "http://" + d.publishAddr(), AppID: appID, Key: appKey, Secret: appSecret, MaxConns: r.o.window + 1,
 	})
 	if err != nil {
 		return err
@@ -382,17 +432,16 @@ func (r *runner) fanout(ctx context.Context, f *figures) error {
 	f.LastP50 = ms(quantile(lat, 0.50))
 	f.LastP99 = ms(quantile(lat, 0.99))
 	f.LastMax = ms(lat[len(lat)-1])
+	// The histogram holds the latency mode's deliveries only, so far.
+	st, err := cl.stats(ctx, 0, 0)
+	if err != nil {
+		return err
+	}
+	f.LatencyModeP50 = ms(st.Latency.Quantile(0.5))
+	f.LatencyModeP99 = ms(st.Latency.Quantile(0.99))
 
 	fmt.Fprintf(r.log, "benchrun: %s: throughput mode, %d in flight for %v\n", f.Target, r.o.window, r.o.throughput)
-	d0, err := cl.delivered(ctx)
-	if err != nil {
-		return err
-	}
-	scpu0, err := worker.ReadCPU(srv.pid())
-	if err != nil {
-		return err
-	}
-	ccpu0, err := cl.cpu()
+	before, err := r.readCosts(ctx, d, cl)
 	if err != nil {
 		return err
 	}
@@ -420,27 +469,38 @@ func (r *runner) fanout(ctx context.Context, f *figures) error {
 	if firstErr != nil {
 		return fmt.Errorf("throughput mode: %w", firstErr)
 	}
-	d1, err := cl.delivered(ctx)
-	if err != nil {
-		return err
-	}
-	scpu1, err := worker.ReadCPU(srv.pid())
-	if err != nil {
-		return err
-	}
-	ccpu1, err := cl.cpu()
+	after, err := r.readCosts(ctx, d, cl)
 	if err != nil {
 		return err
 	}
 	f.TputPublishes = int(completed.Load())
-	f.Throughput = ptr(float64(d1-d0) / elapsed.Seconds())
-	if d1 > d0 {
-		us := func(d time.Duration) *float64 { return ptr(float64(d) / float64(time.Microsecond) / float64(d1-d0)) }
-		f.ServerCPU = us(scpu1 - scpu0)
-		f.ClientCPU = us(ccpu1 - ccpu0)
+	delivered := after.delivered - before.delivered
+	f.Throughput = ptr(float64(delivered) / elapsed.Seconds())
+	f.PublishesPerSec = ptr(float64(f.TputPublishes) / elapsed.Seconds())
+	if delivered > 0 {
+		us := func(d time.Duration) *float64 {
+			return ptr(float64(d) / float64(time.Microsecond) / float64(delivered))
+		}
+		f.ServerCPU = us(after.server - before.server)
+		f.ClientCPU = us(after.client - before.client)
+		if d.redis != nil {
+			f.RedisCPUPerDelivery = us(after.redis - before.redis)
+		}
+	}
+	if d.redis != nil {
+		if f.TputPublishes > 0 {
+			f.RedisCPUPerPublish = ptr(float64(after.redis-before.redis) / float64(time.Microsecond) / float64(f.TputPublishes))
+		}
+		sec := elapsed.Seconds()
+		f.BrokerPublishedPerSec = ptr((after.metrics["herald_broker_published_messages_total"] - before.metrics["herald_broker_published_messages_total"]) / sec)
+		f.BrokerReceivedPerSec = ptr((after.metrics["herald_broker_received_messages_total"] - before.metrics["herald_broker_received_messages_total"]) / sec)
+		f.RedisPublishPerSec = ptr(float64(after.redisPublish-before.redisPublish) / sec)
+	}
+	if !d.isFloor() {
+		f.Dropped = ptr(after.metrics.Dropped() - dropped0)
 	}
 
-	st, err := cl.stats(ctx, 1, seq.Load())
+	st, err = cl.stats(ctx, 1, seq.Load())
 	if err != nil {
 		return err
 	}
@@ -448,17 +508,97 @@ func (r *runner) fanout(ctx context.Context, f *figures) error {
 	f.DeliveryP99 = ms(st.Latency.Quantile(0.99))
 	f.Missing, f.Duplicates, f.Reordered = st.Missing, st.Duplicates, st.Reordered
 	f.Reasons = st.ReasonsString()
-	return nil
+	if d.isFloor() || r.o.probes == 0 {
+		return nil // the floor writes every publish to every socket
+	}
+	return r.probe(ctx, d, pub, &seq, f)
 }
 
-// upgrades is scenario c, on a fresh server.
-func (r *runner) upgrades(ctx context.Context, f *figures) error {
-	srv, err := r.startTarget(ctx, f.Target, "upgrades")
+// probe measures publish-to-delivery with a small fan-out, while the -conns
+// connections stay idle: probeConns connections on their own channel (spread over
+// the nodes: one per node for the cluster), -probes publishes one at a time, each
+// waiting for its probeConns deliveries. What a cluster adds here is its hop through
+// Redis, not its fan-out.
+func (r *runner) probe(ctx context.Context, d *deployment, pub *loadgen.Publisher, seq *atomic.Uint64, f *figures) error {
+	fmt.Fprintf(r.log, "benchrun: %s: probe, %d publishes to %d subscribers\n", f.Target, r.o.probes, probeConns)
+	pc, err := r.startWorkers(d, probeChannel, 1, probeConns, "")
 	if err != nil {
 		return err
 	}
-	defer srv.stop(5 * time.Second)
-	cl, err := r.startClients(srv, false, "")
+	defer pc.close()
+	if _, err := pc.dial(ctx); err != nil {
+		return err
+	}
+	first := seq.Load() + 1
+	for i := 0; i < r.o.probes; i++ {
+		s := seq.Add(1)
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := pub.Publish(pctx, probeChannel, eventName, loadgen.AppendPayload(nil, s, time.Now().UnixNano(), r.o.payload))
+		cancel()
+		if err != nil {
+			return fmt.Errorf("probe, publish %d: %w", i+1, err)
+		}
+		if _, err := pc.wait(ctx, s, 10*time.Second); err != nil {
+			return fmt.Errorf("probe, publish %d: %w", i+1, err)
+		}
+	}
+	st, err := pc.stats(ctx, first, seq.Load())
+	if err != nil {
+		return err
+	}
+	f.ProbeP50, f.ProbeP99 = ms(st.Latency.Quantile(0.5)), ms(st.Latency.Quantile(0.99))
+	f.Missing += st.Missing
+	return nil
+}
+
+// costs are the cumulative figures the throughput mode takes the difference of.
+type costs struct {
+	delivered    int64
+	server       time.Duration   // the nodes' CPU, summed
+	client       time.Duration   // the client workers' CPU, summed
+	redis        time.Duration   // the redis-server's CPU
+	redisPublish int64           // PUBLISH commands Redis has run
+	metrics      cluster.Metrics // the nodes' metrics, summed
+}
+
+func (r *runner) readCosts(ctx context.Context, d *deployment, cl *clients) (costs, error) {
+	var c costs
+	var err error
+	if c.delivered, err = cl.delivered(ctx); err != nil {
+		return c, err
+	}
+	if c.server, err = d.cpu(); err != nil {
+		return c, err
+	}
+	if c.client, err = cl.cpu(); err != nil {
+		return c, err
+	}
+	if !d.isFloor() {
+		if c.metrics, err = d.counters(ctx); err != nil {
+			return c, err
+		}
+	}
+	if d.redis != nil {
+		if c.redis, err = d.redis.RedisCPU(); err != nil {
+			return c, err
+		}
+		calls, err := cluster.RedisCommandCalls(ctx, d.redis.RedisAddr)
+		if err != nil {
+			return c, err
+		}
+		c.redisPublish = calls["publish"]
+	}
+	return c, nil
+}
+
+// upgrades is scenario c, on a fresh deployment.
+func (r *runner) upgrades(ctx context.Context, f *figures) error {
+	d, err := r.startDeployment(ctx, f.Target, "upgrades")
+	if err != nil {
+		return err
+	}
+	defer d.stop()
+	cl, err := r.startClients(d, false, "")
 	if err != nil {
 		return err
 	}
