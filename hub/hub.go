@@ -54,7 +54,8 @@ type Config struct {
 	// CacheTTL is how long a cache channel keeps its last event; default 30 min.
 	CacheTTL time.Duration
 	// OpsShards and OpsQueue size the off-loop workers for broker and presence calls;
-	// defaults 8 shards of 4096 queued jobs.
+	// defaults 32 shards of 4096 queued jobs. A shard runs its jobs one at a time and
+	// each may wait a Redis round trip, so the shards are how many wait at once.
 	OpsShards, OpsQueue int
 	// OpTimeout bounds one broker or presence call made for a client (subscribe,
 	// presence join, client event); default 5 s.
@@ -129,7 +130,7 @@ func New(cfg Config) (*Hub, error) {
 		cfg.CacheTTL = 30 * time.Minute
 	}
 	if cfg.OpsShards <= 0 {
-		cfg.OpsShards = 8
+		cfg.OpsShards = 32
 	}
 	if cfg.OpsQueue <= 0 {
 		cfg.OpsQueue = 4096

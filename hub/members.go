@@ -72,7 +72,7 @@ func (h *Hub) joinPresence(c *client, s *subscription) {
 			fail("ServiceUnavailable", "broker unavailable", 503)
 			return
 		}
-		first, err := h.presence.Add(ctx, ch.key, m.entry, m.Member, a.cfg.MaxPresenceMembers)
+		first, members, err := h.presence.Join(ctx, ch.key, m.entry, m.Member, a.cfg.MaxPresenceMembers)
 		if errors.Is(err, presence.ErrFull) {
 			a.stats.dropped("presence_full")
 			fail("LimitReached", "presence channel member limit reached", 403)
@@ -80,22 +80,7 @@ func (h *Hub) joinPresence(c *client, s *subscription) {
 		}
 		if err != nil {
 			h.metrics.storeError()
-			h.log.Debug("presence add failed", "channel", ch.key, "err", err)
-			fail("ServiceUnavailable", "presence store unavailable", 503)
-			return
-		}
-		members, err := h.presence.Members(ctx, ch.key)
-		if err != nil {
-			h.metrics.storeError()
-			h.log.Debug("presence members failed", "channel", ch.key, "err", err)
-			// Undo the Add. If it made the user present (first), nobody was told, and
-			// nothing is to be said when it goes. Otherwise the user's other
-			// connections may all have left meanwhile, counting on this one, and then
-			// this removal is the user's departure. (If the removal fails, the store
-			// retries it and reports the departure itself.)
-			if last, err := h.presence.Remove(ctx, ch.key, m.entry, m.UserID); err == nil && last && !first {
-				h.publishMember(a, ch.key, memberRemovedJSON(ch.name, m.UserID), 0, 0)
-			}
+			h.log.Debug("presence join failed", "channel", ch.key, "err", err)
 			fail("ServiceUnavailable", "presence store unavailable", 503)
 			return
 		}

@@ -72,6 +72,10 @@ func (n *memoryNode) Add(ctx context.Context, channel, connID string, mem Member
 	return n.m.add(ctx, &n.closed, n.id, channel, connID, mem, maxMembers)
 }
 
+func (n *memoryNode) Join(ctx context.Context, channel, connID string, mem Member, maxMembers int) (bool, []Member, error) {
+	return n.m.join(ctx, &n.closed, n.id, channel, connID, mem, maxMembers)
+}
+
 func (n *memoryNode) Remove(ctx context.Context, channel, connID, userID string) (bool, error) {
 	return n.m.remove(ctx, &n.closed, channel, connID, userID)
 }
@@ -113,6 +117,11 @@ func (n *memoryNode) Close(context.Context) error {
 // Add records connID as a connection of LocalNode; see Store.
 func (m *Memory) Add(ctx context.Context, channel, connID string, mem Member, maxMembers int) (bool, error) {
 	return m.add(ctx, &m.closed, LocalNode, channel, connID, mem, maxMembers)
+}
+
+// Join is Add and Members under one lock; see Store.
+func (m *Memory) Join(ctx context.Context, channel, connID string, mem Member, maxMembers int) (bool, []Member, error) {
+	return m.join(ctx, &m.closed, LocalNode, channel, connID, mem, maxMembers)
 }
 
 // Remove forgets connID, whichever node added it; see Store.
@@ -224,6 +233,10 @@ func (m *Memory) add(ctx context.Context, closed *atomic.Bool, node, channel, co
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	return m.addLocked(node, channel, connID, mem, maxMembers)
+}
+
+func (m *Memory) addLocked(node, channel, connID string, mem Member, maxMembers int) (bool, error) {
 	users := m.channels[channel]
 	if u := users[mem.UserID]; u != nil {
 		if _, ok := u.conns[connID]; !ok {
@@ -287,6 +300,10 @@ func (m *Memory) members(ctx context.Context, closed *atomic.Bool, channel strin
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	return m.membersLocked(channel), nil
+}
+
+func (m *Memory) membersLocked(channel string) []Member {
 	users := m.channels[channel]
 	size := 0
 	for _, u := range users {
@@ -303,7 +320,23 @@ func (m *Memory) members(ctx context.Context, closed *atomic.Bool, channel strin
 		}
 		out = append(out, Member{UserID: id, Info: info})
 	}
-	return out, nil
+	return out
+}
+
+func (m *Memory) join(ctx context.Context, closed *atomic.Bool, node, channel, connID string, mem Member, maxMembers int) (bool, []Member, error) {
+	if err := ctx.Err(); err != nil {
+		return false, nil, fmt.Errorf("presence: join: %w", err)
+	}
+	if closed.Load() {
+		return false, nil, ErrClosed
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	first, err := m.addLocked(node, channel, connID, mem, maxMembers)
+	if err != nil {
+		return false, nil, err
+	}
+	return first, m.membersLocked(channel), nil
 }
 
 func (m *Memory) count(ctx context.Context, closed *atomic.Bool, channel string) (int, error) {

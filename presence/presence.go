@@ -97,6 +97,11 @@ type Store interface {
 	// copy of m.Info. If Add fails otherwise, the store makes sure that the entry does
 	// not stay (a network engine removes it later if the server may have applied it).
 	Add(ctx context.Context, channel, connID string, m Member, maxMembers int) (first bool, err error)
+	// Join is Add followed by Members in one step (one round trip for a network
+	// engine): it also returns the channel's members as they are with the connection
+	// recorded, which is what a presence subscription confirms with. It fails as Add
+	// does, and leaves no entry behind when it fails.
+	Join(ctx context.Context, channel, connID string, m Member, maxMembers int) (first bool, members []Member, err error)
 	// Remove forgets connection connID of userID in channel, whichever node added it.
 	// last is true when the user has no connection left there. Removing an unknown
 	// connection returns last=false. If Remove fails, the store retries it by itself

@@ -287,23 +287,34 @@ func callerDone(ctx context.Context) error {
 // in a call of its own, on a cluster), so that a crash never leaves an entry that cleanup
 // cannot find.
 func (s *Redis) Add(ctx context.Context, channel, connID string, m Member, maxMembers int) (bool, error) {
-	if err := checkTag("add", "channel", channel); err != nil {
-		return false, err
+	first, _, err := s.add(ctx, "add", channel, connID, m, maxMembers, addScript)
+	return first, err
+}
+
+// Join is Add and Members in one script call; see Store.
+func (s *Redis) Join(ctx context.Context, channel, connID string, m Member, maxMembers int) (bool, []Member, error) {
+	return s.add(ctx, "join", channel, connID, m, maxMembers, joinScript)
+}
+
+// add runs addScript or joinScript; the members are read from joinScript's reply.
+func (s *Redis) add(ctx context.Context, op, channel, connID string, m Member, maxMembers int, script *redis.Script) (bool, []Member, error) {
+	if err := checkTag(op, "channel", channel); err != nil {
+		return false, nil, err
 	}
-	octx, done, err := s.begin(ctx, "add")
+	octx, done, err := s.begin(ctx, op)
 	if err != nil {
-		return false, err
+		return false, nil, err
 	}
 	defer done()
 	// A removal of this connection still to be redone goes first, or it would undo
 	// this Add when it runs.
 	if p, err := s.takeRetry(octx, retryKey{channel, connID}); err != nil {
-		return false, s.fail(ctx, "add", err)
+		return false, nil, s.fail(ctx, op, err)
 	} else if p != nil {
 		deps, err := s.redo(octx, p)
 		if err != nil {
 			s.putRetry(p)
-			return false, s.fail(ctx, "add", err)
+			return false, nil, s.fail(ctx, op, err)
 		}
 		s.handleDepartures(deps)
 	}
@@ -322,11 +333,11 @@ func (s *Redis) Add(ctx context.Context, channel, connID string, m Member, maxMe
 
 	keys := s.channelKeys(channel)
 	args := []any{connID, m.UserID, string(m.Info), maxMembers, name}
-	var code int64
+	var reply any
 	switch {
 	case sadd && s.ordered:
-		ev, saddErr := s.pipelineSAdd(octx, s.pchKey(name), st.member, addScript, keys, args)
-		code, err = ev.Int64()
+		ev, saddErr := s.pipelineSAdd(octx, s.pchKey(name), st.member, script, keys, args)
+		reply, err = ev.Result()
 		if saddErr == nil {
 			s.markSaved(channel, st)
 		} else if err == nil {
@@ -337,17 +348,22 @@ func (s *Redis) Add(ctx context.Context, channel, connID string, m Member, maxMe
 			s.mu.Lock()
 			s.releaseLocked(channel, st) // the script was not sent: nothing to undo
 			s.mu.Unlock()
-			return false, s.fail(ctx, "add", err)
+			return false, nil, s.fail(ctx, op, err)
 		}
 		s.markSaved(channel, st)
 		fallthrough
 	default:
-		code, err = addScript.Run(octx, s.client, keys, args...).Int64()
+		reply, err = script.Run(octx, s.client, keys, args...).Result()
+	}
+	var code int64
+	var members []Member
+	if err == nil {
+		code, members, err = parseAddReply(reply)
 	}
 	if err != nil {
 		// The server may have applied it: undo it later rather than leave a ghost.
 		s.putRetry(&retry{channel: channel, conn: connID, user: m.UserID, own: true, st: st})
-		return false, s.fail(ctx, "add", err)
+		return false, nil, s.fail(ctx, op, err)
 	}
 	switch code {
 	case addFull, addOwned:
@@ -355,13 +371,37 @@ func (s *Redis) Add(ctx context.Context, channel, connID string, m Member, maxMe
 		s.releaseLocked(channel, st)
 		s.mu.Unlock()
 		if code == addFull {
-			return false, fmt.Errorf("%w: %q", ErrFull, channel)
+			return false, nil, fmt.Errorf("%w: %q", ErrFull, channel)
 		}
-		return false, nil
 	case addFirst:
-		return true, nil
+		return true, members, nil
 	}
-	return false, nil
+	return false, members, nil
+}
+
+// parseAddReply reads addScript's code, or joinScript's code and members.
+func parseAddReply(reply any) (int64, []Member, error) {
+	switch r := reply.(type) {
+	case int64:
+		return r, nil, nil
+	case []any:
+		code, ok := r[0].(int64)
+		if !ok || len(r)%2 != 1 {
+			break
+		}
+		members := make([]Member, 0, len(r)/2)
+		for i := 1; i+1 < len(r); i += 2 {
+			id, _ := r[i].(string)
+			info, _ := r[i+1].(string)
+			m := Member{UserID: id}
+			if info != "" {
+				m.Info = []byte(info)
+			}
+			members = append(members, m)
+		}
+		return code, members, nil
+	}
+	return 0, nil, fmt.Errorf("presence: unexpected reply %T from the add script", reply)
 }
 
 // pipelineSAdd sends SADD key member and then a script in one pipeline, on a single

@@ -25,26 +25,41 @@ const (
 	addMore     = 3  // recorded; the user was present
 )
 
-// addScript records a connection.
+// addLua defines add(), which records a connection and returns its Add code.
 // KEYS: users, conns, counts of the channel. ARGV: conn, user, info, max, name.
-var addScript = redis.NewScript(`
-local owner = redis.call('HGET', KEYS[2], ARGV[1])
-if owner then
-  local nl = string.find(owner, '\n', 1, true) or (#owner + 1)
-  if string.sub(owner, 1, nl - 1) == ARGV[5] then return 0 end
-  redis.call('HSET', KEYS[2], ARGV[1], ARGV[5] .. string.sub(owner, nl))
-  return 1
+const addLua = `
+local function add()
+  local owner = redis.call('HGET', KEYS[2], ARGV[1])
+  if owner then
+    local nl = string.find(owner, '\n', 1, true) or (#owner + 1)
+    if string.sub(owner, 1, nl - 1) == ARGV[5] then return 0 end
+    redis.call('HSET', KEYS[2], ARGV[1], ARGV[5] .. string.sub(owner, nl))
+    return 1
+  end
+  local present = redis.call('HEXISTS', KEYS[1], ARGV[2]) == 1
+  if not present then
+    local max = tonumber(ARGV[4])
+    if max > 0 and redis.call('HLEN', KEYS[1]) >= max then return -1 end
+    redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+  end
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[5] .. '\n' .. ARGV[2])
+  redis.call('HINCRBY', KEYS[3], ARGV[2], 1)
+  if present then return 3 end
+  return 2
 end
-local present = redis.call('HEXISTS', KEYS[1], ARGV[2]) == 1
-if not present then
-  local max = tonumber(ARGV[4])
-  if max > 0 and redis.call('HLEN', KEYS[1]) >= max then return -1 end
-  redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
-end
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[5] .. '\n' .. ARGV[2])
-redis.call('HINCRBY', KEYS[3], ARGV[2], 1)
-if present then return 3 end
-return 2
+`
+
+// addScript records a connection and returns its Add code.
+var addScript = redis.NewScript(addLua + `return add()`)
+
+// joinScript records a connection and returns {code, user, info, user, info, ...}: the
+// channel's members as they are with the connection recorded (just {code} when full).
+var joinScript = redis.NewScript(addLua + `
+local code = add()
+if code < 0 then return {code} end
+local out = {code}
+for _, v in ipairs(redis.call('HGETALL', KEYS[1])) do out[#out + 1] = v end
+return out
 `)
 
 // Remove codes, as removeScript returns them (with the removed entry's owner name).

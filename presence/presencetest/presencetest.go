@@ -57,6 +57,7 @@ func Run(t *testing.T, newCluster func(t *testing.T) Cluster) {
 		{"MembersDistinctInfoUnchanged", testMembers},
 		{"RandomAgainstModel", testModel},
 		{"MaxMembers", testMaxMembers},
+		{"JoinIsAddThenMembers", testJoin},
 		{"Idempotent", testIdempotent},
 		{"EmptyChannel", testEmpty},
 		{"Concurrent", testConcurrent},
@@ -655,6 +656,7 @@ func testCancelledContext(t *testing.T, c *cluster) {
 		want error
 	}{{cancelled, context.Canceled}, {expired, context.DeadlineExceeded}} {
 		_, errAdd := a.s.Add(tc.ctx, "room", "c2", presence.Member{UserID: "u2"}, 0)
+		_, _, errJoin := a.s.Join(tc.ctx, "room", "c3", presence.Member{UserID: "u3"}, 0)
 		_, errRemove := a.s.Remove(tc.ctx, "room", "c1", "u1")
 		_, errMembers := a.s.Members(tc.ctx, "room")
 		_, errCount := a.s.Count(tc.ctx, "room")
@@ -662,7 +664,7 @@ func testCancelledContext(t *testing.T, c *cluster) {
 		_, errSubs := a.s.Subscriptions(tc.ctx, "app", "x")
 		_, errChannels := a.s.Channels(tc.ctx, "app", "")
 		for name, err := range map[string]error{
-			"Add": errAdd, "Remove": errRemove, "Members": errMembers, "Count": errCount,
+			"Add": errAdd, "Join": errJoin, "Remove": errRemove, "Members": errMembers, "Count": errCount,
 			"SetSubscriptions": errSet, "Subscriptions": errSubs, "Channels": errChannels,
 		} {
 			if !errors.Is(err, tc.want) {
@@ -674,6 +676,42 @@ func testCancelledContext(t *testing.T, c *cluster) {
 	a.expect("room", "u1")
 	a.remove("room", "c1", "u1", true)
 	a.expectSubs("app", "y", 0)
+}
+
+// testJoin: Join decides first as Add does and returns the members with the new one,
+// from every node, info unchanged; a full channel refuses a new user with ErrFull and
+// records nothing.
+func testJoin(t *testing.T, c *cluster) {
+	ctx := context.Background()
+	a, b := c.node("a"), c.node("b")
+	join := func(n *node, conn, user string, max int, wantFirst bool, wantUsers ...string) []presence.Member {
+		t.Helper()
+		first, ms, err := n.s.Join(ctx, "room", conn, presence.Member{UserID: user, Info: []byte(`{"n":"` + user + `"}`)}, max)
+		if err != nil || first != wantFirst {
+			t.Fatalf("node %s: Join(%s, %s) = %v, %v; want first=%v", n.id, conn, user, first, err, wantFirst)
+		}
+		if got := ids(ms); !slices.Equal(got, wantUsers) {
+			t.Fatalf("node %s: Join(%s, %s) members %q, want %q", n.id, conn, user, got, wantUsers)
+		}
+		return ms
+	}
+	join(a, "c1", "u1", 2, true, "u1")
+	ms := join(b, "c2", "u2", 2, true, "u1", "u2")
+	for _, m := range ms {
+		if string(m.Info) != `{"n":"`+m.UserID+`"}` {
+			t.Errorf("member %s info %q", m.UserID, m.Info)
+		}
+	}
+	join(b, "c3", "u1", 2, false, "u1", "u2") // another connection of a present user
+	join(a, "c1", "u1", 2, false, "u1", "u2") // the same connection again: a no-op
+	if _, ms, err := a.s.Join(ctx, "room", "c4", presence.Member{UserID: "u3"}, 2); !errors.Is(err, presence.ErrFull) || ms != nil {
+		t.Fatalf("Join into a full channel: %v, %v; want ErrFull and no members", ms, err)
+	}
+	a.expect("room", "u1", "u2")
+	a.remove("room", "c1", "u1", false)
+	a.remove("room", "c3", "u1", true)
+	b.remove("room", "c2", "u2", true)
+	a.expect("room")
 }
 
 // --- subscription counts ---------------------------------------------------------------
