@@ -5,6 +5,12 @@
 // subscribes only to the channels it has local subscribers for, so a message reaches only
 // the nodes that need it.
 //
+// Messages are opaque bytes to every engine. What Herald's nodes send each other is the
+// hub's business and is documented beside the code that writes and reads it: the broker
+// envelope (a version byte, the publishing node, the connection to skip, then a finished
+// WebSocket frame) in hub/fanout.go, and control messages in hub/control.go. A node drops
+// and counts an envelope of a version it cannot read.
+//
 // # Entry points
 //
 //   - Broker and Handler: the contract every engine meets.

@@ -6,7 +6,7 @@
 // ("measured: ...") so that the log of a run has them.
 import { test, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
-import { connect, cleanup, sdk, uniq, json, apiError, expectNone, sleep, eventually, stats, control, env } from './lib.mjs';
+import { connect, cleanup, sdk, uniq, json, apiError, expectNone, sleep, eventually, stats, control, env, admin, metric } from './lib.mjs';
 
 afterEach(cleanup);
 
@@ -161,6 +161,13 @@ async function outage(tag, stop, start) {
       assert.ok(r.ms < SLOW_503_MS, `node ${n}: 503 after ${r.ms} ms, want < ${SLOW_503_MS}`);
       assert.equal(typeof JSON.parse(r.text).error, 'string', r.text);
       assert.ok(r.headers.get('retry-after'), `node ${n}: no Retry-After on the 503`);
+    }
+    // The nodes say the broker is down, and stay ready: every node shares the Redis,
+    // and a load balancer that dropped them all would help nobody.
+    for (const n of NODES) {
+      await eventually(async () => metric((await admin('/metrics', n)).text, 'herald_broker_up') === 0, `node ${n}: herald_broker_up 0`, 5000);
+      const r = await admin('/readyz', n);
+      assert.equal(r.status, 200, `node ${n}: /readyz during the outage answered ${r.status} ${r.text}`);
     }
     const sdkStart = Date.now();
     const e = await apiError(sdk({ node: 2 }).trigger(x.ch, 'during-outage', {}));
