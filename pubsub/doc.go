@@ -55,7 +55,7 @@
 // The engine is a set of shards: one for a single server, one per master of a cluster.
 // A shard has one subscriber connection and three goroutines for it: a supervisor
 // (shard.run), which connects, probes, and tears down and reconnects with jittered
-// exponential backoff (50 ms to 5 s); a writer, which turns the channels Subscribe and
+// exponential backoff (50 ms to 2 s); a writer, which turns the channels Subscribe and
 // Unsubscribe marked dirty into SUBSCRIBE/UNSUBSCRIBE commands of up to 1,000 channels
 // (of one slot, on a cluster: Redis refuses shard commands across slots), with one batch
 // in flight at a time so that concurrent callers share commands; and a receiver, which

@@ -147,10 +147,12 @@ func (s *shard) retireLocked(err error) {
 }
 
 // backoff is the jittered exponential wait before connection attempt n (1, 2, …):
-// 50–100 ms, then doubling up to 2.5–5 s.
+// 50–100 ms, then doubling up to 1–2 s. The cap bounds how long cross-node delivery
+// stays down after Redis is back; a node's attempts every second or two cost Redis
+// nothing worth sparing.
 func backoff(n int) time.Duration {
-	d := 5 * time.Second
-	if n < 7 {
+	d := 2 * time.Second
+	if n < 6 {
 		d = min(d, 100*time.Millisecond<<(n-1))
 	}
 	return d/2 + rand.N(d/2+1)
