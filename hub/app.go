@@ -1,9 +1,13 @@
 package hub
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
+	"time"
+
+	"github.com/herald-rt/herald/webhook"
 )
 
 // App is one tenant: its credentials, options and limits. A zero limit takes its default.
@@ -40,7 +44,49 @@ type App struct {
 	MaxChannelNameLength int `json:"max_channel_name_length,omitempty"`
 	// MaxEventNameLength in bytes; default 200.
 	MaxEventNameLength int `json:"max_event_name_length,omitempty"`
+
+	// SubscriptionCount tells the subscribers of non-presence channels the channel's
+	// cluster-wide subscription count when it changes (pusher_internal:subscription_count,
+	// pusher-js's pusher:subscription_count), at most every 30 s per channel above 100
+	// subscribers.
+	SubscriptionCount bool `json:"subscription_count,omitempty"`
+	// UserAuthenticationTimeout, when set, closes (4009) a connection that neither
+	// signs in nor subscribes to a private or presence channel within it ("30s" in the
+	// config file). Off by default.
+	UserAuthenticationTimeout Duration `json:"user_authentication_timeout,omitempty"`
+
+	// Webhooks are the app's webhook endpoints (package webhook): channel_occupied,
+	// channel_vacated, member_added, member_removed, client_event, cache_miss and
+	// subscription_count, each sent once for the cluster, signed, batched and retried.
+	Webhooks []webhook.Hook `json:"webhooks,omitempty"`
 }
+
+// Duration is a time.Duration that the config file gives as a string ("30s", "1m").
+type Duration time.Duration
+
+// UnmarshalJSON reads "30s" (time.ParseDuration) or a number of seconds.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var v any
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	switch x := v.(type) {
+	case string:
+		p, err := time.ParseDuration(x)
+		if err != nil {
+			return fmt.Errorf("duration %q: %w", x, err)
+		}
+		*d = Duration(p)
+	case float64:
+		*d = Duration(x * float64(time.Second))
+	default:
+		return fmt.Errorf("duration: want a string like \"30s\" or seconds, got %s", b)
+	}
+	return nil
+}
+
+// MarshalJSON writes the duration as "30s".
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
 
 // withDefaults returns a copy with every zero limit replaced by its default.
 func (a App) withDefaults() App {
@@ -79,6 +125,14 @@ func (a *App) Validate() error {
 		// ':' ends the app id in broker and store keys; braces would change how a
 		// Redis Cluster places the app's keys.
 		return fmt.Errorf("%w %s: id must not contain ':', '{' or '}'", ErrInvalidApp, a.ID)
+	}
+	if a.UserAuthenticationTimeout < 0 {
+		return fmt.Errorf("%w %s: negative user_authentication_timeout", ErrInvalidApp, a.ID)
+	}
+	for i := range a.Webhooks {
+		if err := a.Webhooks[i].Validate(); err != nil {
+			return fmt.Errorf("%w %s: webhooks[%d]: %w", ErrInvalidApp, a.ID, i, err)
+		}
 	}
 	for _, v := range []int{a.MaxConnections, a.MaxClientEventsPerSecond, a.MaxPresenceMembers, a.MaxUserInfoBytes,
 		a.MaxUserIDLength, a.MaxEventBytes, a.MaxChannelsPerEvent, a.MaxBatchEvents, a.MaxChannelNameLength, a.MaxEventNameLength} {

@@ -17,7 +17,9 @@ const (
 	kindPrivate
 	kindEncrypted // private-encrypted-: relayed as is, never decrypted
 	kindPresence
-	kindUser // #server-to-user-{id}
+	kindUser   // #server-to-user-{id}
+	kindOnline // #online:{id}, the hub's own (watchlist.go)
+	kindWatch  // #watchers:{id}, the hub's own (watchlist.go)
 )
 
 // channelKind returns the type of a channel name and whether it is a cache channel.
@@ -26,6 +28,10 @@ func channelKind(name string) (k kind, cache bool) {
 	switch {
 	case strings.HasPrefix(name, serverToUserPrefix):
 		return kindUser, false
+	case strings.HasPrefix(name, onlinePrefix):
+		return kindOnline, false
+	case strings.HasPrefix(name, watchersPrefix):
+		return kindWatch, false
 	case strings.HasPrefix(name, "private-encrypted-cache-"):
 		return kindEncrypted, true
 	case strings.HasPrefix(name, "private-encrypted-"):

@@ -30,6 +30,9 @@ type clientExt struct {
 	// client-event rate limit: a fixed one-second window.
 	evWindow int64
 	evCount  int32
+	// authed: signed in, or subscribed to an authorized channel (for the app's
+	// user_authentication_timeout; set only when the app has one).
+	authed bool
 }
 
 func (c *client) x() *clientExt {

@@ -12,6 +12,7 @@ var (
 	closeBadProtocol  = transport.CloseReason{Code: 4006, Text: "invalid protocol version", Label: "invalid_version"}
 	closeOldProtocol  = transport.CloseReason{Code: 4007, Text: "unsupported protocol version", Label: "unsupported_protocol"}
 	closeTerminated   = transport.CloseReason{Code: 4009, Text: "terminated by the app", Label: "terminated"}
+	closeUnauthorized = transport.CloseReason{Code: 4009, Text: "connection is unauthorized: sign in or subscribe to a private channel in time", Label: "unauthorized"}
 	closeOverCapacity = transport.CloseReason{Code: 4100, Text: "over capacity", Label: "over_capacity"}
 	closeSlowConsumer = transport.CloseReason{Code: 4100, Text: "slow consumer", Label: "slow_consumer"}
 	closeShutdown     = transport.CloseReason{Code: 4200, Text: "server shutting down, reconnect", Label: "shutdown"}

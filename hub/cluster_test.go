@@ -274,7 +274,7 @@ func TestClusterDeparturesAndReset(t *testing.T) {
 	a.expect("pusher_internal:member_added")
 
 	// The cluster takes node 2 for dead: its entries go, a survivor reports them.
-	deps, err := c.store.RemoveNode(context.Background(), nodeName(2))
+	deps, _, err := c.store.RemoveNode(context.Background(), nodeName(2))
 	if err != nil || len(deps) != 1 || deps[0].UserID != "bob" {
 		t.Fatalf("RemoveNode: %v %v", deps, err)
 	}
@@ -409,4 +409,66 @@ func TestBrokerOutage(t *testing.T) {
 	b.expect("back")
 	c.hubs[0].publishTest(t, "private-late", "late", "1", "")
 	late.expect("late")
+}
+
+// signinAs signs w in as user with the given user_data fields (JSON without braces).
+func signinAs(t *testing.T, w *wsClient, user, extra string) {
+	t.Helper()
+	ud := `{"id":"` + user + `"` + extra + `}`
+	w.send(`{"event":"pusher:signin","data":{"auth":"` + testApp.Key + ":" + sign(testApp.Secret, w.socketID+"::user::"+ud) + `","user_data":` + string(appendJSONString(nil, ud)) + `}}`)
+	w.expect("pusher:signin_success")
+}
+
+// watchEvent reads one pusher_internal:watchlist_events and returns "name id,id".
+func watchEvent(t *testing.T, w *wsClient) string {
+	t.Helper()
+	e := w.expect("pusher_internal:watchlist_events")
+	var d struct {
+		Events []struct {
+			Name    string   `json:"name"`
+			UserIDs []string `json:"user_ids"`
+		} `json:"events"`
+	}
+	if err := json.Unmarshal(e.Data, &d); err != nil || len(d.Events) != 1 {
+		t.Fatalf("watchlist_events %s", e.raw)
+	}
+	slices.Sort(d.Events[0].UserIDs)
+	return d.Events[0].Name + " " + strings.Join(d.Events[0].UserIDs, ",")
+}
+
+// The watchlist across nodes: the online set at sign-in, then each user's transitions
+// once, decided cluster-wide (a user's second connection changes nothing).
+func TestClusterWatchlist(t *testing.T) {
+	c := startCluster(t, 2, nil)
+	u1 := connect(t, c.hubs[1], testApp.Key)
+	signinAs(t, u1, "u1", "")
+	w := connect(t, c.hubs[0], testApp.Key)
+	signinAs(t, w, "watcher", `,"watchlist":["u1","u2","u1"]`)
+	if got := watchEvent(t, w); got != "online u1" {
+		t.Fatalf("at sign-in: %s, want online u1", got)
+	}
+	u2 := connect(t, c.hubs[1], testApp.Key)
+	signinAs(t, u2, "u2", "")
+	if got := watchEvent(t, w); got != "online u2" {
+		t.Fatalf("%s, want online u2", got)
+	}
+	u2b := connect(t, c.hubs[0], testApp.Key) // u2's second connection, on the other node
+	signinAs(t, u2b, "u2", "")
+	u2.c.Close(websocket.StatusNormalClosure, "")
+	w.pingPong() // u2 is still online
+	u2b.c.Close(websocket.StatusNormalClosure, "")
+	if got := watchEvent(t, w); got != "offline u2" {
+		t.Fatalf("%s, want offline u2", got)
+	}
+	// Over 100 ids: the first 100 are watched and the client hears 4302.
+	ids := make([]string, 101)
+	for i := range ids {
+		ids[i] = `"x` + strconv.Itoa(i) + `"`
+	}
+	big := connect(t, c.hubs[0], testApp.Key)
+	signinAs(t, big, "big", `,"watchlist":[`+strings.Join(ids, ",")+`]`)
+	if e := big.expect("pusher:error"); !strings.Contains(string(e.Data), "4302") {
+		t.Fatalf("want 4302, got %s", e.raw)
+	}
+	big.pingPong()
 }

@@ -35,6 +35,8 @@ type countSync struct {
 	wake  chan struct{} // capacity 1
 	hurry chan struct{} // capacity 1: a query waits, report now
 	done  chan struct{} // closed when run returns
+
+	ann announcer // subcount.go; the run goroutine's own
 }
 
 const (
@@ -52,6 +54,7 @@ func newCountSync(h *Hub) *countSync {
 		wake:    make(chan struct{}, 1),
 		hurry:   make(chan struct{}, 1),
 		done:    make(chan struct{}),
+		ann:     announcer{last: make(map[string]time.Time), trailing: make(map[string]*appState)},
 	}
 	go s.run()
 	return s
@@ -168,6 +171,15 @@ func (s *countSync) run() {
 		if closed {
 			return
 		}
+		if next := s.announceTrailing(); next > 0 {
+			t := time.NewTimer(next)
+			select {
+			case <-s.wake:
+			case <-t.C:
+			}
+			t.Stop()
+			continue
+		}
 		<-s.wake
 	}
 }
@@ -209,11 +221,14 @@ func (s *countSync) report(batch map[*appState]map[string]struct{}) bool {
 func (s *countSync) send(a *appState, counts []presence.ChannelCount) bool {
 	ctx, cancel := s.h.opContext()
 	defer cancel()
-	if _, err := s.h.presence.SetSubscriptions(ctx, a.cfg.ID, counts); err != nil {
+	rep, err := s.h.presence.SetSubscriptions(ctx, a.cfg.ID, counts)
+	if err != nil {
 		s.h.metrics.storeError()
 		s.h.log.Debug("reporting subscription counts failed; will retry", "app", a.cfg.ID, "channels", len(counts), "err", err)
 		return false
 	}
+	s.h.channelTransitions(a, rep.Transitions)
+	s.announceCounts(a, rep.Counts)
 	return true
 }
 

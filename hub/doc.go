@@ -55,6 +55,16 @@
 //     subscriber on any node gets it.
 //   - Node-to-node commands (terminate_connections) go over the broker's control
 //     channel (control.go).
+//   - Webhooks (webhooks.go, delivered by package webhook): occupied and vacated come
+//     from the store's count transitions, member events from its first and last
+//     decisions, each reported to exactly one node; vacancies and departures are
+//     settled after a grace (Config.DepartureGrace), and a return within it cancels
+//     both. Subscription counts told to subscribers (subcount.go) come from the
+//     totals of each count report, throttled per channel. The watchlist
+//     (watchlist.go) keeps each signed-in connection in an "#online:<user>" presence
+//     channel and each watcher in a "#watchers:<user>" broker channel, both the hub's
+//     own. Authorized connections (authtimeout.go) close what stays unauthorized
+//     past an app's timeout with 4009.
 //
 // # Failures
 //
@@ -76,7 +86,11 @@
 //     to the ops shards (ops.go), one goroutine per shard, sharded by channel key so
 //     that the jobs of one channel run in order; new work is refused when a shard's
 //     queue is full (the client gets an error), clean-up work is always admitted;
-//   - subscription counts go to countSync, one goroutine.
+//   - subscription counts go to countSync, one goroutine, which also announces
+//     subscription_count and settles nothing itself (vacancies wait on timers whose
+//     confirmations run on the ops shards);
+//   - authLoop, one goroutine, closes the connections past an app's
+//     user_authentication_timeout.
 //
 // Every broker and store call has a context from opContext (Config.OpTimeout), whose
 // parent is cancelled when Shutdown's deadline passes, so queued work cannot hold the

@@ -65,15 +65,17 @@ func (h *Hub) publishEnvelope(ctx context.Context, key string, env []byte, keep 
 	return nil
 }
 
-// publishAsync publishes an envelope from an ops job (member events, departures) and
-// counts a failure under reason.
-func (h *Hub) publishAsync(a *appState, key string, env []byte, reason string) {
+// publishAsync publishes an envelope from an ops job and counts a failure under reason;
+// it reports whether the broker took it.
+func (h *Hub) publishAsync(a *appState, key string, env []byte, reason string) bool {
 	ctx, cancel := h.opContext()
 	defer cancel()
 	if err := h.publishEnvelope(ctx, key, env, 0); err != nil {
 		a.stats.dropped(reason)
 		h.log.Debug("broker publish failed", "channel", key, "err", err)
+		return false
 	}
+	return true
 }
 
 // HandleMessage delivers a broker message to this node's subscribers of the channel:

@@ -19,6 +19,7 @@ import (
 	"github.com/herald-rt/herald/presence"
 	"github.com/herald-rt/herald/pubsub"
 	"github.com/herald-rt/herald/transport"
+	"github.com/herald-rt/herald/webhook"
 )
 
 // Config configures a Hub. The zero value serves no app; everything else has a default.
@@ -60,6 +61,13 @@ type Config struct {
 	// OpTimeout bounds one broker or presence call made for a client (subscribe,
 	// presence join, client event); default 5 s.
 	OpTimeout time.Duration
+	// DepartureGrace is how long channel_vacated and member_removed webhooks wait for
+	// the channel or user to come back (then neither is sent); default 3 s, Pusher's.
+	// A cluster's stores must be made with the same grace.
+	DepartureGrace time.Duration
+	// Webhooks overrides how the webhook sender is configured (tests shorten its
+	// batching and retries); its Apps, Logger and Registerer are the hub's.
+	Webhooks webhook.Config
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 	// Registerer receives the hub's Prometheus metrics; nil registers nowhere.
@@ -87,6 +95,7 @@ type Hub struct {
 	srv      *transport.Server
 	broker   pubsub.Broker
 	presence presence.Store
+	hooks    *webhook.Sender // nil when no app has a webhook
 	index    *index
 	ops      *ops
 	bsubs    *brokerSubs
@@ -104,8 +113,13 @@ type Hub struct {
 	users   userTable     // app + user id → signed-in clients
 	entries atomic.Uint64 // presence entry sequence (see presenceSub.entry)
 
+	settling atomic.Int64 // webhook confirmations waiting out the departure grace
+
 	shutdownOnce sync.Once
 	closed       atomic.Bool
+
+	stopAuth chan struct{} // closed by Shutdown: ends authLoop
+	authDone chan struct{} // closed when authLoop returned
 }
 
 // nodeIDAttempts bounds how many random node ids New tries when the store refuses one.
@@ -138,11 +152,16 @@ func New(cfg Config) (*Hub, error) {
 	if cfg.OpTimeout <= 0 {
 		cfg.OpTimeout = 5 * time.Second
 	}
+	if cfg.DepartureGrace <= 0 {
+		cfg.DepartureGrace = presence.DefaultDepartureGrace
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.NewPresence == nil {
-		cfg.NewPresence = func(uint32, presence.Handler) (presence.Store, error) { return presence.NewMemory(), nil }
+		cfg.NewPresence = func(uint32, presence.Handler) (presence.Store, error) {
+			return &presence.Memory{DepartureGrace: cfg.DepartureGrace}, nil
+		}
 	}
 	if cfg.NewBroker == nil {
 		cfg.NewBroker = func(_ uint32, h pubsub.Handler) (pubsub.Broker, error) { return pubsub.NewMemory(h), nil }
@@ -171,6 +190,19 @@ func New(cfg Config) (*Hub, error) {
 	for _, a := range h.appsByID {
 		a.stats = h.metrics.forApp(a.cfg.ID)
 	}
+	wc := cfg.Webhooks
+	wc.Apps, wc.Logger, wc.Registerer = nil, cfg.Logger, cfg.Registerer
+	for _, a := range cfg.Apps {
+		if len(a.Webhooks) > 0 {
+			wc.Apps = append(wc.Apps, webhook.App{ID: a.ID, Key: a.Key, Secret: a.Secret, Hooks: a.Webhooks})
+		}
+	}
+	if len(wc.Apps) > 0 {
+		var err error
+		if h.hooks, err = webhook.New(wc); err != nil {
+			return nil, fmt.Errorf("hub: webhooks: %w", err)
+		}
+	}
 
 	var err error
 	for attempt := 1; ; attempt++ {
@@ -184,11 +216,13 @@ func New(cfg Config) (*Hub, error) {
 		}
 	}
 	if err != nil {
+		h.closeHooks()
 		return nil, fmt.Errorf("hub: presence store: %w", err)
 	}
 	h.nodeStr = strconv.FormatUint(uint64(h.nodeID), 10)
 	if h.broker, err = cfg.NewBroker(h.nodeID, h); err != nil {
 		_ = h.presence.Close(context.Background())
+		h.closeHooks()
 		return nil, fmt.Errorf("hub: broker: %w", err)
 	}
 
@@ -211,12 +245,27 @@ func New(cfg Config) (*Hub, error) {
 	if err != nil {
 		_ = h.broker.Close(context.Background())
 		_ = h.presence.Close(context.Background())
+		h.closeHooks()
 		return nil, err
 	}
 	h.ops = newOps(cfg.OpsShards, cfg.OpsQueue)
 	h.bsubs = newBrokerSubs(h)
 	h.counts = newCountSync(h)
+	h.stopAuth, h.authDone = make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(h.authDone)
+		h.authLoop(h.stopAuth)
+	}()
 	return h, nil
+}
+
+// closeHooks stops the webhook sender at once (New failed: nothing was queued).
+func (h *Hub) closeHooks() {
+	if h.hooks != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		_ = h.hooks.Close(ctx)
+	}
 }
 
 // randomNodeID is a random non-zero 31-bit id.
@@ -251,9 +300,19 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 		stop := context.AfterFunc(ctx, h.cancelBase)
 		defer stop()
 		err = h.srv.Shutdown(ctx, closeShutdown)
+		close(h.stopAuth)
+		<-h.authDone
+		h.counts.close()
+		// The departures of the last connections are settled after the grace:
+		// channel_vacated and member_removed are sent before the node goes.
+		h.settle(ctx)
 		h.ops.close()
 		h.bsubs.close()
-		h.counts.close()
+		if h.hooks != nil {
+			if herr := h.hooks.Close(ctx); herr != nil {
+				h.log.Warn("webhooks still queued at shutdown were dropped", "err", herr)
+			}
+		}
 		// An engine that cannot say goodbye (Redis down) is no reason to fail the
 		// shutdown: the node's lease runs out and the cluster cleans up after it.
 		if cerr := h.broker.Close(ctx); cerr != nil {
@@ -352,6 +411,7 @@ func (h *Hub) OnOpen(tc *transport.Conn) {
 		return
 	}
 	a.stats.opened()
+	h.watchAuth(c)
 	b := make([]byte, 0, 128)
 	b = append(b, `{"event":"pusher:connection_established","data":"{\"socket_id\":\"`...)
 	b = h.appendSocketID(b, c)

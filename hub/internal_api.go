@@ -18,6 +18,7 @@ import (
 type appState struct {
 	cfg   App // with defaults applied
 	stats *appStats
+	auth  authQueue // connections waiting for user_authentication_timeout
 }
 
 // appByID returns the app with that id, or nil.

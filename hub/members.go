@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/herald-rt/herald/presence"
+	"github.com/herald-rt/herald/webhook"
 )
 
 // parseChannelData reads a presence subscription's channel_data: {"user_id": string or
@@ -72,7 +73,7 @@ func (h *Hub) joinPresence(c *client, s *subscription) {
 			fail("ServiceUnavailable", "broker unavailable", 503)
 			return
 		}
-		first, members, err := h.presence.Join(ctx, ch.key, m.entry, m.Member, a.cfg.MaxPresenceMembers)
+		j, err := h.presence.Join(ctx, ch.key, m.entry, m.Member, a.cfg.MaxPresenceMembers)
 		if errors.Is(err, presence.ErrFull) {
 			a.stats.dropped("presence_full")
 			fail("LimitReached", "presence channel member limit reached", 403)
@@ -88,9 +89,12 @@ func (h *Hub) joinPresence(c *client, s *subscription) {
 		if ch.cache {
 			cached = h.lastFrame(ctx, ch)
 		}
-		h.activate(c, s, presenceData(members), cached)
-		if first {
+		h.activate(c, s, presenceData(j.Members), cached)
+		if j.First {
 			h.publishMember(a, ch.key, memberAddedJSON(ch.name, m.Member), h.nodeID, c.conn.ID())
+			if !j.Returned { // back within the grace: its member_removed was never sent
+				h.hook(a, webhook.Event{Name: webhook.MemberAdded, Channel: ch.name, UserID: m.UserID})
+			}
 		}
 	})
 	if !ok {
@@ -112,6 +116,7 @@ func (h *Hub) leavePresence(a *appState, ch *channel, m *presenceSub) {
 	}
 	if last {
 		h.publishMember(a, ch.key, memberRemovedJSON(ch.name, m.UserID), 0, 0)
+		h.memberLeft(a, ch, m.UserID)
 	}
 }
 
@@ -157,7 +162,12 @@ func (h *Hub) HandleDepartures(deps []presence.Departure) {
 			continue // an app this node does not serve
 		}
 		key, user := d.Channel, d.UserID
+		if strings.HasPrefix(name, onlinePrefix) { // a signed-in user's last connection
+			h.ops.submit(key, true, func() { h.publishWatch(a, user, "offline") })
+			continue
+		}
 		h.ops.submit(key, true, func() { h.publishMember(a, key, memberRemovedJSON(name, user), 0, 0) })
+		h.hook(a, webhook.Event{Name: webhook.MemberRemoved, Channel: name, UserID: user})
 	}
 }
 
@@ -181,7 +191,7 @@ func (h *Hub) reassertAll() {
 	for _, a := range h.appsByID {
 		var chans []*channel
 		h.index.each(a, func(ch *channel) {
-			if ch.kind == kindPresence {
+			if ch.kind == kindPresence || ch.kind == kindOnline {
 				chans = append(chans, ch)
 			}
 		})
@@ -211,8 +221,13 @@ func (h *Hub) reassert(a *appState, s *subscription) {
 		h.log.Debug("presence re-add failed", "channel", s.ch.key, "err", err)
 		return
 	}
-	if first {
+	switch {
+	case !first:
+	case s.ch.kind == kindOnline:
+		h.publishWatch(a, m.UserID, "online")
+	default:
 		h.publishMember(a, s.ch.key, memberAddedJSON(s.ch.name, m.Member), 0, 0)
+		h.hook(a, webhook.Event{Name: webhook.MemberAdded, Channel: s.ch.name, UserID: m.UserID})
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 
 	"github.com/herald-rt/herald/presence"
 	"github.com/herald-rt/herald/pubsub"
+	"github.com/herald-rt/herald/webhook"
 )
 
 // appStats are one app's counters. The hot paths only touch atomics; Prometheus reads
@@ -215,10 +216,12 @@ type NodeStats struct {
 	// Broker is the broker's figures (engine, up, subscriptions, traffic, reconnects).
 	Broker pubsub.Stats `json:"broker"`
 	// Nodes are the live nodes of the cluster, as the presence store last saw them.
-	Nodes            []presence.Node   `json:"nodes"`
-	Draining         bool              `json:"draining"`
-	UnknownAppCloses map[string]uint64 `json:"unknown_app_closes,omitempty"`
-	Transport        TransportStats    `json:"transport"`
+	Nodes []presence.Node `json:"nodes"`
+	// Webhooks are the webhook sender's figures per app (nil when no app has one).
+	Webhooks         map[string]webhook.AppStats `json:"webhooks,omitempty"`
+	Draining         bool                        `json:"draining"`
+	UnknownAppCloses map[string]uint64           `json:"unknown_app_closes,omitempty"`
+	Transport        TransportStats              `json:"transport"`
 }
 
 // TransportStats mirrors transport.Stats for JSON.
@@ -301,6 +304,9 @@ func (h *Hub) Stats() Stats {
 	st.Node.BadMessages = h.metrics.badEnv.Load()
 	st.Node.Broker = h.broker.Stats()
 	st.Node.Nodes = h.presence.Nodes()
+	if h.hooks != nil {
+		st.Node.Webhooks = h.hooks.Stats().Apps
+	}
 	st.Node.OpsPending = h.ops.pending()
 	st.Node.Draining = h.closed.Load()
 	if u := h.metrics.noApp.copyMap(&h.metrics.noApp.closes); len(u) > 0 {

@@ -3,6 +3,7 @@ package hub
 import (
 	"hash/maphash"
 	"sync"
+	"sync/atomic"
 )
 
 // ops runs the work that may block on the network (broker subscribe/unsubscribe/publish
@@ -17,6 +18,8 @@ type ops struct {
 	seed   maphash.Seed
 	shards []*opShard
 	wg     sync.WaitGroup
+	// busy counts the jobs queued or running, for idle.
+	busy atomic.Int64
 }
 
 type opShard struct {
@@ -35,7 +38,7 @@ func newOps(shards, limit int) *ops {
 		o.wg.Add(1)
 		go func() {
 			defer o.wg.Done()
-			s.run()
+			s.run(&o.busy)
 		}()
 	}
 	return o
@@ -51,6 +54,7 @@ func (o *ops) submit(key string, must bool, fn func()) bool {
 		return false
 	}
 	s.jobs = append(s.jobs, fn)
+	o.busy.Add(1)
 	s.mu.Unlock()
 	select {
 	case s.wake <- struct{}{}:
@@ -73,6 +77,9 @@ func (o *ops) close() {
 	o.wg.Wait()
 }
 
+// idle reports whether no job is queued or running.
+func (o *ops) idle() bool { return o.busy.Load() == 0 }
+
 // pending is the number of queued jobs across shards.
 func (o *ops) pending() int {
 	n := 0
@@ -84,7 +91,7 @@ func (o *ops) pending() int {
 	return n
 }
 
-func (s *opShard) run() {
+func (s *opShard) run(busy *atomic.Int64) {
 	var batch []func()
 	for {
 		s.mu.Lock()
@@ -94,6 +101,7 @@ func (s *opShard) run() {
 		for i, fn := range batch {
 			fn()
 			batch[i] = nil
+			busy.Add(-1)
 		}
 		if len(batch) > 0 {
 			continue

@@ -11,6 +11,7 @@ import (
 
 	"github.com/herald-rt/herald/presence"
 	"github.com/herald-rt/herald/pubsub"
+	"github.com/herald-rt/herald/webhook"
 )
 
 // clientMessage is what a client sends: {"event":…,"channel":…,"data":…}.
@@ -141,6 +142,7 @@ func (h *Hub) subscribe(c *client, d *subscribeData) {
 			c.conn.WriteText(subscriptionErrorJSON(name, "AuthError", "invalid signature", 401))
 			return
 		}
+		c.authorized()
 	case kindPresence:
 		if !h.checkAuth(c, d.Auth, sid+":"+name+":"+d.ChannelData) {
 			c.conn.WriteText(subscriptionErrorJSON(name, "AuthError", "invalid signature", 401))
@@ -152,6 +154,7 @@ func (h *Hub) subscribe(c *client, d *subscribeData) {
 			c.conn.WriteText(subscriptionErrorJSON(name, "InvalidChannelData", err, 400))
 			return
 		}
+		c.authorized()
 	}
 
 	ch := h.index.acquire(a, name)
@@ -287,6 +290,7 @@ func (h *Hub) sendSubscribed(c *client, s *subscription, presenceData, cached []
 		} else {
 			b := append([]byte(`{"event":"pusher:cache_miss","channel":`), appendJSONString(nil, ch.name)...)
 			c.conn.WriteText(append(b, '}'))
+			h.hook(c.app, webhook.Event{Name: webhook.CacheMiss, Channel: ch.name})
 		}
 	}
 }
@@ -323,12 +327,16 @@ func (h *Hub) leave(c *client, s *subscription) {
 	member := s.idx >= 0
 	ch.removeLocked(s)
 	ch.mu.Unlock()
-	if member {
+	if member && !internalKind(ch.kind) {
 		h.counts.mark(ch)
 	}
 	if m := s.member; m != nil {
 		a := c.app
-		h.ops.submit(ch.key, true, func() { h.leavePresence(a, ch, m) })
+		if ch.kind == kindOnline {
+			h.ops.submit(ch.key, true, func() { h.leaveOnline(a, ch, m) })
+		} else {
+			h.ops.submit(ch.key, true, func() { h.leavePresence(a, ch, m) })
+		}
 	}
 	h.release(ch)
 }
@@ -362,12 +370,21 @@ func (h *Hub) signin(c *client, d *signinData) {
 		c.conn.WriteText(errorJSON(4009, "sign-in failed: connection already signed in as another user"))
 		return
 	}
-	if c.userID() == "" {
+	watchlist, over, _ := watchlistOf(d.UserData)
+	first := c.userID() == ""
+	if first {
 		c.x().userID = id
 		h.users.add(c.app, id, c)
 	}
+	c.authorized()
 	b := append([]byte(`{"event":"pusher:signin_success","data":{"user_data":`), appendJSONString(nil, d.UserData)...)
 	c.conn.WriteText(append(b, `}}`...))
+	if over {
+		c.conn.WriteText(errorJSON(4302, "watchlist over "+strconv.Itoa(maxWatchlist)+" users: the first "+strconv.Itoa(maxWatchlist)+" are watched"))
+	}
+	if first {
+		h.goOnline(c, id, watchlist)
+	}
 }
 
 // clientEvent relays a client-* event to the channel's other subscribers.
@@ -414,7 +431,12 @@ func (h *Hub) clientEvent(c *client, m *clientMessage) {
 	js := eventJSON(make([]byte, 0, 64+len(m.Event)+len(m.Channel)+len(data)), m.Event, m.Channel, data, s.memberID())
 	env := h.envelope(js, h.nodeID, c.conn.ID())
 	ch := s.ch
-	if !h.ops.submit(ch.key, false, func() { h.publishAsync(a, ch.key, env, "client_event_unpublished") }) {
+	sid := h.socketID(c)
+	if !h.ops.submit(ch.key, false, func() {
+		if h.publishAsync(a, ch.key, env, "client_event_unpublished") {
+			h.clientEventHook(c, s, m, sid)
+		}
+	}) {
 		a.stats.dropped("ops_queue_full")
 		c.conn.WriteText(errorJSON(4100, "server busy: client event dropped"))
 		return

@@ -34,8 +34,19 @@
 //	P:p:{K}:u                HASH user → info JSON ("" for none); HLEN is Count, O(1)
 //	P:p:{K}:c                HASH connection → owner name + "\n" + user
 //	P:p:{K}:n                HASH user → number of connections
+//	P:p:{K}:d                HASH user → when its last connection left (ms): pending departures
 //	P:s:{A}                  HASH channel → cluster-wide subscription count
 //	P:s:{A}:<name>           HASH channel → the node's count
+//	P:s:{A}:vacated          HASH channel → when its count went to zero (ms): pending vacancies
+//
+// Departures and vacancies are pending for the departure grace (DepartureGrace, 3 s):
+// Remove and SetSubscriptions record them in the same script that decides them; a Join
+// or an occupation within the grace clears the record and reports Returned; the node
+// that learned of it calls ConfirmDeparture or ConfirmVacated after the grace, which
+// clears the record and says whether it stood. The two pending hashes live ten graces
+// past their last write, so that a record whose node died before confirming does not
+// stay. A dead node's cleanup reports its departures and vacancies at once
+// (HandleDepartures, HandleVacated).
 //
 // A node's name is "<NodeID>-<incarnation>" (the registration time in µs), new each
 // time the node registers, so that a node taken for dead and back is never mistaken

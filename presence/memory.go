@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 var _ Store = (*Memory)(nil)
@@ -23,6 +24,10 @@ const LocalNode = "local"
 //
 // The zero value is an empty store ready to use.
 type Memory struct {
+	// DepartureGrace is how long a departure or a vacancy stays pending, so that a
+	// return within it cancels both for webhooks; default 3 s. Set it before use.
+	DepartureGrace time.Duration
+
 	closed atomic.Bool // this view (LocalNode) only
 
 	mu sync.Mutex
@@ -36,6 +41,19 @@ type Memory struct {
 	totals map[string]map[string]int     // app → channel → cluster-wide count
 	// views are the node ids with an open Store over m (LocalNode while m is open).
 	views map[string]int
+	// departed and vacated are the pending departures and vacancies, since when.
+	departed map[string]map[string]time.Time // channel → user id
+	vacated  map[appChannel]time.Time
+}
+
+// DefaultDepartureGrace is Pusher's delay before channel_vacated and member_removed.
+const DefaultDepartureGrace = 3 * time.Second
+
+func (m *Memory) grace() time.Duration {
+	if m.DepartureGrace > 0 {
+		return m.DepartureGrace
+	}
+	return DefaultDepartureGrace
 }
 
 type appChannel struct{ app, channel string }
@@ -72,8 +90,16 @@ func (n *memoryNode) Add(ctx context.Context, channel, connID string, mem Member
 	return n.m.add(ctx, &n.closed, n.id, channel, connID, mem, maxMembers)
 }
 
-func (n *memoryNode) Join(ctx context.Context, channel, connID string, mem Member, maxMembers int) (bool, []Member, error) {
+func (n *memoryNode) Join(ctx context.Context, channel, connID string, mem Member, maxMembers int) (Joined, error) {
 	return n.m.join(ctx, &n.closed, n.id, channel, connID, mem, maxMembers)
+}
+
+func (n *memoryNode) ConfirmDeparture(ctx context.Context, channel, userID string) (bool, error) {
+	return n.m.confirmDeparture(ctx, &n.closed, channel, userID)
+}
+
+func (n *memoryNode) ConfirmVacated(ctx context.Context, app, channel string) (bool, error) {
+	return n.m.confirmVacated(ctx, &n.closed, app, channel)
 }
 
 func (n *memoryNode) Remove(ctx context.Context, channel, connID, userID string) (bool, error) {
@@ -88,7 +114,7 @@ func (n *memoryNode) Count(ctx context.Context, channel string) (int, error) {
 	return n.m.count(ctx, &n.closed, channel)
 }
 
-func (n *memoryNode) SetSubscriptions(ctx context.Context, app string, counts []ChannelCount) ([]Transition, error) {
+func (n *memoryNode) SetSubscriptions(ctx context.Context, app string, counts []ChannelCount) (Report, error) {
 	return n.m.setSubscriptions(ctx, &n.closed, n.id, app, counts)
 }
 
@@ -120,8 +146,18 @@ func (m *Memory) Add(ctx context.Context, channel, connID string, mem Member, ma
 }
 
 // Join is Add and Members under one lock; see Store.
-func (m *Memory) Join(ctx context.Context, channel, connID string, mem Member, maxMembers int) (bool, []Member, error) {
+func (m *Memory) Join(ctx context.Context, channel, connID string, mem Member, maxMembers int) (Joined, error) {
 	return m.join(ctx, &m.closed, LocalNode, channel, connID, mem, maxMembers)
+}
+
+// ConfirmDeparture settles a pending departure; see Store.
+func (m *Memory) ConfirmDeparture(ctx context.Context, channel, userID string) (bool, error) {
+	return m.confirmDeparture(ctx, &m.closed, channel, userID)
+}
+
+// ConfirmVacated settles a pending vacancy; see Store.
+func (m *Memory) ConfirmVacated(ctx context.Context, app, channel string) (bool, error) {
+	return m.confirmVacated(ctx, &m.closed, app, channel)
 }
 
 // Remove forgets connID, whichever node added it; see Store.
@@ -140,7 +176,7 @@ func (m *Memory) Count(ctx context.Context, channel string) (int, error) {
 }
 
 // SetSubscriptions records LocalNode's subscription counts; see Store.
-func (m *Memory) SetSubscriptions(ctx context.Context, app string, counts []ChannelCount) ([]Transition, error) {
+func (m *Memory) SetSubscriptions(ctx context.Context, app string, counts []ChannelCount) (Report, error) {
 	return m.setSubscriptions(ctx, &m.closed, LocalNode, app, counts)
 }
 
@@ -174,16 +210,18 @@ func (m *Memory) Close(context.Context) error { return closeOnce(&m.closed) }
 
 // RemoveNode forgets every connection that node nodeID added and the subscription
 // counts it reported, as cluster cleanup does for a crashed node, and returns the users
-// who thereby left a channel, sorted by channel then user id. It scans the whole state:
+// who thereby left a channel, sorted by channel then user id, and the channels it left
+// empty (settled at once). It scans the whole state:
 // crash cleanup is rare, and an index per node would cost memory on every Add.
-func (m *Memory) RemoveNode(ctx context.Context, nodeID string) ([]Departure, error) {
+func (m *Memory) RemoveNode(ctx context.Context, nodeID string) ([]Departure, []Transition, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("presence: remove node: %w", err)
+		return nil, nil, fmt.Errorf("presence: remove node: %w", err)
 	}
 	if m.closed.Load() {
-		return nil, ErrClosed
+		return nil, nil, ErrClosed
 	}
 	var gone []Departure
+	var vacated []Transition
 	m.mu.Lock()
 	for channel, users := range m.channels {
 		for id, u := range users {
@@ -203,7 +241,9 @@ func (m *Memory) RemoveNode(ctx context.Context, nodeID string) ([]Departure, er
 	}
 	for ac, byNode := range m.subs {
 		if n := byNode[nodeID]; n != 0 {
-			m.addTotalLocked(ac, -n)
+			if t, ok := m.addTotalLocked(ac, -n); ok {
+				vacated = append(vacated, t)
+			}
 			delete(byNode, nodeID)
 			if len(byNode) == 0 {
 				delete(m.subs, ac)
@@ -214,7 +254,7 @@ func (m *Memory) RemoveNode(ctx context.Context, nodeID string) ([]Departure, er
 	slices.SortFunc(gone, func(a, b Departure) int {
 		return cmp.Or(cmp.Compare(a.Channel, b.Channel), cmp.Compare(a.UserID, b.UserID))
 	})
-	return gone, nil
+	return gone, vacated, nil
 }
 
 func closeOnce(closed *atomic.Bool) error {
@@ -286,7 +326,61 @@ func (m *Memory) remove(ctx context.Context, closed *atomic.Bool, channel, connI
 	if len(users) == 0 {
 		delete(m.channels, channel)
 	}
+	if m.departed == nil {
+		m.departed = make(map[string]map[string]time.Time)
+	}
+	if m.departed[channel] == nil {
+		m.departed[channel] = make(map[string]time.Time)
+	}
+	m.departed[channel][userID] = time.Now()
 	return true, nil
+}
+
+// returnedLocked clears a pending departure of user and reports whether it was within
+// the grace (m.mu held).
+func (m *Memory) returnedLocked(channel, user string) bool {
+	t, ok := m.departed[channel][user]
+	if !ok {
+		return false
+	}
+	delete(m.departed[channel], user)
+	if len(m.departed[channel]) == 0 {
+		delete(m.departed, channel)
+	}
+	return time.Since(t) <= m.grace()
+}
+
+func (m *Memory) confirmDeparture(ctx context.Context, closed *atomic.Bool, channel, userID string) (bool, error) {
+	if err := ctx.Err(); err != nil {
+		return false, fmt.Errorf("presence: confirm departure: %w", err)
+	}
+	if closed.Load() {
+		return false, ErrClosed
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.departed[channel][userID]; !ok {
+		return false, nil // came back (Join cleared it), or confirmed already
+	}
+	m.returnedLocked(channel, userID)
+	return m.channels[channel][userID] == nil, nil
+}
+
+func (m *Memory) confirmVacated(ctx context.Context, closed *atomic.Bool, app, channel string) (bool, error) {
+	if err := ctx.Err(); err != nil {
+		return false, fmt.Errorf("presence: confirm vacated: %w", err)
+	}
+	if closed.Load() {
+		return false, ErrClosed
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ac := appChannel{app, channel}
+	if _, ok := m.vacated[ac]; !ok {
+		return false, nil
+	}
+	delete(m.vacated, ac)
+	return m.totals[app][channel] == 0, nil
 }
 
 // members copies the infos into one buffer, so that the caller owns what it gets (it may
@@ -323,20 +417,24 @@ func (m *Memory) membersLocked(channel string) []Member {
 	return out
 }
 
-func (m *Memory) join(ctx context.Context, closed *atomic.Bool, node, channel, connID string, mem Member, maxMembers int) (bool, []Member, error) {
+func (m *Memory) join(ctx context.Context, closed *atomic.Bool, node, channel, connID string, mem Member, maxMembers int) (Joined, error) {
 	if err := ctx.Err(); err != nil {
-		return false, nil, fmt.Errorf("presence: join: %w", err)
+		return Joined{}, fmt.Errorf("presence: join: %w", err)
 	}
 	if closed.Load() {
-		return false, nil, ErrClosed
+		return Joined{}, ErrClosed
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	first, err := m.addLocked(node, channel, connID, mem, maxMembers)
 	if err != nil {
-		return false, nil, err
+		return Joined{}, err
 	}
-	return first, m.membersLocked(channel), nil
+	j := Joined{First: first, Members: m.membersLocked(channel)}
+	if first {
+		j.Returned = m.returnedLocked(channel, mem.UserID)
+	}
+	return j, nil
 }
 
 func (m *Memory) count(ctx context.Context, closed *atomic.Bool, channel string) (int, error) {
@@ -351,21 +449,21 @@ func (m *Memory) count(ctx context.Context, closed *atomic.Bool, channel string)
 	return len(m.channels[channel]), nil
 }
 
-func (m *Memory) setSubscriptions(ctx context.Context, closed *atomic.Bool, node, app string, counts []ChannelCount) ([]Transition, error) {
+func (m *Memory) setSubscriptions(ctx context.Context, closed *atomic.Bool, node, app string, counts []ChannelCount) (Report, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("presence: set subscriptions: %w", err)
+		return Report{}, fmt.Errorf("presence: set subscriptions: %w", err)
 	}
 	if closed.Load() {
-		return nil, ErrClosed
+		return Report{}, ErrClosed
 	}
 	// A report is refused whole: applied in part, it would leave the node's counts
 	// neither the old ones nor the new.
 	for _, c := range counts {
 		if c.Count < 0 {
-			return nil, fmt.Errorf("presence: set subscriptions: negative count %d for %q", c.Count, c.Channel)
+			return Report{}, fmt.Errorf("presence: set subscriptions: negative count %d for %q", c.Count, c.Channel)
 		}
 	}
-	var out []Transition
+	var out Report
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, c := range counts {
@@ -389,8 +487,20 @@ func (m *Memory) setSubscriptions(ctx context.Context, closed *atomic.Bool, node
 			m.subs[ac][node] = c.Count
 		}
 		if t, ok := m.addTotalLocked(ac, c.Count-old); ok {
-			out = append(out, t)
+			if t.Occupied {
+				if since, ok := m.vacated[ac]; ok {
+					delete(m.vacated, ac)
+					t.Returned = time.Since(since) <= m.grace()
+				}
+			} else {
+				if m.vacated == nil {
+					m.vacated = make(map[appChannel]time.Time)
+				}
+				m.vacated[ac] = time.Now()
+			}
+			out.Transitions = append(out.Transitions, t)
 		}
+		out.Counts = append(out.Counts, ChannelCount{Channel: c.Channel, Count: m.totals[app][c.Channel]})
 	}
 	return out, nil
 }

@@ -16,7 +16,9 @@ import (
 
 func TestMemoryConformance(t *testing.T) {
 	presencetest.Run(t, func(t *testing.T) presencetest.Cluster {
-		return &memoryCluster{m: presence.NewMemory()}
+		m := presence.NewMemory()
+		m.DepartureGrace = testGrace
+		return &memoryCluster{m: m}
 	})
 }
 
@@ -24,7 +26,7 @@ func TestMemoryConformance(t *testing.T) {
 // so that its own methods are covered and not only the views'.
 func TestMemoryLocalConformance(t *testing.T) {
 	presencetest.Run(t, func(t *testing.T) presencetest.Cluster {
-		return &memoryCluster{m: &presence.Memory{}, local: true}
+		return &memoryCluster{m: &presence.Memory{DepartureGrace: testGrace}, local: true}
 	})
 }
 
@@ -75,7 +77,7 @@ func (c *memoryCluster) Kill(s presence.Store) {
 		panic("memoryCluster.Kill: unknown store")
 	}
 	// RemoveNode first: once m itself is closed, it refuses.
-	deps, err := c.m.RemoveNode(context.Background(), dead.id)
+	deps, vacated, err := c.m.RemoveNode(context.Background(), dead.id)
 	if err != nil {
 		panic(err)
 	}
@@ -83,9 +85,17 @@ func (c *memoryCluster) Kill(s presence.Store) {
 	if heir != nil && len(deps) > 0 {
 		heir.HandleDepartures(deps)
 	}
+	if heir != nil && len(vacated) > 0 {
+		heir.HandleVacated(vacated)
+	}
 }
 
 func (c *memoryCluster) CleanupWithin() time.Duration { return 0 }
+
+// testGrace is the departure grace of the suite's stores: short, the suite waits it out.
+const testGrace = 300 * time.Millisecond
+
+func (c *memoryCluster) DepartureGrace() time.Duration { return c.m.DepartureGrace }
 
 func add(t *testing.T, s presence.Store, channel, conn, userID, info string) {
 	t.Helper()
@@ -157,7 +167,7 @@ func TestMemoryRemoveNode(t *testing.T) {
 	add(t, a, "solo", "a6", "only-a", "")
 	add(t, m, "room", "l1", "local", "")
 
-	gone, err := m.RemoveNode(ctx, "a")
+	gone, _, err := m.RemoveNode(ctx, "a")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,12 +208,12 @@ func TestMemoryRemoveNode(t *testing.T) {
 		t.Errorf("Add on a after RemoveNode(a) = %v, %v; want first", first, err)
 	}
 
-	if gone, err := m.RemoveNode(ctx, "unknown"); err != nil || len(gone) != 0 {
+	if gone, _, err := m.RemoveNode(ctx, "unknown"); err != nil || len(gone) != 0 {
 		t.Errorf("RemoveNode(unknown) = %v, %v; want nothing", gone, err)
 	}
 	cancelled, cancel := context.WithCancel(ctx)
 	cancel()
-	if _, err := m.RemoveNode(cancelled, "b"); !errors.Is(err, context.Canceled) {
+	if _, _, err := m.RemoveNode(cancelled, "b"); !errors.Is(err, context.Canceled) {
 		t.Errorf("RemoveNode with a cancelled context: %v, want context.Canceled", err)
 	}
 	if n, _ := b.Count(ctx, "room"); n != 3 {
@@ -212,7 +222,7 @@ func TestMemoryRemoveNode(t *testing.T) {
 	if err := m.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := m.RemoveNode(ctx, "b"); !errors.Is(err, presence.ErrClosed) {
+	if _, _, err := m.RemoveNode(ctx, "b"); !errors.Is(err, presence.ErrClosed) {
 		t.Errorf("RemoveNode after Close: %v, want ErrClosed", err)
 	}
 }

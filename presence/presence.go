@@ -41,10 +41,39 @@ type ChannelCount struct {
 // Transition is a channel whose cluster-wide subscription count went from zero to more
 // (Occupied) or back to zero (!Occupied). Exactly one node learns of each (the one whose
 // report caused it), so that it alone sends channel_occupied or channel_vacated.
+//
+// A vacancy is only settled after the departure grace (DepartureGrace, 3 s by
+// default): the node that learned of it asks ConfirmVacated then, and sends
+// channel_vacated only if the channel stayed empty. An occupation within the grace of a
+// vacancy is Returned: the two cancel out, and neither webhook is sent (a page reload
+// must not flap a channel).
 type Transition struct {
 	App      string
 	Channel  string
 	Occupied bool
+	Returned bool // Occupied within the departure grace of the channel's vacancy
+}
+
+// Report is what SetSubscriptions reports.
+type Report struct {
+	// Transitions are the channels whose cluster-wide count went from or to zero.
+	Transitions []Transition
+	// Counts are the cluster-wide counts, after the report, of the channels whose
+	// count on this node it changed (what pusher_internal:subscription_count says).
+	Counts []ChannelCount
+}
+
+// Joined is what Join reports.
+type Joined struct {
+	// First is true for the user's first connection in the channel (cluster-wide):
+	// member_added.
+	First bool
+	// Returned is true when First and the user left the channel less than the
+	// departure grace ago: its departure is not settled yet, and the two cancel out
+	// for webhooks (clients still hear member_added, as they heard member_removed).
+	Returned bool
+	// Members are the channel's members with the new connection recorded.
+	Members []Member
 }
 
 // Node is a live node of the cluster.
@@ -63,6 +92,9 @@ type Handler interface {
 	// removed for it (it died, or its removal failed and was retried): the node
 	// sends member_removed for each. Exactly one node of the cluster gets each.
 	HandleDepartures(deps []Departure)
+	// HandleVacated gets channels that a dead node's cleanup left empty (settled at
+	// once: the node is gone). Exactly one node of the cluster gets each.
+	HandleVacated(ts []Transition)
 	// HandleReset says that this node's entries are no longer in the store (the
 	// store lost its data, or the cluster took the node for dead while it could
 	// not reach the store): the node Adds its live presence connections again and
@@ -99,14 +131,21 @@ type Store interface {
 	Add(ctx context.Context, channel, connID string, m Member, maxMembers int) (first bool, err error)
 	// Join is Add followed by Members in one step (one round trip for a network
 	// engine): it also returns the channel's members as they are with the connection
-	// recorded, which is what a presence subscription confirms with. It fails as Add
-	// does, and leaves no entry behind when it fails.
-	Join(ctx context.Context, channel, connID string, m Member, maxMembers int) (first bool, members []Member, err error)
+	// recorded, which is what a presence subscription confirms with, and whether the
+	// user returned within the departure grace. It fails as Add does, and leaves no
+	// entry behind when it fails.
+	Join(ctx context.Context, channel, connID string, m Member, maxMembers int) (Joined, error)
 	// Remove forgets connection connID of userID in channel, whichever node added it.
-	// last is true when the user has no connection left there. Removing an unknown
-	// connection returns last=false. If Remove fails, the store retries it by itself
-	// and reports the user through HandleDepartures if it was the last connection.
+	// last is true when the user has no connection left there; the departure is then
+	// pending until ConfirmDeparture (a Join of the user within the departure grace
+	// cancels it). Removing an unknown connection returns last=false. If Remove fails,
+	// the store retries it by itself and reports the user through HandleDepartures if
+	// it was the last connection.
 	Remove(ctx context.Context, channel, connID, userID string) (last bool, err error)
+	// ConfirmDeparture settles a departure that Remove reported (last), once the
+	// departure grace has passed: it reports whether the user stayed away, so that
+	// exactly one node sends member_removed's webhook, and only for a real departure.
+	ConfirmDeparture(ctx context.Context, channel, userID string) (bool, error)
 	// Members lists the distinct users of channel, each with the info of one of its
 	// connections, in no particular order. The caller owns the returned slices.
 	Members(ctx context.Context, channel string) ([]Member, error)
@@ -116,8 +155,12 @@ type Store interface {
 	// SetSubscriptions reports this node's number of subscriptions to channels of app
 	// (absolute numbers, so that a retry is harmless; 0 for a channel the node no
 	// longer has). It returns the channels whose cluster-wide count went from or to
-	// zero because of this report.
-	SetSubscriptions(ctx context.Context, app string, counts []ChannelCount) ([]Transition, error)
+	// zero because of this report (vacancies are pending until ConfirmVacated), and
+	// the new cluster-wide counts of the channels it changed.
+	SetSubscriptions(ctx context.Context, app string, counts []ChannelCount) (Report, error)
+	// ConfirmVacated settles a vacancy that SetSubscriptions reported, once the
+	// departure grace has passed: it reports whether the channel stayed empty.
+	ConfirmVacated(ctx context.Context, app, channel string) (bool, error)
 	// Subscriptions is the cluster-wide number of subscriptions to channel of app.
 	Subscriptions(ctx context.Context, app, channel string) (int, error)
 	// Channels lists the channels of app with at least one subscription in the

@@ -44,6 +44,10 @@ type RedisConfig struct {
 	Lease time.Duration
 	// OpTimeout caps one store call. Default 2 s.
 	OpTimeout time.Duration
+	// DepartureGrace is how long a departure or a vacancy stays pending (see
+	// ConfirmDeparture and ConfirmVacated); a return within it cancels both for
+	// webhooks. Default 3 s (Pusher's).
+	DepartureGrace time.Duration
 	// Logger gets warnings (rate-limited) and debug lines. Default: discard.
 	Logger *slog.Logger
 }
@@ -58,6 +62,7 @@ type Redis struct {
 	h         Handler
 	lease     time.Duration
 	opTimeout time.Duration
+	grace     time.Duration
 	log       *slog.Logger
 	warn      *warnLimiter
 
@@ -145,6 +150,7 @@ func NewRedis(ctx context.Context, cfg RedisConfig, h Handler) (*Redis, error) {
 		h:          h,
 		lease:      cmp.Or(cfg.Lease, DefaultLease),
 		opTimeout:  cmp.Or(cfg.OpTimeout, DefaultOpTimeout),
+		grace:      cmp.Or(cfg.DepartureGrace, DefaultDepartureGrace),
 		log:        cfg.Logger,
 		stop:       make(chan struct{}),
 		renewDone:  make(chan struct{}),
@@ -198,6 +204,7 @@ func NewRedis(ctx context.Context, cfg RedisConfig, h Handler) (*Redis, error) {
 type nopHandler struct{}
 
 func (nopHandler) HandleDepartures([]Departure) {}
+func (nopHandler) HandleVacated([]Transition)   {}
 func (nopHandler) HandleReset()                 {}
 
 // Name is this node's current name, "<NodeID>-<incarnation>"; it changes when the node
@@ -214,14 +221,19 @@ func (s *Redis) idPrefix() string { return strconv.FormatUint(uint64(s.id), 10) 
 
 // Keys. A presence channel's three hashes share the hash tag {K}; an app's totals and
 // the nodes' counts share {A}; the registry and the nodes' sets share {nodes}.
+// pendTTL is the life of a channel's pending departures and an app's pending vacancies
+// when nobody settles them (the node that should have died within the grace), in ms:
+// long enough never to cut a grace short.
+func (s *Redis) pendTTL() int64 { return (10 * s.grace).Milliseconds() }
+
 func (s *Redis) channelKeys(channel string) []string {
 	base := s.prefix + ":p:{" + channel + "}:"
-	return []string{base + "u", base + "c", base + "n"}
+	return []string{base + "u", base + "c", base + "n", base + "d"}
 }
 
 func (s *Redis) appKeys(app, name string) []string {
 	totals := s.prefix + ":s:{" + app + "}"
-	return []string{totals, totals + ":" + name}
+	return []string{totals, totals + ":" + name, totals + ":vacated"}
 }
 
 func (s *Redis) pchKey(name string) string  { return s.keyNodes + ":pch:" + name }
@@ -287,34 +299,34 @@ func callerDone(ctx context.Context) error {
 // in a call of its own, on a cluster), so that a crash never leaves an entry that cleanup
 // cannot find.
 func (s *Redis) Add(ctx context.Context, channel, connID string, m Member, maxMembers int) (bool, error) {
-	first, _, err := s.add(ctx, "add", channel, connID, m, maxMembers, addScript)
-	return first, err
+	j, err := s.add(ctx, "add", channel, connID, m, maxMembers, addScript)
+	return j.First, err
 }
 
 // Join is Add and Members in one script call; see Store.
-func (s *Redis) Join(ctx context.Context, channel, connID string, m Member, maxMembers int) (bool, []Member, error) {
+func (s *Redis) Join(ctx context.Context, channel, connID string, m Member, maxMembers int) (Joined, error) {
 	return s.add(ctx, "join", channel, connID, m, maxMembers, joinScript)
 }
 
-// add runs addScript or joinScript; the members are read from joinScript's reply.
-func (s *Redis) add(ctx context.Context, op, channel, connID string, m Member, maxMembers int, script *redis.Script) (bool, []Member, error) {
+// add runs addScript or joinScript; the rest of Joined is read from joinScript's reply.
+func (s *Redis) add(ctx context.Context, op, channel, connID string, m Member, maxMembers int, script *redis.Script) (Joined, error) {
 	if err := checkTag(op, "channel", channel); err != nil {
-		return false, nil, err
+		return Joined{}, err
 	}
 	octx, done, err := s.begin(ctx, op)
 	if err != nil {
-		return false, nil, err
+		return Joined{}, err
 	}
 	defer done()
 	// A removal of this connection still to be redone goes first, or it would undo
 	// this Add when it runs.
 	if p, err := s.takeRetry(octx, retryKey{channel, connID}); err != nil {
-		return false, nil, s.fail(ctx, op, err)
+		return Joined{}, s.fail(ctx, op, err)
 	} else if p != nil {
 		deps, err := s.redo(octx, p)
 		if err != nil {
 			s.putRetry(p)
-			return false, nil, s.fail(ctx, op, err)
+			return Joined{}, s.fail(ctx, op, err)
 		}
 		s.handleDepartures(deps)
 	}
@@ -332,7 +344,7 @@ func (s *Redis) add(ctx context.Context, op, channel, connID string, m Member, m
 	s.mu.Unlock()
 
 	keys := s.channelKeys(channel)
-	args := []any{connID, m.UserID, string(m.Info), maxMembers, name}
+	args := []any{connID, m.UserID, string(m.Info), maxMembers, name, s.grace.Milliseconds()}
 	var reply any
 	switch {
 	case sadd && s.ordered:
@@ -348,7 +360,7 @@ func (s *Redis) add(ctx context.Context, op, channel, connID string, m Member, m
 			s.mu.Lock()
 			s.releaseLocked(channel, st) // the script was not sent: nothing to undo
 			s.mu.Unlock()
-			return false, nil, s.fail(ctx, op, err)
+			return Joined{}, s.fail(ctx, op, err)
 		}
 		s.markSaved(channel, st)
 		fallthrough
@@ -356,14 +368,14 @@ func (s *Redis) add(ctx context.Context, op, channel, connID string, m Member, m
 		reply, err = script.Run(octx, s.client, keys, args...).Result()
 	}
 	var code int64
-	var members []Member
+	var j Joined
 	if err == nil {
-		code, members, err = parseAddReply(reply)
+		code, j, err = parseAddReply(reply)
 	}
 	if err != nil {
 		// The server may have applied it: undo it later rather than leave a ghost.
 		s.putRetry(&retry{channel: channel, conn: connID, user: m.UserID, own: true, st: st})
-		return false, nil, s.fail(ctx, op, err)
+		return Joined{}, s.fail(ctx, op, err)
 	}
 	switch code {
 	case addFull, addOwned:
@@ -371,37 +383,44 @@ func (s *Redis) add(ctx context.Context, op, channel, connID string, m Member, m
 		s.releaseLocked(channel, st)
 		s.mu.Unlock()
 		if code == addFull {
-			return false, nil, fmt.Errorf("%w: %q", ErrFull, channel)
+			return Joined{}, fmt.Errorf("%w: %q", ErrFull, channel)
 		}
 	case addFirst:
-		return true, members, nil
+		j.First = true
 	}
-	return false, members, nil
+	return j, nil
 }
 
-// parseAddReply reads addScript's code, or joinScript's code and members.
-func parseAddReply(reply any) (int64, []Member, error) {
+// parseAddReply reads addScript's code, or joinScript's code, returned flag and members.
+func parseAddReply(reply any) (int64, Joined, error) {
 	switch r := reply.(type) {
 	case int64:
-		return r, nil, nil
+		return r, Joined{}, nil
 	case []any:
 		code, ok := r[0].(int64)
-		if !ok || len(r)%2 != 1 {
+		if !ok {
 			break
 		}
-		members := make([]Member, 0, len(r)/2)
-		for i := 1; i+1 < len(r); i += 2 {
+		if len(r) == 1 {
+			return code, Joined{}, nil // full
+		}
+		returned, ok := r[1].(int64)
+		if !ok || len(r)%2 != 0 {
+			break
+		}
+		j := Joined{Returned: returned == 1, Members: make([]Member, 0, len(r)/2-1)}
+		for i := 2; i+1 < len(r); i += 2 {
 			id, _ := r[i].(string)
 			info, _ := r[i+1].(string)
 			m := Member{UserID: id}
 			if info != "" {
 				m.Info = []byte(info)
 			}
-			members = append(members, m)
+			j.Members = append(j.Members, m)
 		}
-		return code, members, nil
+		return code, j, nil
 	}
-	return 0, nil, fmt.Errorf("presence: unexpected reply %T from the add script", reply)
+	return 0, Joined{}, fmt.Errorf("presence: unexpected reply %T from the add script", reply)
 }
 
 // pipelineSAdd sends SADD key member and then a script in one pipeline, on a single
@@ -479,7 +498,7 @@ func (s *Redis) Remove(ctx context.Context, channel, connID, userID string) (boo
 		s.handleDepartures(deps)
 		p, queued = &retry{channel: channel, conn: connID, user: userID}, false
 	}
-	code, err := s.removeOnce(octx, p)
+	code, err := s.removeOnce(octx, p, true)
 	if err != nil {
 		s.putRetry(p)
 		return false, s.fail(ctx, "remove", err)
@@ -492,8 +511,14 @@ func (s *Redis) Remove(ctx context.Context, channel, connID, userID string) (boo
 }
 
 // removeOnce runs the remove script for p and keeps the bookkeeping.
-func (s *Redis) removeOnce(ctx context.Context, p *retry) (int64, error) {
-	res, err := removeScript.Run(ctx, s.client, s.channelKeys(p.channel), p.conn, p.user).Slice()
+// removeOnce runs the removal; with mark, a last connection's departure is recorded as
+// pending (see ConfirmDeparture).
+func (s *Redis) removeOnce(ctx context.Context, p *retry, mark bool) (int64, error) {
+	flag := "0" // a failed Add undone, or a retried removal: reported at once
+	if mark {
+		flag = "1" // a departure the caller reports: pending until ConfirmDeparture
+	}
+	res, err := removeScript.Run(ctx, s.client, s.channelKeys(p.channel), p.conn, p.user, flag, s.pendTTL()).Slice()
 	if err != nil {
 		return 0, err
 	}
@@ -517,7 +542,7 @@ func (s *Redis) removeOnce(ctx context.Context, p *retry) (int64, error) {
 // longer has it: either this removal took its last connection, or an earlier attempt
 // did, or the data was lost.
 func (s *Redis) redo(ctx context.Context, p *retry) ([]Departure, error) {
-	code, err := s.removeOnce(ctx, p)
+	code, err := s.removeOnce(ctx, p, false)
 	if err != nil {
 		return nil, err
 	}
@@ -574,6 +599,42 @@ func (s *Redis) handleDepartures(deps []Departure) {
 }
 
 // Members lists the users of channel, with the info their first connection brought.
+// ConfirmDeparture settles a pending departure; see Store.
+func (s *Redis) ConfirmDeparture(ctx context.Context, channel, userID string) (bool, error) {
+	if err := checkTag("confirm departure", "channel", channel); err != nil {
+		return false, err
+	}
+	octx, done, err := s.begin(ctx, "confirm departure")
+	if err != nil {
+		return false, err
+	}
+	defer done()
+	keys := s.channelKeys(channel)
+	n, err := confirmDepartureScript.Run(octx, s.client, []string{keys[0], keys[3]}, userID).Int64()
+	if err != nil {
+		return false, s.fail(ctx, "confirm departure", err)
+	}
+	return n == 1, nil
+}
+
+// ConfirmVacated settles a pending vacancy; see Store.
+func (s *Redis) ConfirmVacated(ctx context.Context, app, channel string) (bool, error) {
+	if err := checkTag("confirm vacated", "app", app); err != nil {
+		return false, err
+	}
+	octx, done, err := s.begin(ctx, "confirm vacated")
+	if err != nil {
+		return false, err
+	}
+	defer done()
+	keys := s.appKeys(app, "")
+	n, err := confirmVacatedScript.Run(octx, s.client, []string{keys[0], keys[2]}, channel).Int64()
+	if err != nil {
+		return false, s.fail(ctx, "confirm vacated", err)
+	}
+	return n == 1, nil
+}
+
 func (s *Redis) Members(ctx context.Context, channel string) ([]Member, error) {
 	if err := checkTag("members", "channel", channel); err != nil {
 		return nil, err
@@ -622,22 +683,22 @@ const setSubsChunk = 512
 
 // SetSubscriptions records this node's counts; see Store. A call that fails may or may
 // not have been applied: report again (absolute numbers make that harmless).
-func (s *Redis) SetSubscriptions(ctx context.Context, app string, counts []ChannelCount) ([]Transition, error) {
+func (s *Redis) SetSubscriptions(ctx context.Context, app string, counts []ChannelCount) (Report, error) {
 	if err := checkTag("set subscriptions", "app", app); err != nil {
-		return nil, err
+		return Report{}, err
 	}
 	for _, c := range counts {
 		if c.Count < 0 {
-			return nil, fmt.Errorf("presence: set subscriptions: negative count %d for %q", c.Count, c.Channel)
+			return Report{}, fmt.Errorf("presence: set subscriptions: negative count %d for %q", c.Count, c.Channel)
 		}
 	}
 	octx, done, err := s.begin(ctx, "set subscriptions")
 	if err != nil {
-		return nil, err
+		return Report{}, err
 	}
 	defer done()
 	if len(counts) == 0 {
-		return nil, nil
+		return Report{}, nil
 	}
 	s.mu.Lock()
 	name, epoch := s.name, s.epoch
@@ -645,10 +706,11 @@ func (s *Redis) SetSubscriptions(ctx context.Context, app string, counts []Chann
 	s.mu.Unlock()
 	keys := s.appKeys(app, name)
 
-	var out []Transition
+	var out Report
 	for start := 0; start < len(counts); start += setSubsChunk {
 		chunk := counts[start:min(start+setSubsChunk, len(counts))]
-		args := make([]any, 0, 2*len(chunk))
+		args := make([]any, 0, 2+2*len(chunk))
+		args = append(args, s.grace.Milliseconds(), s.pendTTL())
 		for _, c := range chunk {
 			args = append(args, c.Channel, c.Count)
 		}
@@ -677,17 +739,23 @@ func (s *Redis) SetSubscriptions(ctx context.Context, app string, counts []Chann
 			}
 			s.mu.Unlock()
 		}
-		out = appendTransitions(out, app, res)
+		out = appendReport(out, app, res)
 	}
 	return out, nil
 }
 
 // appendTransitions decodes the channel, 1|0 pairs of setSubsScript.
-func appendTransitions(out []Transition, app string, res []any) []Transition {
-	for i := 0; i+1 < len(res); i += 2 {
+// appendReport reads setSubsScript's channel, kind, total triples (kind 1 occupied, 2
+// occupied within the grace of its vacancy, 0 vacated, -1 no transition).
+func appendReport(out Report, app string, res []any) Report {
+	for i := 0; i+2 < len(res); i += 3 {
 		ch, _ := res[i].(string)
-		occ, _ := res[i+1].(int64)
-		out = append(out, Transition{App: app, Channel: ch, Occupied: occ == 1})
+		kind, _ := res[i+1].(int64)
+		total, _ := res[i+2].(int64)
+		if kind >= 0 {
+			out.Transitions = append(out.Transitions, Transition{App: app, Channel: ch, Occupied: kind > 0, Returned: kind == 2})
+		}
+		out.Counts = append(out.Counts, ChannelCount{Channel: ch, Count: int(total)})
 	}
 	return out
 }

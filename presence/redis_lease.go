@@ -239,7 +239,13 @@ func (s *Redis) sweep() {
 // the next sweep (or, if this node dies, for whoever claims it when the claim runs out).
 func (s *Redis) clean(dead string) bool {
 	var deps []Departure
-	defer func() { s.handleDepartures(deps) }() // what was removed is reported, failure or not
+	var vacated []Transition
+	defer func() { // what was removed is reported, failure or not
+		s.handleDepartures(deps)
+		if len(vacated) > 0 {
+			s.h.HandleVacated(vacated)
+		}
+	}()
 	channels, err := s.scanSet(s.pchKey(dead), func(m string) string {
 		if i := strings.LastIndexByte(m, '#'); i >= 0 {
 			return m[:i]
@@ -269,14 +275,14 @@ func (s *Redis) clean(dead string) bool {
 	}
 	for app := range apps {
 		ctx, cancel := s.opCtx()
-		vacated, err := cleanAppScript.Run(ctx, s.client, s.appKeys(app, dead)).StringSlice()
+		emptied, err := cleanAppScript.Run(ctx, s.client, s.appKeys(app, dead)).StringSlice()
 		cancel()
 		if err != nil {
 			s.warn.warn("clean", "presence: cleaning a dead node failed", "node", dead, "app", app, "err", err)
 			return false
 		}
-		for _, ch := range vacated {
-			s.log.Debug("presence: channel vacated by a dead node's cleanup", "app", app, "channel", ch, "node", dead)
+		for _, ch := range emptied {
+			vacated = append(vacated, Transition{App: app, Channel: ch})
 		}
 	}
 	ctx, cancel := s.opCtx()

@@ -52,14 +52,34 @@ end
 // addScript records a connection and returns its Add code.
 var addScript = redis.NewScript(addLua + `return add()`)
 
-// joinScript records a connection and returns {code, user, info, user, info, ...}: the
-// channel's members as they are with the connection recorded (just {code} when full).
-var joinScript = redis.NewScript(addLua + `
+// joinScript records a connection and returns {code, returned, user, info, user, info,
+// ...}: the channel's members as they are with the connection recorded (just {code}
+// when full). returned is 1 when the user was absent (code 2) and had left less than
+// the departure grace ago: its pending departure is cleared.
+// KEYS: users, conns, counts, departed of the channel. ARGV: as add's, then grace ms.
+var joinScript = redis.NewScript(nowMS + addLua + `
 local code = add()
 if code < 0 then return {code} end
-local out = {code}
+local returned = 0
+if code == 2 then
+  local t = redis.call('HGET', KEYS[4], ARGV[2])
+  if t then
+    redis.call('HDEL', KEYS[4], ARGV[2])
+    if now - tonumber(t) <= tonumber(ARGV[6]) then returned = 1 end
+  end
+end
+local out = {code, returned}
 for _, v in ipairs(redis.call('HGETALL', KEYS[1])) do out[#out + 1] = v end
 return out
+`)
+
+// confirmDepartureScript settles a pending departure: 1 if it was pending and the user
+// is still absent.
+// KEYS: users, departed of the channel. ARGV: user.
+var confirmDepartureScript = redis.NewScript(`
+if redis.call('HDEL', KEYS[2], ARGV[1]) == 0 then return 0 end
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
+return 1
 `)
 
 // Remove codes, as removeScript returns them (with the removed entry's owner name).
@@ -70,9 +90,11 @@ const (
 	removeAbsent  = 3 // no such connection, and the user is not in the channel
 )
 
-// removeScript forgets a connection of a user.
-// KEYS: users, conns, counts of the channel. ARGV: conn, user.
-var removeScript = redis.NewScript(`
+// removeScript forgets a connection of a user. With ARGV[3] '1', the departure of a
+// user left with no connection is recorded as pending (since now), for
+// ConfirmDeparture; the departed hash lives ARGV[4] ms past its last write.
+// KEYS: users, conns, counts, departed of the channel. ARGV: conn, user, mark, ttl ms.
+var removeScript = redis.NewScript(nowMS + `
 local owner = redis.call('HGET', KEYS[2], ARGV[1])
 local nl = owner and string.find(owner, '\n', 1, true)
 if not nl or string.sub(owner, nl + 1) ~= ARGV[2] then
@@ -84,6 +106,10 @@ redis.call('HDEL', KEYS[2], ARGV[1])
 if redis.call('HINCRBY', KEYS[3], ARGV[2], -1) > 0 then return {2, name} end
 redis.call('HDEL', KEYS[3], ARGV[2])
 redis.call('HDEL', KEYS[1], ARGV[2])
+if ARGV[3] == '1' then
+  redis.call('HSET', KEYS[4], ARGV[2], now)
+  redis.call('PEXPIRE', KEYS[4], tonumber(ARGV[4]))
+end
 return {1, name}
 `)
 
@@ -110,12 +136,17 @@ return gone
 `)
 
 // setSubsScript sets a node's counts for channels of one app and moves the totals by
-// the differences. It returns channel, 1|0 pairs: the totals that went from zero to more
-// (1) or back to zero (0). Atomic per call, so each transition has exactly one reporter.
-// KEYS: totals of the app, the node's counts for the app. ARGV: channel, count, ...
-var setSubsScript = redis.NewScript(`
+// the differences. It returns channel, kind, total triples for the channels whose node
+// count changed: kind 1 when the total went from zero to more (2 when within the grace
+// of the channel's pending vacancy, which it clears), 0 when it went back to zero
+// (recorded as a pending vacancy since now), -1 otherwise; total is the new total.
+// Atomic per call, so each transition has exactly one reporter.
+// KEYS: totals of the app, the node's counts for the app, the app's pending vacancies.
+// ARGV: grace ms, ttl ms, then channel, count, ...
+var setSubsScript = redis.NewScript(nowMS + `
+local grace, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
 local out = {}
-for i = 1, #ARGV, 2 do
+for i = 3, #ARGV, 2 do
   local ch = ARGV[i]
   local n = tonumber(ARGV[i + 1])
   local old = tonumber(redis.call('HGET', KEYS[2], ch) or '0')
@@ -124,16 +155,34 @@ for i = 1, #ARGV, 2 do
     local after = redis.call('HINCRBY', KEYS[1], ch, n - old)
     local before = after - (n - old)
     if after <= 0 then redis.call('HDEL', KEYS[1], ch) end
+    local kind = -1
     if before <= 0 and after > 0 then
-      out[#out + 1] = ch
-      out[#out + 1] = 1
+      kind = 1
+      local t = redis.call('HGET', KEYS[3], ch)
+      if t then
+        redis.call('HDEL', KEYS[3], ch)
+        if now - tonumber(t) <= grace then kind = 2 end
+      end
     elseif before > 0 and after <= 0 then
-      out[#out + 1] = ch
-      out[#out + 1] = 0
+      redis.call('HSET', KEYS[3], ch, now)
+      redis.call('PEXPIRE', KEYS[3], ttl)
+      kind = 0
     end
+    out[#out + 1] = ch
+    out[#out + 1] = kind
+    out[#out + 1] = math.max(after, 0)
   end
 end
 return out
+`)
+
+// confirmVacatedScript settles a pending vacancy: 1 if it was pending and the channel
+// is still empty.
+// KEYS: totals of the app, the app's pending vacancies. ARGV: channel.
+var confirmVacatedScript = redis.NewScript(`
+if redis.call('HDEL', KEYS[2], ARGV[1]) == 0 then return 0 end
+if tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0') > 0 then return 0 end
+return 1
 `)
 
 // cleanAppScript takes a dead node's counts for one app out of the totals, deletes

@@ -51,7 +51,7 @@ type redisCluster struct {
 func (c *redisCluster) Node(_ string, h presence.Handler) presence.Store {
 	c.t.Helper()
 	s, err := presence.NewRedis(context.Background(), presence.RedisConfig{
-		Client: c.client, Prefix: c.prefix, NodeID: c.ids.Add(1), Lease: testLease,
+		Client: c.client, Prefix: c.prefix, NodeID: c.ids.Add(1), Lease: testLease, DepartureGrace: testGrace,
 	}, h)
 	if err != nil {
 		c.t.Fatal(err)
@@ -64,6 +64,8 @@ func (c *redisCluster) Kill(s presence.Store) { s.(*presence.Redis).Kill() }
 // CleanupWithin: a dead node's lease runs out within testLease, the next sweep comes
 // within testLease/4, and a slow machine gets a second more.
 func (c *redisCluster) CleanupWithin() time.Duration { return testLease + testLease/4 + time.Second }
+
+func (c *redisCluster) DepartureGrace() time.Duration { return testGrace }
 
 func TestRedisConformance(t *testing.T) {
 	t.Parallel()
@@ -93,6 +95,8 @@ func (h *handler) HandleDepartures(deps []presence.Departure) {
 	h.deps = append(h.deps, deps...)
 	h.mu.Unlock()
 }
+
+func (h *handler) HandleVacated([]presence.Transition) {}
 
 func (h *handler) HandleReset() {
 	h.mu.Lock()
@@ -182,8 +186,8 @@ func mustSubs(t *testing.T, s presence.Store, app, channel string, want int) {
 
 func mustSet(t *testing.T, s presence.Store, app string, wantTransitions int, counts ...presence.ChannelCount) {
 	t.Helper()
-	tr, err := s.SetSubscriptions(context.Background(), app, counts)
-	if err != nil || len(tr) != wantTransitions {
+	rep, err := s.SetSubscriptions(context.Background(), app, counts)
+	if tr := rep.Transitions; err != nil || len(tr) != wantTransitions {
 		t.Fatalf("SetSubscriptions(%s, %v) = %v, %v; want %d transitions", app, counts, tr, err, wantTransitions)
 	}
 }

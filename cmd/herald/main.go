@@ -29,12 +29,14 @@ import (
 	"github.com/herald-rt/herald/admin"
 	"github.com/herald-rt/herald/hub"
 	"github.com/herald-rt/herald/transport"
+	"github.com/herald-rt/herald/webhook"
 )
 
 type options struct {
 	addr, adminAddr              string
 	appID, appKey, appSecret     string
 	clientEvents                 bool
+	webhookURL                   string
 	configFile                   string
 	reusePort                    bool
 	loops                        int
@@ -74,6 +76,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.appKey, "app-key", "", "default app's key, used by clients in /app/{key}")
 	fs.StringVar(&o.appSecret, "app-secret", "", "default app's secret, used to sign auth and API requests")
 	fs.BoolVar(&o.clientEvents, "client-events", false, "allow client-* events for the default app")
+	fs.StringVar(&o.webhookURL, "webhook-url", "", "send the default app's webhooks (every event type) to this http(s) URL; --config gives an app several, with event types, filters and headers")
 	fs.StringVar(&o.configFile, "config", "", "JSON file with several apps and their limits: {\"apps\":[{\"id\":…,\"key\":…,\"secret\":…},…]}")
 	fs.BoolVar(&o.reusePort, "reuseport", false, "set SO_REUSEPORT so that several herald processes share --addr")
 	fs.IntVar(&o.loops, "loops", 0, "epoll loops (0: one per CPU)")
@@ -139,7 +142,13 @@ func (o *options) apps() ([]hub.App, bool, error) {
 		if o.appID == "" || o.appKey == "" || o.appSecret == "" {
 			return nil, false, errors.New("--app-id, --app-key and --app-secret go together")
 		}
-		apps = append(apps, hub.App{ID: o.appID, Key: o.appKey, Secret: o.appSecret, ClientEvents: o.clientEvents})
+		a := hub.App{ID: o.appID, Key: o.appKey, Secret: o.appSecret, ClientEvents: o.clientEvents}
+		if o.webhookURL != "" {
+			a.Webhooks = []webhook.Hook{{URL: o.webhookURL}}
+		}
+		apps = append(apps, a)
+	} else if o.webhookURL != "" {
+		return nil, false, errors.New("--webhook-url is for the app given with --app-id, --app-key and --app-secret; in --config, give each app its \"webhooks\"")
 	}
 	if len(apps) > 0 {
 		return apps, false, nil

@@ -141,4 +141,31 @@ func TestRunRejectsBadConfig(t *testing.T) {
 	if err := run([]string{"stray"}, &out, &errOut); err == nil {
 		t.Fatal("stray argument accepted")
 	}
+	// Webhooks are checked at start, with a message naming the problem.
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--app-id", "1", "--app-key", "k", "--app-secret", "s", "--webhook-url", "ftp://x/hook", "--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"}, "webhooks[0]"},
+		{[]string{"--webhook-url", "http://127.0.0.1:1/hook"}, "--webhook-url"},
+	} {
+		err := run(tc.args, &out, &errOut)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("run %v: %v, want an error about %s", tc.args, err, tc.want)
+		}
+	}
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "apps.json")
+	for _, doc := range []string{
+		`{"apps":[{"id":"1","key":"k","secret":"s","webhooks":[{"url":"http://127.0.0.1:1/h","event_typs":["member_added"]}]}]}`,
+		`{"apps":[{"id":"1","key":"k","secret":"s","webhooks":[{"url":"http://127.0.0.1:1/h","event_types":["member_joined"]}]}]}`,
+		`{"apps":[{"id":"1","key":"k","secret":"s","user_authentication_timeout":"soon"}]}`,
+	} {
+		if err := os.WriteFile(cfg, []byte(doc), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := run([]string{"--config", cfg, "--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"}, &out, &errOut); err == nil {
+			t.Errorf("config %s accepted", doc)
+		}
+	}
 }

@@ -22,6 +22,7 @@ var forbidden = map[string][]string{
 	"presence":  {"hub", "transport", "pubsub"},
 	"loadgen":   {"hub", "transport", "pubsub", "presence"},
 	"admin":     {"github.com/redis/go-redis"},
+	"webhook":   {"hub", "transport", "pubsub", "presence", "github.com/redis/go-redis"},
 }
 
 type pkg struct {

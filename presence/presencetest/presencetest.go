@@ -40,6 +40,9 @@ type Cluster interface {
 	// CleanupWithin bounds how long the cluster takes to remove a dead node's share, and
 	// to drop it from Nodes.
 	CleanupWithin() time.Duration
+	// DepartureGrace is the grace the cluster's stores were made with (keep it short,
+	// a few hundred milliseconds: the suite waits it out).
+	DepartureGrace() time.Duration
 }
 
 // Run runs the suite. newCluster is called once per subtest and returns a fresh, empty
@@ -58,6 +61,8 @@ func Run(t *testing.T, newCluster func(t *testing.T) Cluster) {
 		{"RandomAgainstModel", testModel},
 		{"MaxMembers", testMaxMembers},
 		{"JoinIsAddThenMembers", testJoin},
+		{"DepartureGrace", testDepartureGrace},
+		{"VacancyGrace", testVacancyGrace},
 		{"Idempotent", testIdempotent},
 		{"EmptyChannel", testEmpty},
 		{"Concurrent", testConcurrent},
@@ -124,9 +129,22 @@ func (c *cluster) eventually(within time.Duration, what string, check func() err
 
 // recorder is a Handler that keeps what it gets.
 type recorder struct {
-	mu     sync.Mutex
-	deps   []presence.Departure
-	resets int
+	mu      sync.Mutex
+	deps    []presence.Departure
+	vacated []presence.Transition
+	resets  int
+}
+
+func (r *recorder) HandleVacated(ts []presence.Transition) {
+	r.mu.Lock()
+	r.vacated = append(r.vacated, ts...)
+	r.mu.Unlock()
+}
+
+func (r *recorder) vacancies() []presence.Transition {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.vacated)
 }
 
 func (r *recorder) HandleDepartures(deps []presence.Departure) {
@@ -656,7 +674,9 @@ func testCancelledContext(t *testing.T, c *cluster) {
 		want error
 	}{{cancelled, context.Canceled}, {expired, context.DeadlineExceeded}} {
 		_, errAdd := a.s.Add(tc.ctx, "room", "c2", presence.Member{UserID: "u2"}, 0)
-		_, _, errJoin := a.s.Join(tc.ctx, "room", "c3", presence.Member{UserID: "u3"}, 0)
+		_, errJoin := a.s.Join(tc.ctx, "room", "c3", presence.Member{UserID: "u3"}, 0)
+		_, errConfirmD := a.s.ConfirmDeparture(tc.ctx, "room", "u1")
+		_, errConfirmV := a.s.ConfirmVacated(tc.ctx, "app", "x")
 		_, errRemove := a.s.Remove(tc.ctx, "room", "c1", "u1")
 		_, errMembers := a.s.Members(tc.ctx, "room")
 		_, errCount := a.s.Count(tc.ctx, "room")
@@ -664,7 +684,8 @@ func testCancelledContext(t *testing.T, c *cluster) {
 		_, errSubs := a.s.Subscriptions(tc.ctx, "app", "x")
 		_, errChannels := a.s.Channels(tc.ctx, "app", "")
 		for name, err := range map[string]error{
-			"Add": errAdd, "Join": errJoin, "Remove": errRemove, "Members": errMembers, "Count": errCount,
+			"Add": errAdd, "Join": errJoin, "Remove": errRemove,
+			"ConfirmDeparture": errConfirmD, "ConfirmVacated": errConfirmV, "Members": errMembers, "Count": errCount,
 			"SetSubscriptions": errSet, "Subscriptions": errSubs, "Channels": errChannels,
 		} {
 			if !errors.Is(err, tc.want) {
@@ -686,14 +707,14 @@ func testJoin(t *testing.T, c *cluster) {
 	a, b := c.node("a"), c.node("b")
 	join := func(n *node, conn, user string, max int, wantFirst bool, wantUsers ...string) []presence.Member {
 		t.Helper()
-		first, ms, err := n.s.Join(ctx, "room", conn, presence.Member{UserID: user, Info: []byte(`{"n":"` + user + `"}`)}, max)
-		if err != nil || first != wantFirst {
-			t.Fatalf("node %s: Join(%s, %s) = %v, %v; want first=%v", n.id, conn, user, first, err, wantFirst)
+		j, err := n.s.Join(ctx, "room", conn, presence.Member{UserID: user, Info: []byte(`{"n":"` + user + `"}`)}, max)
+		if err != nil || j.First != wantFirst || j.Returned {
+			t.Fatalf("node %s: Join(%s, %s) = %+v, %v; want first=%v, not returned", n.id, conn, user, j, err, wantFirst)
 		}
-		if got := ids(ms); !slices.Equal(got, wantUsers) {
+		if got := ids(j.Members); !slices.Equal(got, wantUsers) {
 			t.Fatalf("node %s: Join(%s, %s) members %q, want %q", n.id, conn, user, got, wantUsers)
 		}
-		return ms
+		return j.Members
 	}
 	join(a, "c1", "u1", 2, true, "u1")
 	ms := join(b, "c2", "u2", 2, true, "u1", "u2")
@@ -704,14 +725,90 @@ func testJoin(t *testing.T, c *cluster) {
 	}
 	join(b, "c3", "u1", 2, false, "u1", "u2") // another connection of a present user
 	join(a, "c1", "u1", 2, false, "u1", "u2") // the same connection again: a no-op
-	if _, ms, err := a.s.Join(ctx, "room", "c4", presence.Member{UserID: "u3"}, 2); !errors.Is(err, presence.ErrFull) || ms != nil {
-		t.Fatalf("Join into a full channel: %v, %v; want ErrFull and no members", ms, err)
+	if j, err := a.s.Join(ctx, "room", "c4", presence.Member{UserID: "u3"}, 2); !errors.Is(err, presence.ErrFull) || j.Members != nil {
+		t.Fatalf("Join into a full channel: %+v, %v; want ErrFull and no members", j, err)
 	}
 	a.expect("room", "u1", "u2")
 	a.remove("room", "c1", "u1", false)
 	a.remove("room", "c3", "u1", true)
 	b.remove("room", "c2", "u2", true)
 	a.expect("room")
+}
+
+// testDepartureGrace: a user's last Remove leaves a pending departure. A Join within
+// the grace cancels it (Returned) and ConfirmDeparture then says it did not stand; one
+// without a return stands, once; a Join after the grace is not a return.
+func testDepartureGrace(t *testing.T, c *cluster) {
+	ctx := context.Background()
+	a, b := c.node("a"), c.node("b")
+	grace := c.c.DepartureGrace()
+	join := func(n *node, conn, user string, wantFirst, wantReturned bool) {
+		t.Helper()
+		j, err := n.s.Join(ctx, "room", conn, presence.Member{UserID: user}, 0)
+		if err != nil || j.First != wantFirst || j.Returned != wantReturned {
+			t.Fatalf("node %s: Join(%s, %s) = %+v, %v; want first=%v returned=%v", n.id, conn, user, j, err, wantFirst, wantReturned)
+		}
+	}
+	confirm := func(n *node, user string, want bool) {
+		t.Helper()
+		got, err := n.s.ConfirmDeparture(ctx, "room", user)
+		if err != nil || got != want {
+			t.Fatalf("node %s: ConfirmDeparture(%s) = %v, %v; want %v", n.id, user, got, err, want)
+		}
+	}
+	// A page reload: leave on a, come back on b within the grace.
+	join(a, "a1", "reload", true, false)
+	a.remove("room", "a1", "reload", true)
+	join(b, "b1", "reload", true, true)
+	time.Sleep(grace)
+	confirm(a, "reload", false)
+	// A real departure stands, once.
+	join(a, "a2", "gone", true, false)
+	a.remove("room", "a2", "gone", true)
+	time.Sleep(grace)
+	confirm(a, "gone", true)
+	confirm(b, "gone", false)
+	// Back after the grace (its departure not confirmed yet): not a return.
+	join(a, "a3", "late", true, false)
+	a.remove("room", "a3", "late", true)
+	time.Sleep(grace + grace/2)
+	join(b, "b3", "late", true, false)
+	confirm(a, "late", false) // present again: its departure does not stand
+	// Another connection of a present user neither returns nor settles anything.
+	join(a, "a4", "reload", false, false)
+	// A removal that is not the last leaves nothing pending.
+	a.remove("room", "a4", "reload", false)
+	confirm(a, "reload", false)
+}
+
+// testVacancyGrace: a vacancy is pending; an occupation within the grace is Returned
+// and the vacancy does not stand; one without stands, once.
+func testVacancyGrace(t *testing.T, c *cluster) {
+	ctx := context.Background()
+	a, b := c.node("a"), c.node("b")
+	grace := c.c.DepartureGrace()
+	confirm := func(n *node, ch string, want bool) {
+		t.Helper()
+		got, err := n.s.ConfirmVacated(ctx, "app", ch)
+		if err != nil || got != want {
+			t.Fatalf("node %s: ConfirmVacated(%s) = %v, %v; want %v", n.id, ch, got, err, want)
+		}
+	}
+	ret := func(ch string) presence.Transition {
+		return presence.Transition{App: "app", Channel: ch, Occupied: true, Returned: true}
+	}
+	a.setSubs("app", []presence.Transition{occ("flap"), occ("gone")}, cc("flap", 1), cc("gone", 1))
+	a.setSubs("app", []presence.Transition{vac("flap"), vac("gone")}, cc("flap", 0), cc("gone", 0))
+	b.setSubs("app", []presence.Transition{ret("flap")}, cc("flap", 2))
+	time.Sleep(grace)
+	confirm(a, "flap", false)
+	confirm(a, "gone", true)
+	confirm(b, "gone", false)
+	// After the grace, an occupation is a plain one.
+	b.setSubs("app", []presence.Transition{vac("flap")}, cc("flap", 0))
+	time.Sleep(grace + grace/2)
+	a.setSubs("app", []presence.Transition{occ("flap")}, cc("flap", 1))
+	confirm(b, "flap", false) // occupied again: the vacancy does not stand
 }
 
 // --- subscription counts ---------------------------------------------------------------
@@ -733,12 +830,24 @@ func vac(channel string) presence.Transition {
 // setSubs reports counts and checks the transitions, in any order.
 func (n *node) setSubs(app string, want []presence.Transition, counts ...presence.ChannelCount) {
 	n.t.Helper()
-	got, err := n.s.SetSubscriptions(context.Background(), app, counts)
+	rep, err := n.s.SetSubscriptions(context.Background(), app, counts)
 	if err != nil {
 		n.t.Fatalf("node %s: SetSubscriptions(%s, %v): %v", n.id, app, counts, err)
 	}
-	if !slices.Equal(sortedTransitions(got), sortedTransitions(want)) {
+	if got := rep.Transitions; !slices.Equal(sortedTransitions(got), sortedTransitions(want)) {
 		n.t.Fatalf("node %s: SetSubscriptions(%s, %v) = %v, want %v", n.id, app, counts, got, want)
+	}
+	// Counts are the new totals of the channels whose count on this node changed (a
+	// channel given twice in one report, as often as it changed: the last one holds).
+	last := make(map[string]int)
+	for _, c := range rep.Counts {
+		last[c.Channel] = c.Count
+	}
+	for ch, n0 := range last {
+		total, err := n.s.Subscriptions(context.Background(), app, ch)
+		if err != nil || total != n0 {
+			n.t.Fatalf("node %s: SetSubscriptions(%s, %v) says %s is at %d; Subscriptions says %d, %v", n.id, app, counts, ch, n0, total, err)
+		}
 	}
 }
 
@@ -814,13 +923,23 @@ func testSubscriptions(t *testing.T, c *cluster) {
 	b.setSubs("app", nil)             // nothing at all
 	a.expectChannels("app", "", cc("y", 1))
 	// A channel may become occupied again, through any node.
-	b.setSubs("app", []presence.Transition{occ("x")}, cc("x", 1))
+	// Back within the grace of its vacancy: Returned (see testVacancyGrace).
+	b.setSubs("app", []presence.Transition{{App: "app", Channel: "x", Occupied: true, Returned: true}}, cc("x", 1))
 	a.setSubs("app", []presence.Transition{vac("y")}, cc("y", 0))
 	b.setSubs("app", []presence.Transition{vac("x")}, cc("x", 0))
 	a.expectChannels("app", "")
 	// Within one report, the last count of a channel is the node's count.
 	a.setSubs("app", []presence.Transition{occ("z")}, cc("z", 5), cc("z", 2))
 	b.expectSubs("app", "z", 2)
+	// Counts lists the channels whose count on the node changed, with their totals.
+	rep, err := a.s.SetSubscriptions(context.Background(), "app", []presence.ChannelCount{cc("z", 2), cc("q", 0), cc("w", 4)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.SortFunc(rep.Counts, func(x, y presence.ChannelCount) int { return cmp.Compare(x.Channel, y.Channel) })
+	if want := []presence.ChannelCount{cc("w", 4)}; !slices.Equal(rep.Counts, want) {
+		t.Errorf("SetSubscriptions counts = %v, want %v (the changed channels, with their totals)", rep.Counts, want)
+	}
 }
 
 // testSubscriptionsNegative: a negative count is refused, and the report records nothing.
@@ -905,7 +1024,8 @@ func testTransitionsOnce(t *testing.T, c *cluster) {
 					for j, ch := range half {
 						counts[j] = cc(ch, count(i))
 					}
-					ts, err := n.s.SetSubscriptions(ctx, "app", counts)
+					rep, err := n.s.SetSubscriptions(ctx, "app", counts)
+					ts := rep.Transitions
 					if err != nil {
 						t.Errorf("node %s: SetSubscriptions: %v", n.id, err)
 						return
@@ -925,8 +1045,17 @@ func testTransitionsOnce(t *testing.T, c *cluster) {
 		wantOcc[i], wantVac[i] = occ(ch), vac(ch)
 	}
 	wantOcc, wantVac = sortedTransitions(wantOcc), sortedTransitions(wantVac)
+	// Whether an occupation came within the grace of the channel's vacancy depends on
+	// the machine's speed here; testVacancyGrace checks Returned.
+	occupying := func(r int) []presence.Transition {
+		got := phase(func(i int) int { return i + 1 + r })
+		for i := range got {
+			got[i].Returned = false
+		}
+		return got
+	}
 	for r := range rounds {
-		if got := phase(func(i int) int { return i + 1 + r }); !slices.Equal(got, wantOcc) {
+		if got := occupying(r); !slices.Equal(got, wantOcc) {
 			t.Fatalf("round %d: occupying: transitions %v, want each channel occupied once", r, got)
 		}
 		sum := 0
@@ -1015,6 +1144,14 @@ func testKilledNode(t *testing.T, c *cluster) {
 	}
 	if holders != 1 {
 		t.Errorf("%d surviving nodes got departures, want 1", holders)
+	}
+	var vacated []presence.Transition
+	for _, n := range survivors {
+		vacated = append(vacated, n.h.vacancies()...)
+	}
+	wantVac := sortedTransitions([]presence.Transition{vac("x"), {App: "app2", Channel: "x"}})
+	if got := sortedTransitions(vacated); !slices.Equal(got, wantVac) {
+		t.Errorf("vacancies reported = %v, want %v, each once", got, wantVac)
 	}
 	b.expect("room", "both", "only-b")
 	d.expect("lobby")
