@@ -92,6 +92,9 @@ func (h *Hub) joinPresence(c *client, s *subscription) {
 		h.activate(c, s, presenceData(j.Members), cached)
 		if j.First {
 			h.publishMember(a, ch.key, memberAddedJSON(ch.name, m.Member), h.nodeID, c.conn.ID())
+			if j.Departed { // the user's departure stood, and its settling falls to us
+				h.hook(a, webhook.Event{Name: webhook.MemberRemoved, Channel: ch.name, UserID: m.UserID})
+			}
 			if !j.Returned { // back within the grace: its member_removed was never sent
 				h.hook(a, webhook.Event{Name: webhook.MemberAdded, Channel: ch.name, UserID: m.UserID})
 			}

@@ -25,7 +25,11 @@ import (
 // learned of the vacancy or departure asks the store after the grace whether it stood.
 // A return within the grace cancels both (the store reports the occupation or join as
 // Returned, and the hub sends nothing for it): a page reload does not flap a channel or
-// a user. Departures and vacancies that a dead node's cleanup finds are settled at once.
+// a user. A return after the grace but before that question was asked (a busy node's
+// timer runs late) settles the vacancy or departure itself (Vacated, Departed): the
+// returning node sends it before the occupation or join, and the question then finds
+// nothing. Departures and vacancies that a dead node's cleanup finds are settled at
+// once. Each webhook is thus sent once, and in order for a channel or a user.
 
 // wants reports whether any webhook of app a takes events of type name, so that the
 // hub builds no event nobody wants.
@@ -86,6 +90,9 @@ func (h *Hub) channelTransitions(a *appState, ts []presence.Transition) {
 		switch {
 		case internalChannel(t.Channel):
 		case t.Occupied && !t.Returned:
+			if t.Vacated { // the vacancy stood, and its settling falls to us
+				h.hook(a, webhook.Event{Name: webhook.ChannelVacated, Channel: t.Channel})
+			}
 			h.hook(a, webhook.Event{Name: webhook.ChannelOccupied, Channel: t.Channel})
 		case !t.Occupied:
 			if !h.wants(a, webhook.ChannelVacated) {

@@ -337,17 +337,18 @@ func (m *Memory) remove(ctx context.Context, closed *atomic.Bool, channel, connI
 }
 
 // returnedLocked clears a pending departure of user and reports whether it was within
-// the grace (m.mu held).
-func (m *Memory) returnedLocked(channel, user string) bool {
+// the grace (returned) or past it (departed, the departure stood) (m.mu held).
+func (m *Memory) returnedLocked(channel, user string) (returned, departed bool) {
 	t, ok := m.departed[channel][user]
 	if !ok {
-		return false
+		return false, false
 	}
 	delete(m.departed[channel], user)
 	if len(m.departed[channel]) == 0 {
 		delete(m.departed, channel)
 	}
-	return time.Since(t) <= m.grace()
+	within := time.Since(t) <= m.grace()
+	return within, !within
 }
 
 func (m *Memory) confirmDeparture(ctx context.Context, closed *atomic.Bool, channel, userID string) (bool, error) {
@@ -360,10 +361,10 @@ func (m *Memory) confirmDeparture(ctx context.Context, closed *atomic.Bool, chan
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if _, ok := m.departed[channel][userID]; !ok {
-		return false, nil // came back (Join cleared it), or confirmed already
+		return false, nil // came back (Join cleared it), or settled already
 	}
 	m.returnedLocked(channel, userID)
-	return m.channels[channel][userID] == nil, nil
+	return true, nil // nobody joined since: the departure stood
 }
 
 func (m *Memory) confirmVacated(ctx context.Context, closed *atomic.Bool, app, channel string) (bool, error) {
@@ -377,10 +378,10 @@ func (m *Memory) confirmVacated(ctx context.Context, closed *atomic.Bool, app, c
 	defer m.mu.Unlock()
 	ac := appChannel{app, channel}
 	if _, ok := m.vacated[ac]; !ok {
-		return false, nil
+		return false, nil // occupied again (which cleared it), or settled already
 	}
 	delete(m.vacated, ac)
-	return m.totals[app][channel] == 0, nil
+	return true, nil
 }
 
 // members copies the infos into one buffer, so that the caller owns what it gets (it may
@@ -432,7 +433,7 @@ func (m *Memory) join(ctx context.Context, closed *atomic.Bool, node, channel, c
 	}
 	j := Joined{First: first, Members: m.membersLocked(channel)}
 	if first {
-		j.Returned = m.returnedLocked(channel, mem.UserID)
+		j.Returned, j.Departed = m.returnedLocked(channel, mem.UserID)
 	}
 	return j, nil
 }
@@ -491,6 +492,7 @@ func (m *Memory) setSubscriptions(ctx context.Context, closed *atomic.Bool, node
 				if since, ok := m.vacated[ac]; ok {
 					delete(m.vacated, ac)
 					t.Returned = time.Since(since) <= m.grace()
+					t.Vacated = !t.Returned
 				}
 			} else {
 				if m.vacated == nil {

@@ -52,6 +52,10 @@ type Transition struct {
 	Channel  string
 	Occupied bool
 	Returned bool // Occupied within the departure grace of the channel's vacancy
+	// Vacated: Occupied, and the channel's vacancy was still pending past the grace
+	// (its ConfirmVacated had not run yet): the vacancy stood, and this node sends
+	// channel_vacated before channel_occupied (ConfirmVacated then says false).
+	Vacated bool
 }
 
 // Report is what SetSubscriptions reports.
@@ -72,6 +76,10 @@ type Joined struct {
 	// departure grace ago: its departure is not settled yet, and the two cancel out
 	// for webhooks (clients still hear member_added, as they heard member_removed).
 	Returned bool
+	// Departed is true when First and the user's departure was still pending past the
+	// grace (its ConfirmDeparture had not run yet): the departure stood, and this node
+	// sends member_removed before member_added (ConfirmDeparture then says false).
+	Departed bool
 	// Members are the channel's members with the new connection recorded.
 	Members []Member
 }

@@ -408,7 +408,7 @@ func parseAddReply(reply any) (int64, Joined, error) {
 		if !ok || len(r)%2 != 0 {
 			break
 		}
-		j := Joined{Returned: returned == 1, Members: make([]Member, 0, len(r)/2-1)}
+		j := Joined{Returned: returned == 1, Departed: returned == 2, Members: make([]Member, 0, len(r)/2-1)}
 		for i := 2; i+1 < len(r); i += 2 {
 			id, _ := r[i].(string)
 			info, _ := r[i+1].(string)
@@ -746,14 +746,15 @@ func (s *Redis) SetSubscriptions(ctx context.Context, app string, counts []Chann
 
 // appendTransitions decodes the channel, 1|0 pairs of setSubsScript.
 // appendReport reads setSubsScript's channel, kind, total triples (kind 1 occupied, 2
-// occupied within the grace of its vacancy, 0 vacated, -1 no transition).
+// occupied within the grace of its vacancy, 3 occupied past the grace of a vacancy that
+// stood, 0 vacated, -1 no transition).
 func appendReport(out Report, app string, res []any) Report {
 	for i := 0; i+2 < len(res); i += 3 {
 		ch, _ := res[i].(string)
 		kind, _ := res[i+1].(int64)
 		total, _ := res[i+2].(int64)
 		if kind >= 0 {
-			out.Transitions = append(out.Transitions, Transition{App: app, Channel: ch, Occupied: kind > 0, Returned: kind == 2})
+			out.Transitions = append(out.Transitions, Transition{App: app, Channel: ch, Occupied: kind > 0, Returned: kind == 2, Vacated: kind == 3})
 		}
 		out.Counts = append(out.Counts, ChannelCount{Channel: ch, Count: int(total)})
 	}

@@ -54,8 +54,9 @@ var addScript = redis.NewScript(addLua + `return add()`)
 
 // joinScript records a connection and returns {code, returned, user, info, user, info,
 // ...}: the channel's members as they are with the connection recorded (just {code}
-// when full). returned is 1 when the user was absent (code 2) and had left less than
-// the departure grace ago: its pending departure is cleared.
+// when full). When the user was absent (code 2) with a pending departure, the record is
+// cleared and returned is 1 if it was within the departure grace, 2 if past it (the
+// departure stood: the caller reports it).
 // KEYS: users, conns, counts, departed of the channel. ARGV: as add's, then grace ms.
 var joinScript = redis.NewScript(nowMS + addLua + `
 local code = add()
@@ -65,7 +66,7 @@ if code == 2 then
   local t = redis.call('HGET', KEYS[4], ARGV[2])
   if t then
     redis.call('HDEL', KEYS[4], ARGV[2])
-    if now - tonumber(t) <= tonumber(ARGV[6]) then returned = 1 end
+    if now - tonumber(t) <= tonumber(ARGV[6]) then returned = 1 else returned = 2 end
   end
 end
 local out = {code, returned}
@@ -73,13 +74,11 @@ for _, v in ipairs(redis.call('HGETALL', KEYS[1])) do out[#out + 1] = v end
 return out
 `)
 
-// confirmDepartureScript settles a pending departure: 1 if it was pending and the user
-// is still absent.
+// confirmDepartureScript settles a pending departure: 1 if it was still pending (no Join
+// of the user cleared it: the departure stood). KEYS[1] is unused (kept for the slot).
 // KEYS: users, departed of the channel. ARGV: user.
 var confirmDepartureScript = redis.NewScript(`
-if redis.call('HDEL', KEYS[2], ARGV[1]) == 0 then return 0 end
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
-return 1
+return redis.call('HDEL', KEYS[2], ARGV[1])
 `)
 
 // Remove codes, as removeScript returns them (with the removed entry's owner name).
@@ -138,7 +137,8 @@ return gone
 // setSubsScript sets a node's counts for channels of one app and moves the totals by
 // the differences. It returns channel, kind, total triples for the channels whose node
 // count changed: kind 1 when the total went from zero to more (2 when within the grace
-// of the channel's pending vacancy, which it clears), 0 when it went back to zero
+// of the channel's pending vacancy, which it clears; 3 when past it: the vacancy stood
+// and the caller reports it), 0 when it went back to zero
 // (recorded as a pending vacancy since now), -1 otherwise; total is the new total.
 // Atomic per call, so each transition has exactly one reporter.
 // KEYS: totals of the app, the node's counts for the app, the app's pending vacancies.
@@ -161,7 +161,7 @@ for i = 3, #ARGV, 2 do
       local t = redis.call('HGET', KEYS[3], ch)
       if t then
         redis.call('HDEL', KEYS[3], ch)
-        if now - tonumber(t) <= grace then kind = 2 end
+        if now - tonumber(t) <= grace then kind = 2 else kind = 3 end
       end
     elseif before > 0 and after <= 0 then
       redis.call('HSET', KEYS[3], ch, now)
@@ -176,13 +176,11 @@ end
 return out
 `)
 
-// confirmVacatedScript settles a pending vacancy: 1 if it was pending and the channel
-// is still empty.
+// confirmVacatedScript settles a pending vacancy: 1 if it was still pending (no
+// occupation cleared it: the vacancy stood). KEYS[1] is unused (kept for the slot).
 // KEYS: totals of the app, the app's pending vacancies. ARGV: channel.
 var confirmVacatedScript = redis.NewScript(`
-if redis.call('HDEL', KEYS[2], ARGV[1]) == 0 then return 0 end
-if tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0') > 0 then return 0 end
-return 1
+return redis.call('HDEL', KEYS[2], ARGV[1])
 `)
 
 // cleanAppScript takes a dead node's counts for one app out of the totals, deletes

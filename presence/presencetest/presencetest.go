@@ -742,11 +742,12 @@ func testDepartureGrace(t *testing.T, c *cluster) {
 	ctx := context.Background()
 	a, b := c.node("a"), c.node("b")
 	grace := c.c.DepartureGrace()
-	join := func(n *node, conn, user string, wantFirst, wantReturned bool) {
+	join := func(n *node, conn, user string, wantFirst, wantReturned, wantDeparted bool) {
 		t.Helper()
 		j, err := n.s.Join(ctx, "room", conn, presence.Member{UserID: user}, 0)
-		if err != nil || j.First != wantFirst || j.Returned != wantReturned {
-			t.Fatalf("node %s: Join(%s, %s) = %+v, %v; want first=%v returned=%v", n.id, conn, user, j, err, wantFirst, wantReturned)
+		if err != nil || j.First != wantFirst || j.Returned != wantReturned || j.Departed != wantDeparted {
+			t.Fatalf("node %s: Join(%s, %s) = %+v, %v; want first=%v returned=%v departed=%v",
+				n.id, conn, user, j, err, wantFirst, wantReturned, wantDeparted)
 		}
 	}
 	confirm := func(n *node, user string, want bool) {
@@ -757,25 +758,26 @@ func testDepartureGrace(t *testing.T, c *cluster) {
 		}
 	}
 	// A page reload: leave on a, come back on b within the grace.
-	join(a, "a1", "reload", true, false)
+	join(a, "a1", "reload", true, false, false)
 	a.remove("room", "a1", "reload", true)
-	join(b, "b1", "reload", true, true)
+	join(b, "b1", "reload", true, true, false)
 	time.Sleep(grace)
 	confirm(a, "reload", false)
 	// A real departure stands, once.
-	join(a, "a2", "gone", true, false)
+	join(a, "a2", "gone", true, false, false)
 	a.remove("room", "a2", "gone", true)
 	time.Sleep(grace)
 	confirm(a, "gone", true)
 	confirm(b, "gone", false)
-	// Back after the grace (its departure not confirmed yet): not a return.
-	join(a, "a3", "late", true, false)
+	// Back after the grace, its departure not settled yet: the Join settles it (the
+	// departure stood, and the joining node reports it), the late confirmation does not.
+	join(a, "a3", "late", true, false, false)
 	a.remove("room", "a3", "late", true)
 	time.Sleep(grace + grace/2)
-	join(b, "b3", "late", true, false)
-	confirm(a, "late", false) // present again: its departure does not stand
+	join(b, "b3", "late", true, false, true)
+	confirm(a, "late", false)
 	// Another connection of a present user neither returns nor settles anything.
-	join(a, "a4", "reload", false, false)
+	join(a, "a4", "reload", false, false, false)
 	// A removal that is not the last leaves nothing pending.
 	a.remove("room", "a4", "reload", false)
 	confirm(a, "reload", false)
@@ -804,11 +806,13 @@ func testVacancyGrace(t *testing.T, c *cluster) {
 	confirm(a, "flap", false)
 	confirm(a, "gone", true)
 	confirm(b, "gone", false)
-	// After the grace, an occupation is a plain one.
+	// Occupied after the grace, the vacancy not settled yet: the occupation settles it
+	// (Vacated: it stood, and the occupying node reports it), the late confirmation
+	// does not.
 	b.setSubs("app", []presence.Transition{vac("flap")}, cc("flap", 0))
 	time.Sleep(grace + grace/2)
-	a.setSubs("app", []presence.Transition{occ("flap")}, cc("flap", 1))
-	confirm(b, "flap", false) // occupied again: the vacancy does not stand
+	a.setSubs("app", []presence.Transition{{App: "app", Channel: "flap", Occupied: true, Vacated: true}}, cc("flap", 1))
+	confirm(b, "flap", false)
 }
 
 // --- subscription counts ---------------------------------------------------------------
@@ -1050,7 +1054,7 @@ func testTransitionsOnce(t *testing.T, c *cluster) {
 	occupying := func(r int) []presence.Transition {
 		got := phase(func(i int) int { return i + 1 + r })
 		for i := range got {
-			got[i].Returned = false
+			got[i].Returned, got[i].Vacated = false, false
 		}
 		return got
 	}
