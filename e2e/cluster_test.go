@@ -69,6 +69,7 @@ func TestClusterFailures(t *testing.T) {
 type cluster struct {
 	redis   *redistest.Server
 	nodes   []*herald
+	apps    []app  // in the nodes' apps.json; the first is the JS files' APP_*
 	control string // host:port of the control server
 
 	mu          sync.Mutex // guards the state below, and serialises control actions
@@ -78,12 +79,15 @@ type cluster struct {
 }
 
 // startCluster starts a redis-server, clusterNodes herald nodes on it (sharing one
-// apps.json with the main app) and the control server. name tells the nodes apart in the
-// log: herald[<name>1] and so on.
-func startCluster(t *testing.T, name string) *cluster {
+// apps.json with these apps, by default the main app) and the control server. name
+// tells the nodes apart in the log: herald[<name>1] and so on.
+func startCluster(t *testing.T, name string, apps ...app) *cluster {
 	t.Helper()
-	c := &cluster{redis: redistest.Start(t), frozenNodes: make(map[int]bool)}
-	cfg := writeApps(t, mainApp)
+	if len(apps) == 0 {
+		apps = []app{mainApp}
+	}
+	c := &cluster{redis: redistest.Start(t), apps: apps, frozenNodes: make(map[int]bool)}
+	cfg := writeApps(t, apps...)
 	for i := 1; i <= clusterNodes; i++ {
 		c.nodes = append(c.nodes, startHerald(t, name+strconv.Itoa(i), "--config", cfg,
 			"--redis", c.redis.URL(), "--node-lease", nodeLease.String(), "--redis-prefix", "e2e-"+name))
@@ -97,9 +101,10 @@ func startCluster(t *testing.T, name string) *cluster {
 	return c
 }
 
-// env is what the JS files need besides the nodes' addresses (runNode sets those).
+// env is what the JS files need besides the nodes' addresses (runNode sets those): the
+// first app as APP_*.
 func (c *cluster) env() []string {
-	return append(appEnv("APP", mainApp),
+	return append(appEnv("APP", c.apps[0]),
 		"E2E_CONTROL="+c.control,
 		"E2E_NODE_LEASE_MS="+strconv.FormatInt(nodeLease.Milliseconds(), 10))
 }

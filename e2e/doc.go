@@ -14,12 +14,15 @@
 // HERALD_HOST, HERALD_PORT, HERALD_ADMIN, HERALD_PID (the first node), HERALD_NODES
 // (every node: a JSON array of {host, port, admin, pid}), APP_ID/APP_KEY/APP_SECRET and
 // APP2_* and APP3_* (more apps, for isolation and per-app limits), E2E_MAX_CONNECTIONS and
-// E2E_ACTIVITY_TIMEOUT for the instance started with those flags, and for the cluster
-// instances E2E_CONTROL (the control server) and E2E_NODE_LEASE_MS (--node-lease).
+// E2E_ACTIVITY_TIMEOUT for the instance started with those flags, for the cluster
+// instances E2E_CONTROL (the control server) and E2E_NODE_LEASE_MS (--node-lease), and
+// for the webhook instances E2E_WEBHOOK_PORT (and E2E_HANG_PORT, APP_RETRY_*,
+// APP_COUNTS_*, APP_AUTH_* and E2E_AUTH_TIMEOUT_MS: see below).
 //
-// Six instances, each with its own files (TestPusherJS, TestLimits, TestDrain,
-// TestCluster, TestClusterOnRedisCluster and TestClusterFailures, run in parallel; the
-// files of one instance run one after another):
+// Eight instances, each with its own files (TestPusherJS, TestLimits, TestDrain,
+// TestCluster, TestClusterOnRedisCluster, TestClusterFailures, TestWebhooks and
+// TestClusterWebhooks, run in parallel; the files of one instance run one after
+// another):
 //
 //	main    apps.json with three apps: the first with client events and the default
 //	        limits, the second with max_presence_members 3, the third with
@@ -37,6 +40,17 @@
 //	failures three more nodes and a Redis of their own, which the     cluster_failures
 //	        file freezes, kills and restarts; it kills -9 node 3 and
 //	        stops node 2 (SIGSTOP) for longer than the lease
+//	webhooks one node (webhooks_test.go) with four apps: APP_* sends  webhooks
+//	        every event type to /all, and member events of
+//	        presence-…-vip channels to /vip with a header of its own;
+//	        APP_RETRY_* sends to /retry (which the file fails on
+//	        purpose) and its client events also to E2E_HANG_PORT,
+//	        which accepts and never answers; APP_COUNTS_* has
+//	        "subscription_count": true and its webhook on /counts;
+//	        APP_AUTH_* has "user_authentication_timeout": "2s"
+//	cwebhook three nodes on a Redis of their own (startCluster)       cluster_webhooks
+//	        sharing one app with client events, subscription
+//	        counts and a webhook to /all
 //
 // The JS files pick a node with connect({node: n}), sdk({node: n}), stats(n) and
 // admin(path, n) (nodes are numbered from 1; 1 is the default). A cluster instance also
@@ -45,8 +59,20 @@
 // node; kill, restart, freeze (SIGSTOP) or thaw the Redis; CLIENT KILL TYPE pubsub. Every
 // process is started and stopped by the Go test by its PID; the Redis and the nodes are
 // thawed (the Redis restarted) before the nodes are stopped, whatever state a failed
-// test left them in. cluster_failures.test.mjs prints the figures it measures
-// ("measured: ..." lines in the test log).
+// test left them in. cluster_failures.test.mjs and the webhook files print the figures
+// they measure ("measured: ..." lines in the test log).
+//
+// The webhook files run the endpoint herald posts to (lib.mjs WebhookReceiver) on a
+// loopback port that the Go side reserved and wrote into apps.json, and release just
+// before the file starts. It checks every request with the `pusher` SDK's webhook()
+// helper (isValid) and with an HMAC-SHA256 of its own, checks Pusher's body ({time_ms,
+// events} with 1 to 20 events) and each event's fields, and keeps the events so that
+// the tests can count them: exactly one of each, after a marker (on a cluster, one
+// marker from every node, since each node has its own queue). channel_vacated and
+// member_removed wait the 3 s departure grace, which the command line cannot shorten,
+// so those tests wait it out (about 20 s per file). Both files end by waiting until
+// every queue is empty and checking that herald_webhooks_sent_total adds up to what the
+// receiver got, so that herald does not stop with webhooks to an endpoint that is gone.
 //
 // TestEveryFileRuns fails if a js/*.test.mjs file is not assigned to an instance.
 //

@@ -39,6 +39,11 @@ type app struct {
 	MaxEventBytes            int      `json:"max_event_bytes,omitempty"`
 	MaxChannelsPerEvent      int      `json:"max_channels_per_event,omitempty"`
 	MaxBatchEvents           int      `json:"max_batch_events,omitempty"`
+	// The apps of webhooks_test.go: subscription counts, authorized connections
+	// ("2s") and webhook endpoints.
+	SubscriptionCount         bool   `json:"subscription_count,omitempty"`
+	UserAuthenticationTimeout string `json:"user_authentication_timeout,omitempty"`
+	Webhooks                  []hook `json:"webhooks,omitempty"`
 }
 
 var (
@@ -84,6 +89,9 @@ var (
 	// cluster_test.go: each against a cluster of its own.
 	clusterFile         = "cluster.test.mjs"
 	clusterFailuresFile = "cluster_failures.test.mjs"
+	// webhooks_test.go: one node, and three on Redis, each with a webhook receiver.
+	webhooksFile        = "webhooks.test.mjs"
+	clusterWebhooksFile = "cluster_webhooks.test.mjs"
 )
 
 func TestMain(m *testing.M) {
@@ -101,7 +109,8 @@ func TestEveryFileRuns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	assigned := map[string]bool{limitsFile: true, drainFile: true, clusterFile: true, clusterFailuresFile: true}
+	assigned := map[string]bool{limitsFile: true, drainFile: true, clusterFile: true, clusterFailuresFile: true,
+		webhooksFile: true, clusterWebhooksFile: true}
 	for _, f := range mainFiles {
 		assigned[f] = true
 	}
@@ -360,10 +369,14 @@ func nodeBinary(t *testing.T) string {
 
 // fileTimeout is node's --test-timeout for a file. With one process per file it bounds
 // the whole file, not only each test without a timeout of its own (every test sets
-// one): cluster_failures.test.mjs waits out two 5 s Redis outages and their recoveries.
+// one): cluster_failures.test.mjs waits out two 5 s Redis outages and their recoveries,
+// the webhook files the 3 s departure grace several times (about 20 s each).
 func fileTimeout(file string) time.Duration {
-	if file == clusterFailuresFile {
+	switch file {
+	case clusterFailuresFile:
 		return 60 * time.Second
+	case webhooksFile, clusterWebhooksFile:
+		return 45 * time.Second
 	}
 	return 30 * time.Second
 }

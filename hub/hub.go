@@ -259,6 +259,19 @@ func New(cfg Config) (*Hub, error) {
 	return h, nil
 }
 
+// reserve returns a context that ends somewhat before ctx: a quarter of the time left,
+// at most a second, is kept for closing the engines.
+func reserve(ctx context.Context) context.Context {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		return ctx
+	}
+	keep := min(time.Until(deadline)/4, time.Second)
+	c, cancel := context.WithDeadline(ctx, deadline.Add(-keep))
+	context.AfterFunc(c, cancel)
+	return c
+}
+
 // closeHooks stops the webhook sender at once (New failed: nothing was queued).
 func (h *Hub) closeHooks() {
 	if h.hooks != nil {
@@ -304,15 +317,11 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 		<-h.authDone
 		h.counts.close()
 		// The departures of the last connections are settled after the grace:
-		// channel_vacated and member_removed are sent before the node goes.
-		h.settle(ctx)
+		// channel_vacated and member_removed are sent before the node goes, if the
+		// deadline leaves time for the engines' goodbye after it.
+		h.settle(reserve(ctx))
 		h.ops.close()
 		h.bsubs.close()
-		if h.hooks != nil {
-			if herr := h.hooks.Close(ctx); herr != nil {
-				h.log.Warn("webhooks still queued at shutdown were dropped", "err", herr)
-			}
-		}
 		// An engine that cannot say goodbye (Redis down) is no reason to fail the
 		// shutdown: the node's lease runs out and the cluster cleans up after it.
 		if cerr := h.broker.Close(ctx); cerr != nil {
@@ -320,6 +329,13 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 		}
 		if cerr := h.presence.Close(ctx); cerr != nil {
 			h.log.Warn("closing the presence store; the cluster cleans up when this node's lease runs out", "err", cerr)
+		}
+		// Last, with what is left of the deadline: an endpoint that is down would
+		// otherwise hold the engines' goodbye (the lease) until the deadline passed.
+		if h.hooks != nil {
+			if herr := h.hooks.Close(ctx); herr != nil {
+				h.log.Warn("webhooks still queued at shutdown were dropped", "err", herr)
+			}
 		}
 		h.cancelBase()
 	})

@@ -15,7 +15,11 @@ import (
 // pusher:subscription_count) and the app's webhooks get subscription_count.
 //
 // The node whose count report changed the total announces it, through the broker, so
-// that every node's subscribers hear it. Counts of up to throttleAbove subscribers are
+// that every node's subscribers hear it. Announcements from different nodes are not
+// ordered with each other: a webhook receiver may get a channel's counts out of order
+// across nodes (the REST API's subscription_count is always the current one). A count
+// of zero is not announced: nobody is left to hear it, and channel_vacated tells the
+// app after the grace. Counts of up to throttleAbove subscribers are
 // announced at each change (reports are at least countsEvery apart); above, a channel
 // is announced at most once per throttleEvery per node, and the last change of a quiet
 // window is announced when the window ends, so that the count subscribers last heard is
@@ -46,6 +50,13 @@ func (s *countSync) announceCounts(a *appState, counts []presence.ChannelCount) 
 	for _, c := range counts {
 		if internalChannel(c.Channel) || strings.HasPrefix(c.Channel, "presence-") {
 			continue // presence channels have user counts and member events instead
+		}
+		if c.Count == 0 {
+			// Nobody is left to tell, and channel_vacated (after the grace) says it
+			// to the app: a page reload does not post 0 then 1.
+			delete(s.ann.last, channelKey(a, c.Channel))
+			delete(s.ann.trailing, channelKey(a, c.Channel))
+			continue
 		}
 		key := channelKey(a, c.Channel)
 		if c.Count > throttleAbove {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/herald-rt/herald/presence"
 	"github.com/herald-rt/herald/pubsub"
+	"github.com/herald-rt/herald/transport"
 	"github.com/herald-rt/herald/webhook"
 )
 
@@ -276,4 +277,46 @@ func TestSubscriptionCountEvents(t *testing.T) {
 	if n, err := hubs[1].subscriptionCount(ctx, hubs[1].appByID("1"), "room"); err != nil || n != 1 {
 		t.Fatalf("REST count %d %v", n, err)
 	}
+}
+
+// closeRecorder is a presence store that records whether its Close came in time.
+type closeRecorder struct {
+	presence.Store
+	closedInTime chan bool
+}
+
+func (r *closeRecorder) Close(ctx context.Context) error {
+	r.closedInTime <- ctx.Err() == nil
+	return r.Store.Close(ctx)
+}
+
+// An endpoint that is down must not hold the engines' goodbye (the lease) past the
+// shutdown's deadline: they are closed before the webhook sender gets what is left.
+func TestShutdownClosesEnginesBeforeWebhooks(t *testing.T) {
+	app := testApp
+	app.Webhooks = []webhook.Hook{{URL: "http://127.0.0.1:1/hooks"}} // refused: retried until the deadline
+	rec := &closeRecorder{Store: presence.NewMemory(), closedInTime: make(chan bool, 1)}
+	h, err := New(Config{Apps: []App{app}, Transport: transportConfigForTest(),
+		NewPresence: func(uint32, presence.Handler) (presence.Store, error) { return rec, nil },
+		Webhooks:    webhook.Config{BatchWait: time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Run(); err != nil {
+		t.Fatal(err)
+	}
+	w := subscribeTo(t, h, "orders") // channel_occupied, which the endpoint refuses
+	time.Sleep(100 * time.Millisecond)
+	w.c.CloseNow()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	start := time.Now()
+	_ = h.Shutdown(ctx)
+	if !<-rec.closedInTime {
+		t.Fatalf("the presence store was closed after the deadline (shutdown took %v): the node could not give up its lease", time.Since(start))
+	}
+}
+
+func transportConfigForTest() transport.Config {
+	return transport.Config{Addr: "127.0.0.1:0", Loops: 2}
 }

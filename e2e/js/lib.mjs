@@ -6,7 +6,9 @@
 // wire and so that tests can check what pusher-js itself hides (close codes, exact
 // bytes, reconnect attempts).
 
-import { randomBytes } from 'node:crypto';
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import http from 'node:http';
+import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Pusher from 'pusher-js';
 import PusherServer from 'pusher';
@@ -449,6 +451,19 @@ export function metric(text, name, labels) {
   return undefined;
 }
 
+// metricSum sums the samples of one Prometheus metric in a /metrics text whose labels
+// contain every one of the given label pairs (e.g. 'app="21"'); 0 if there is none.
+export function metricSum(text, name, ...pairs) {
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name + '{')) continue;
+    const i = line.lastIndexOf(' ');
+    const labels = line.slice(name.length + 1, line.lastIndexOf('}', i)).split(',');
+    if (pairs.every((p) => labels.includes(p))) sum += Number(line.slice(i + 1));
+  }
+  return sum;
+}
+
 // control asks the Go harness to act on a process it owns (cluster instances only; see
 // serveControl in e2e/cluster_test.go): 'nodes/3/kill', 'redis/kill', 'redis/restart',
 // 'redis/freeze', 'redis/thaw', 'redis/kill-pubsub'. It returns the JSON answer.
@@ -484,4 +499,246 @@ export async function quiesce(ms = 5000, n = 1) {
   await eventually(async () => (count = await nodeConnections(n)) === 0, `herald node ${n} to count 0 connections`, ms).catch((e) => {
     throw new Error(`${e.message} (it counts ${count})`);
   });
+}
+
+// --- webhooks ---------------------------------------------------------------------------
+
+// envApp is the app whose credentials the Go side passed as <prefix>_ID, <prefix>_KEY and
+// <prefix>_SECRET (e2e/webhooks_test.go), or null.
+export function envApp(prefix) {
+  const id = process.env[`${prefix}_ID`];
+  return id ? { id, key: process.env[`${prefix}_KEY`], secret: process.env[`${prefix}_SECRET`] } : null;
+}
+
+// hookFields are the fields of each webhook event type (PUSHER.md §3): exactly these,
+// and user_id besides on a client_event of a presence channel.
+const hookFields = {
+  channel_occupied: ['name', 'channel'],
+  channel_vacated: ['name', 'channel'],
+  member_added: ['name', 'channel', 'user_id'],
+  member_removed: ['name', 'channel', 'user_id'],
+  client_event: ['name', 'channel', 'event', 'data', 'socket_id'],
+  cache_miss: ['name', 'channel'],
+  subscription_count: ['name', 'channel', 'subscription_count'],
+};
+
+// maxBatch is the most events a webhook request may carry (Pusher's batching).
+export const maxBatch = 20;
+
+// WebhookReceiver is an HTTP endpoint for herald's webhooks on 127.0.0.1:port (the port
+// the Go side wrote into apps.json, E2E_WEBHOOK_PORT). paths maps each request path to
+// the app whose hook posts there, e.g. {'/all': env.app}.
+//
+// It checks every request twice: with the `pusher` SDK's webhook() helper (isValid():
+// X-Pusher-Key and X-Pusher-Signature; it also refuses a body one byte longer and a wrong
+// secret, so that the helper's yes means something) and with an HMAC-SHA256 of its own
+// over the raw body; and it checks Pusher's body ({time_ms, events[1..20]}) and each
+// event's fields. What fails a check is kept in problems (check() throws with them); the
+// events of requests answered 2xx are in events, a Log of {path, req, at, ev}, where ev
+// is the event as posted. requests keeps every request, answered 2xx or not:
+// {n, path, at, status, timeMs, events, headers}.
+//
+// Requests are answered 200 unless a rule from failNext says otherwise.
+export class WebhookReceiver {
+  constructor(port, paths) {
+    this.port = port;
+    this.paths = paths;
+    this.requests = [];
+    this.problems = [];
+    this.rules = [];
+    this.events = new Log(() => this.dump());
+    this.verifiers = {};
+    for (const [path, app] of Object.entries(paths)) {
+      this.verifiers[path] = { app, good: sdk({ app }), bad: sdk({ app, secret: `not-${app.secret}` }) };
+    }
+    this.server = http.createServer((req, res) => {
+      const chunks = [];
+      req.on('data', (c) => chunks.push(c));
+      req.on('end', () => this.handle(req, Buffer.concat(chunks).toString('utf8'), res));
+    });
+    // herald keeps its connections alive up to 90 s; node's default 5 s would race
+    // herald's next request on an idle connection (a spurious failure and a retry).
+    this.server.keepAliveTimeout = 120_000;
+  }
+
+  listen() {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(this.port, '127.0.0.1', () => resolve(this));
+    });
+  }
+
+  close() {
+    this.server.closeAllConnections();
+    return new Promise((resolve) => this.server.close(() => resolve()));
+  }
+
+  // failNext answers the next n requests to path whose events match pred with status.
+  failNext(path, n, pred = () => true, status = 500) {
+    this.rules.push({ path, n, pred, status });
+  }
+
+  handle(req, body, res) {
+    const url = new URL(req.url, 'http://x');
+    const r = { n: this.requests.length, path: url.pathname, at: Date.now(), status: 200, timeMs: undefined, events: [], headers: req.headers };
+    this.requests.push(r);
+    const bad = (why) => this.problems.push(`request #${r.n} to ${r.path}: ${why}\n      headers ${JSON.stringify(req.headers)}\n      body ${body.slice(0, 500)}`);
+    const v = this.verifiers[r.path];
+    if (req.method !== 'POST') bad(`method ${req.method}, want POST`);
+    if (!v) {
+      bad('no hook posts to this path');
+      res.writeHead(404).end();
+      return;
+    }
+    if (req.headers['content-type'] !== 'application/json') bad(`Content-Type ${req.headers['content-type']}, want application/json`);
+    if (req.headers['x-pusher-key'] !== v.app.key) bad(`X-Pusher-Key ${req.headers['x-pusher-key']}, want ${v.app.key}`);
+    // The SDK's helper, and two requests it must refuse.
+    const wh = (pusher, rawBody) => pusher.webhook({ headers: req.headers, rawBody });
+    if (!wh(v.good, body).isValid()) bad("pusher.webhook(req).isValid() is false");
+    if (wh(v.good, body + ' ').isValid()) bad('pusher.webhook() accepts the body with a byte appended: its check means nothing');
+    if (wh(v.bad, body).isValid()) bad('pusher.webhook() accepts the signature under a wrong secret');
+    // Our own check: lowercase hex HMAC-SHA256 of the raw body under the app secret.
+    const sig = req.headers['x-pusher-signature'] || '';
+    const want = createHmac('sha256', v.app.secret).update(body, 'utf8').digest();
+    if (!/^[0-9a-f]{64}$/.test(sig)) bad(`X-Pusher-Signature ${JSON.stringify(sig)} is not 64 lowercase hex digits`);
+    else if (!timingSafeEqual(Buffer.from(sig, 'hex'), want)) bad(`X-Pusher-Signature ${sig}, want ${want.toString('hex')}`);
+    let doc;
+    try {
+      doc = JSON.parse(body);
+    } catch (e) {
+      bad(`body is not JSON: ${e.message}`);
+    }
+    if (doc) {
+      r.timeMs = doc.time_ms;
+      r.events = Array.isArray(doc.events) ? doc.events : [];
+      const keys = Object.keys(doc).sort().join();
+      if (keys !== 'events,time_ms') bad(`body has keys ${keys}, want events,time_ms`);
+      if (!Number.isInteger(doc.time_ms) || doc.time_ms > r.at + 1000 || doc.time_ms < r.at - 30_000) bad(`time_ms ${doc.time_ms} is not a unix time in ms of the last 30 s (now ${r.at})`);
+      if (!Array.isArray(doc.events) || doc.events.length === 0 || doc.events.length > maxBatch) bad(`events is not an array of 1..${maxBatch} events`);
+      for (const ev of r.events) {
+        const why = checkHookEvent(ev);
+        if (why) bad(`event ${JSON.stringify(ev)}: ${why}`);
+      }
+    }
+    const rule = this.rules.find((x) => x.path === r.path && x.n > 0 && x.pred(r.events));
+    if (rule) {
+      rule.n--;
+      r.status = rule.status;
+    }
+    res.writeHead(r.status, { 'Content-Type': 'text/plain' }).end(r.status === 200 ? 'ok' : 'failing on purpose');
+    if (r.status >= 200 && r.status < 300) {
+      for (const ev of r.events) this.events.push({ path: r.path, req: r.n, at: r.at, ev });
+    }
+  }
+
+  // check throws if a request failed a check since the last call (so that the test
+  // during which it came fails, not every later one).
+  check() {
+    const p = this.problems.splice(0);
+    if (p.length) throw new Error(`webhook requests that fail the checks:\n  ${p.join('\n  ')}`);
+  }
+
+  // got is the delivered events on path matching pred (an object of fields to equal, or a
+  // function of the event).
+  got(path, pred = {}) {
+    const match = typeof pred === 'function' ? pred : (ev) => Object.entries(pred).every(([k, x]) => ev[k] === x);
+    return this.events.filter((e) => e.path === path && match(e.ev));
+  }
+
+  // wait waits for a delivered event on path matching pred (as in got) and returns
+  // its entry {path, req, at, ev}.
+  wait(path, pred, ms = 5000) {
+    const match = typeof pred === 'function' ? pred : (ev) => Object.entries(pred).every(([k, x]) => ev[k] === x);
+    return this.events.wait((e) => e.path === path && match(e.ev), `webhook on ${path}: ${typeof pred === 'function' ? pred.toString() : JSON.stringify(pred)}`, ms);
+  }
+
+  // dump renders the last requests for error messages.
+  dump(limit = 40) {
+    const lines = this.requests.slice(-limit).map((r) => {
+      const t = new Date(r.at).toISOString().slice(17, 23);
+      const evs = r.events.map((e) => [e.name, e.channel, e.user_id ?? e.event ?? e.subscription_count ?? ''].join(' ').trim()).join(' | ');
+      return `    ${t} #${r.n} ${r.path} → ${r.status} (${r.events.length}): ${evs.length > 400 ? evs.slice(0, 400) + '…' : evs}`;
+    });
+    return [`  webhook receiver on :${this.port}${this.requests.length > limit ? ` (last ${limit} of ${this.requests.length} requests)` : ''}:`, ...lines].join('\n');
+  }
+}
+
+// checkHookEvent says what is wrong with one webhook event, or returns ''.
+function checkHookEvent(ev) {
+  const fields = hookFields[ev && ev.name];
+  if (!fields) return 'unknown event name';
+  const want = [...fields];
+  if (ev.name === 'client_event' && 'user_id' in ev) want.push('user_id');
+  const keys = Object.keys(ev).sort().join();
+  if (keys !== want.sort().join()) return `fields ${keys}, want ${want.join()}`;
+  if (typeof ev.channel !== 'string' || ev.channel === '') return 'no channel';
+  if (ev.channel.startsWith('#')) return "herald's own channel told to the app";
+  for (const k of ['user_id', 'event', 'data', 'socket_id']) {
+    if (k in ev && typeof ev[k] !== 'string') return `${k} is not a string`;
+  }
+  if ('socket_id' in ev && !/^\d+\.\d+$/.test(ev.socket_id)) return 'socket_id is not a socket id';
+  if (ev.name === 'client_event' && ev.user_id !== undefined && !ev.channel.startsWith('presence-')) return 'user_id on a client event of a channel that is not presence';
+  if ('subscription_count' in ev && !(Number.isInteger(ev.subscription_count) && ev.subscription_count >= 0)) return 'subscription_count is not a count';
+  return '';
+}
+
+// webhookReceiver starts a WebhookReceiver on E2E_WEBHOOK_PORT.
+export async function webhookReceiver(paths) {
+  const port = Number(process.env.E2E_WEBHOOK_PORT || 0);
+  if (!port) throw new Error('E2E_WEBHOOK_PORT is not set: run this file through the webhook instances of e2e/webhooks_test.go');
+  return new WebhookReceiver(port, paths).listen();
+}
+
+// HangServer accepts TCP connections on 127.0.0.1:port, reads what comes and never
+// answers: a webhook endpoint that hangs, until answer() makes it answer 200 to the
+// requests it holds and to every later one. requests lists when each request began.
+export class HangServer {
+  constructor(port) {
+    this.port = port;
+    this.requests = [];
+    this.sockets = new Set();
+    this.held = new Set(); // sockets with a request not answered
+    this.answering = false;
+    this.server = net.createServer((s) => {
+      this.sockets.add(s);
+      let buf = '';
+      let at = 0;
+      s.on('data', (d) => {
+        if (buf === '') at = Date.now();
+        buf += d.toString('latin1');
+        // A whole request: its head and Content-Length bytes of body.
+        const end = buf.indexOf('\r\n\r\n');
+        if (end < 0) return;
+        const m = /\r\ncontent-length:\s*(\d+)/i.exec(buf.slice(0, end));
+        if (buf.length < end + 4 + (m ? Number(m[1]) : 0)) return;
+        buf = '';
+        this.requests.push({ at });
+        if (this.answering) this.ok(s);
+        else this.held.add(s);
+      });
+      s.on('error', () => {});
+      s.on('close', () => {
+        this.sockets.delete(s);
+        this.held.delete(s);
+      });
+    });
+  }
+  ok(s) {
+    this.held.delete(s);
+    s.end('HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
+  }
+  answer() {
+    this.answering = true;
+    for (const s of [...this.held]) this.ok(s);
+  }
+  listen() {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(this.port, '127.0.0.1', () => resolve(this));
+    });
+  }
+  close() {
+    for (const s of this.sockets) s.destroy();
+    return new Promise((resolve) => this.server.close(() => resolve()));
+  }
 }
