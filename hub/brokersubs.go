@@ -43,7 +43,6 @@ const maxQueuedSubs = 1 << 16
 var (
 	errSuperseded = errors.New("hub: broker subscription superseded by an unsubscribe")
 	errSubsBusy   = errors.New("hub: too many broker subscriptions in progress")
-	errSubsClosed = errors.New("hub: shutting down")
 )
 
 func newBrokerSubs(h *Hub) *brokerSubs {

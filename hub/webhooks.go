@@ -98,7 +98,7 @@ func (h *Hub) channelTransitions(a *appState, ts []presence.Transition) {
 			if !h.wants(a, webhook.ChannelVacated) {
 				continue
 			}
-			ch, at := t.Channel, time.Now()
+			ch := t.Channel
 			h.afterGrace(channelKey(a, ch), func(ctx context.Context) {
 				ok, err := h.presence.ConfirmVacated(ctx, a.cfg.ID, ch)
 				if err != nil {
@@ -106,8 +106,8 @@ func (h *Hub) channelTransitions(a *appState, ts []presence.Transition) {
 					a.stats.dropped("webhook_unsettled")
 					return
 				}
-				if ok {
-					h.hook(a, webhook.Event{Name: webhook.ChannelVacated, Channel: ch, At: at})
+				if ok { // dated when settled: the latency metric measures delivery, not the grace
+					h.hook(a, webhook.Event{Name: webhook.ChannelVacated, Channel: ch})
 				}
 			})
 		}
@@ -130,7 +130,6 @@ func (h *Hub) memberLeft(a *appState, ch *channel, userID string) {
 	if !h.wants(a, webhook.MemberRemoved) {
 		return
 	}
-	at := time.Now()
 	h.afterGrace(ch.key, func(ctx context.Context) {
 		ok, err := h.presence.ConfirmDeparture(ctx, ch.key, userID)
 		if err != nil {
@@ -138,8 +137,8 @@ func (h *Hub) memberLeft(a *appState, ch *channel, userID string) {
 			a.stats.dropped("webhook_unsettled")
 			return
 		}
-		if ok {
-			h.hook(a, webhook.Event{Name: webhook.MemberRemoved, Channel: ch.name, UserID: userID, At: at})
+		if ok { // dated when settled, as channel_vacated
+			h.hook(a, webhook.Event{Name: webhook.MemberRemoved, Channel: ch.name, UserID: userID})
 		}
 	})
 }

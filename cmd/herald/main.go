@@ -232,7 +232,12 @@ func run(args []string, stdout, stderr io.Writer) error {
 
 	fmt.Fprintf(stdout, "herald: node %d serving WebSocket and HTTP API on %s, admin on %s; %s\n", h.NodeID(), h.Addr(), adm.Addr(), o.clusterMode())
 	for _, a := range apps {
-		fmt.Fprintf(stdout, "herald: app id=%s key=%s secret=%s client_events=%v\n", a.ID, a.Key, a.Secret, a.ClientEvents)
+		if demo { // a fresh secret nobody else knows: the user needs it to sign anything
+			fmt.Fprintf(stdout, "herald: app id=%s key=%s secret=%s client_events=%v\n", a.ID, a.Key, a.Secret, a.ClientEvents)
+			continue
+		}
+		// A configured app's secret stays out of logs.
+		fmt.Fprintf(stdout, "herald: app id=%s key=%s client_events=%v webhooks=%d\n", a.ID, a.Key, a.ClientEvents, len(a.Webhooks))
 	}
 	if demo {
 		fmt.Fprintf(stdout, "herald: this is a demo app with a fresh secret; configure --app-id/--app-key/--app-secret or --config for real use\n")
