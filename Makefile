@@ -86,8 +86,9 @@ bench-loadgen: build
 
 ## bench-cluster: 3 herald nodes joined through one redis-server, driven by loadgen
 ## over the three nodes: messages per second through Redis (1,000 channels, 3
-## subscribers each, published to as fast as node 1 answers) and a presence storm
-## across the nodes. Reports: bin/bench-cluster-{throughput,presence}.{json,html}.
+## subscribers each, published to as fast as node 1 answers), a presence storm
+## across the nodes, and webhooks (a presence storm posting every webhook to a
+## receiver that checks each once). Reports: bin/bench-cluster-*.{json,html}.
 ## Pass options with ARGS="-duration 60s -presence-churn 2000".
 bench-cluster:
 	$(GO) run ./bench/cmd/benchcluster -out-dir bin $(ARGS)

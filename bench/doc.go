@@ -6,11 +6,14 @@
 //     joined through a redis-server, and against the raw floor, and prints a table
 //     (one node and cluster side by side) and a JSON line.
 //   - cmd/benchcluster: the cluster under the product's load generator (make
-//     bench-cluster): messages per second through one Redis with 3 nodes, and a
-//     presence storm across the nodes, with the redis-server's CPU per message.
+//     bench-cluster): messages per second through one Redis with 3 nodes, a
+//     presence storm across the nodes, with the redis-server's CPU per message, and
+//     the webhooks a presence storm makes the nodes send, to a receiver that checks
+//     their signatures and that every member and channel event came once and
+//     balanced.
 //   - cluster: starts a redis-server and herald nodes joined through it, and reads
-//     their CPU, counters and Redis command counts (shared by benchrun and
-//     benchcluster).
+//     their CPU, counters (summed, by label, histograms) and Redis command counts
+//     (shared by benchrun and benchcluster).
 //   - cmd/rawfloor: the raw write floor (one pre-built frame, write(2) per socket).
 //   - cmd/benchclient: a client worker process: a loadgen.Pool driven over its stdin
 //     and stdout by the orchestrator (package worker).

@@ -6,7 +6,9 @@
 // and command counts.
 //
 // Entry points: Start (a cluster, waiting until every node counts every other),
-// StartRedis and StartHerald (one process), Cluster.Stop, Scrape, RedisCommandCalls.
+// StartRedis and StartHerald (one process), Cluster.Stop, Scrape (metrics summed by
+// name), ScrapeSeries, Cluster.SumBy and Cluster.Histogram (metrics by label, and
+// histograms with their quantiles), RedisCommandCalls.
 //
 // Concurrency: a Cluster's methods may be called from any goroutine; Stop must be
 // called once, after which the others fail. Every wait is bounded, and the processes
@@ -48,7 +50,7 @@ type Node struct {
 // App is the app every node serves.
 type App struct{ ID, Key, Secret string }
 
-// Config describes a cluster. Herald, Dir and App are required.
+// Config describes a cluster. Herald, Dir and App (or AppsFile) are required.
 type Config struct {
 	// Herald is the herald binary.
 	Herald string
@@ -58,8 +60,11 @@ type Config struct {
 	Name string
 	// Nodes is the number of herald nodes. Default 3.
 	Nodes int
-	// App is served by every node.
+	// App is served by every node, given by flags (--app-id, --app-key, --app-secret).
 	App App
+	// AppsFile, when set, is the --config file every node serves instead of App: the
+	// apps with their options (webhooks, limits).
+	AppsFile string
 	// NodeLease is each node's --node-lease. Default 15 s.
 	NodeLease time.Duration
 	// Extra are more herald flags, given to every node.
@@ -91,10 +96,13 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 		return nil, err
 	}
 	c.Redis, c.RedisAddr = rp, addr
+	app, extra := cfg.App, []string{"--redis", "redis://" + addr, "--redis-prefix", "bench", "--node-lease", cfg.NodeLease.String()}
+	if cfg.AppsFile != "" {
+		app, extra = App{}, append(extra, "--config", cfg.AppsFile)
+	}
+	extra = append(extra, cfg.Extra...)
 	for i := 1; i <= cfg.Nodes; i++ {
-		n, err := StartHerald(ctx, cfg.Herald, cfg.Dir, fmt.Sprintf("%s-node%d", cfg.Name, i), cfg.App, append([]string{
-			"--redis", "redis://" + addr, "--redis-prefix", "bench", "--node-lease", cfg.NodeLease.String(),
-		}, cfg.Extra...))
+		n, err := StartHerald(ctx, cfg.Herald, cfg.Dir, fmt.Sprintf("%s-node%d", cfg.Name, i), app, extra)
 		if err != nil {
 			c.Stop()
 			return nil, err
@@ -215,8 +223,8 @@ func StartRedis(ctx context.Context, dir, name string) (*proc.Process, string, e
 }
 
 // StartHerald starts one herald node serving app on free 127.0.0.1 ports, with
-// extra flags, and waits (at most 20 s) for its "serving" line. Its log is
-// dir/name.log.
+// extra flags, and waits (at most 20 s) for its "serving" line. A zero app gives no
+// app flags (extra then has --config). Its log is dir/name.log.
 func StartHerald(ctx context.Context, bin, dir, name string, app App, extra []string) (*Node, error) {
 	port, err := proc.FreePort("127.0.0.1")
 	if err != nil {
@@ -228,11 +236,11 @@ func StartHerald(ctx context.Context, bin, dir, name string, app App, extra []st
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	admin := "127.0.0.1:" + strconv.Itoa(aport)
-	args := append([]string{
-		"--addr", addr, "--admin-addr", admin,
-		"--app-id", app.ID, "--app-key", app.Key, "--app-secret", app.Secret,
-		"--shutdown-timeout", "2s", "--log-level", "warn",
-	}, extra...)
+	args := []string{"--addr", addr, "--admin-addr", admin}
+	if app != (App{}) {
+		args = append(args, "--app-id", app.ID, "--app-key", app.Key, "--app-secret", app.Secret)
+	}
+	args = append(append(args, "--shutdown-timeout", "2s", "--log-level", "warn"), extra...)
 	p, err := proc.Start(ctx, name, bin, args, filepath.Join(dir, name+".log"), "serving", startTimeout)
 	if err != nil {
 		return nil, err

@@ -52,7 +52,6 @@ func (h *hub) pid() int                  { return h.PID() }
 func (h *hub) exited() bool              { return h.Exited() }
 func (h *hub) signal(sig syscall.Signal) { h.Signal(sig) }
 func (h *hub) wait(d time.Duration)      { h.Wait(d) }
-func (h *hub) stop(grace time.Duration)  { h.Stop(grace) }
 func (h *hub) get(ctx context.Context, path string) ([]byte, error) {
 	return proc.Get(ctx, h.admin, path)
 }

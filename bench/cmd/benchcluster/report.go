@@ -34,6 +34,9 @@ func (r *report) print(w io.Writer, o options) {
 				res.Channels, res.Connections, o.batch, o.concurrency)
 		case scPresence:
 			fmt.Fprintf(w, "presence storm: %d connections on %d presence channels, %.0f closed and reopened per second\n", res.Connections, res.Channels, o.presChurn)
+		case scWebhooks:
+			fmt.Fprintf(w, "webhooks: presence storm of %d connections on %d presence channels, %.0f closed and reopened per second (each a new user), every node's webhooks (all types) to one receiver\n",
+				res.Connections, res.Channels, o.hookChurn)
 		}
 		fmt.Fprintf(w, "  loadgen: %s\n  report: %s\n", res.Command, res.Report)
 		if res.Error != "" {
@@ -69,6 +72,37 @@ func (r *report) print(w io.Writer, o options) {
 			p("  nodes' CPU, summed\t%.0f%% of a core\t", res.NodesCPUPercent)
 			p("  presence channels occupied after every client left\t%d\tasked of the last node, %.1f s after loadgen ended", res.OccupiedAfter, res.EmptySeconds)
 			p("  missing\t-\tthe presence storm publishes nothing: member events have no exact expected count under churn")
+		case scWebhooks:
+			wh := res.Webhooks
+			rc := wh.Received
+			p("  joins / leaves\t%s / %s /s\t%s / %s over the load phase", thousands(res.JoinsPerSec), thousands(res.LeavesPerSec),
+				thousands(float64(res.Joins)), thousands(float64(res.Leaves)))
+			p("  over the load phase (%.1f s):\t", res.WindowSeconds)
+			p("  webhook events received\t%s /s\tthe nodes counted %s /s sent", thousands(wh.EventsPerSec), thousands(wh.SentPerSec))
+			p("  webhook requests received\t%s /s\t%.1f events per request", thousands(wh.RequestsPerSec), wh.EventsPerRequest)
+			p("  redis-server CPU\t%.0f%% of a core\t%.2f µs per join or leave", res.RedisCPUPercent, res.RedisCPUPerChange)
+			p("  nodes' CPU, summed\t%.0f%% of a core\t", res.NodesCPUPercent)
+			p("  whole run, once settled (%.1f s after every client left):\t", wh.SettleSeconds)
+			p("  events received / sent by the nodes\t%s / %s\tin %s requests", thousands(float64(rc.Events)), thousands(wh.SentAll), thousands(float64(rc.Requests)))
+			p("  member_added / member_removed\t%s / %s\t%s (channel, user) pairs, %d without exactly one of each; loadgen saw %s subscriptions succeed",
+				thousands(float64(rc.ByType["member_added"])), thousands(float64(rc.ByType["member_removed"])),
+				thousands(float64(wh.MemberPairs)), wh.MembersUnmatched, thousands(float64(wh.Subscribed)))
+			p("  channel_occupied / channel_vacated\t%s / %s\t%s channels, %d unbalanced, %d events out of turn (besides %d pairs from two nodes that crossed in flight, at most %.0f ms apart, %d of them put right by time_ms)",
+				thousands(float64(rc.ByType["channel_occupied"])), thousands(float64(rc.ByType["channel_vacated"])),
+				thousands(float64(wh.ChannelsSeen)), wh.ChannelsUnbalanced, wh.ChannelOutOfTurn, wh.ChannelCrossings, wh.CrossingWidestMs, wh.CrossingsByTimeMS)
+			if other := rc.Events - rc.ByType["member_added"] - rc.ByType["member_removed"] - rc.ByType["channel_occupied"] - rc.ByType["channel_vacated"]; other > 0 {
+				p("  other event types\t%s\t%v", thousands(float64(other)), rc.ByType)
+			}
+			p("  event → 2xx (herald_webhook_latency_seconds)\tp50 %.1f ms\tp99 %.1f ms, mean %.1f ms, every event within %.0f ms (vacated and removed include the 3 s grace)",
+				wh.LatencyP50Ms, wh.LatencyP99Ms, wh.LatencyMeanMs, wh.AllWithinMs)
+			p("    the %s events within 2.5 s\tp50 %.1f ms\tp99 %.1f ms (%s of the %s were vacated or removed, held for the grace)",
+				thousands(float64(wh.FastCount)), wh.FastP50Ms, wh.FastP99Ms, thousands(float64(wh.HeldCount)), thousands(float64(rc.Events)))
+			if slow := wh.LatencyCount - wh.FastCount; slow > 0 {
+				p("    the %s over 2.5 s\tmean %.0f to %.0f ms\tfrom the histogram's sum (the grace included)", thousands(float64(slow)), wh.SlowMeanMs[0], wh.SlowMeanMs[1])
+			}
+			p("  request time_ms → receipt\tp50 %.2f ms\tp99 %.2f ms, max %.2f ms", wh.DelayP50Ms, wh.DelayP99Ms, wh.DelayMaxMs)
+			p("  signatures\t%s valid\t%d bad signature, %d bad key, %d bad body", thousands(float64(rc.Requests)), rc.BadSignature, rc.BadKey, rc.BadBody)
+			p("  webhooks failed / dropped at the nodes\t%.0f / %.0f\t", wh.Failed, wh.Dropped)
 		}
 		if len(res.Errors) > 0 {
 			var parts []string

@@ -24,6 +24,7 @@ import (
 const (
 	scThroughput = "throughput"
 	scPresence   = "presence"
+	scWebhooks   = "webhooks"
 )
 
 // sampleEvery is how often the processes' CPU and the nodes' counters are read while
@@ -94,14 +95,28 @@ type result struct {
 	// the last node, EmptySeconds after loadgen ended (every client gone).
 	OccupiedAfter int     `json:"occupied_after,omitempty"`
 	EmptySeconds  float64 `json:"empty_after_s,omitempty"`
+
+	// Webhooks: the webhooks scenario's figures (webhooks.go).
+	Webhooks *webhookFigures `json:"webhooks,omitempty"`
 }
 
 func (r *runner) scenario(ctx context.Context, res *result) error {
 	o := r.o
+	cfg := cluster.Config{Herald: filepath.Join(r.dir, "herald"), Dir: r.dir, Name: res.Scenario, Nodes: o.nodes, App: app}
+	var rcv *receiver
+	if res.Scenario == scWebhooks {
+		var err error
+		if rcv, err = startReceiver(appKey, appSecret); err != nil {
+			return fmt.Errorf("benchcluster: webhook receiver: %w", err)
+		}
+		defer rcv.Close() // after the nodes stopped (defers run last first)
+		if cfg.AppsFile, err = writeAppsFile(r.dir, rcv.URL()); err != nil {
+			return err
+		}
+		res.Webhooks = &webhookFigures{URL: rcv.URL()}
+	}
 	fmt.Fprintf(r.log, "benchcluster: %s: starting redis-server and %d herald nodes\n", res.Scenario, o.nodes)
-	c, err := cluster.Start(ctx, cluster.Config{
-		Herald: filepath.Join(r.dir, "herald"), Dir: r.dir, Name: res.Scenario, Nodes: o.nodes, App: app,
-	})
+	c, err := cluster.Start(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -141,12 +156,25 @@ func (r *runner) scenario(ctx context.Context, res *result) error {
 		if o.presChans > 0 {
 			args = append(args, "--channels", strconv.Itoa(o.presChans))
 		}
+	case scWebhooks:
+		res.Connections, res.Channels = o.hookConns, o.hookChans
+		args = append(args, "--scenario", "presence-storm", "--connections", strconv.Itoa(o.hookConns),
+			"--ramp", strconv.FormatFloat(o.hookRamp, 'f', -1, 64),
+			"--churn-rate", strconv.FormatFloat(o.hookChurn, 'f', -1, 64), "--drain", "3s",
+			"--channels", strconv.Itoa(o.hookChans))
 	}
 	res.Command = "loadgen" + proc.QuoteArgs(args)
 
-	smp := startSampler(ctx, c)
+	smp := startSampler(ctx, c, rcv)
 	lgErr := r.loadgen(ctx, args, o.duration+90*time.Second)
 	samples := smp.stop()
+	if rcv != nil {
+		// loadgen ended: every client has left. Wait out the grace for the last
+		// member_removed and channel_vacated.
+		fmt.Fprintf(r.log, "benchcluster: %s: every client left; waiting for the last webhooks (at most %v)\n", res.Scenario, settleMax)
+		d, ok := settleWebhooks(ctx, c, rcv, time.Now())
+		res.Webhooks.SettleSeconds, res.Webhooks.Settled = d.Seconds(), ok
+	}
 
 	rep, err := readReport(res.Report)
 	if err != nil {
@@ -165,6 +193,12 @@ func (r *runner) scenario(ctx context.Context, res *result) error {
 	}
 	if res.Scenario == scPresence {
 		r.checkPresenceEmpty(ctx, c, res)
+	}
+	if rcv != nil {
+		res.Webhooks.Subscribed = rep.Totals.Subscribed
+		if err := res.webhookFigures(ctx, c, rcv); err != nil {
+			return err
+		}
 	}
 	res.check(rep)
 	return nil
@@ -249,6 +283,14 @@ func (res *result) fromSamples(samples []sample, rep *loadgen.Report) error {
 	res.WindowSeconds = sec
 	rate := func(name string) float64 { return (b.m[name] - a.m[name]) / sec }
 	res.NodeDeliveriesPerSec = rate("herald_messages_sent_total")
+	if w := res.Webhooks; w != nil {
+		w.EventsPerSec = float64(b.hookEvents-a.hookEvents) / sec
+		w.RequestsPerSec = float64(b.hookRequests-a.hookRequests) / sec
+		if b.hookRequests > a.hookRequests {
+			w.EventsPerRequest = float64(b.hookEvents-a.hookEvents) / float64(b.hookRequests-a.hookRequests)
+		}
+		w.SentPerSec = rate("herald_webhooks_sent_total")
+	}
 	res.BrokerPublishedPerSec = rate("herald_broker_published_messages_total")
 	res.BrokerReceivedPerSec = rate("herald_broker_received_messages_total")
 	res.RedisPublishPerSec = float64(b.redisPublish-a.redisPublish) / sec
@@ -271,7 +313,7 @@ func (res *result) fromSamples(samples []sample, rep *loadgen.Report) error {
 	res.RedisCPUPerMessage = us(redisCPU, res.BrokerPublishedPerSec*sec)
 	res.RedisCPUPerDelivery = us(redisCPU, res.NodeDeliveriesPerSec*sec)
 	res.NodesCPUPerDelivery = us(nodesCPU, res.NodeDeliveriesPerSec*sec)
-	if res.Scenario == scPresence {
+	if res.Scenario == scPresence || res.Scenario == scWebhooks {
 		res.RedisCPUPerChange = us(redisCPU, (res.JoinsPerSec+res.LeavesPerSec)*sec)
 	}
 	return nil
@@ -309,6 +351,11 @@ func (res *result) check(rep *loadgen.Report) {
 		if res.OccupiedAfter != 0 {
 			fail("%d presence channels still occupied %.0f s after every client left", res.OccupiedAfter, res.EmptySeconds)
 		}
+	case scWebhooks:
+		if res.Joins == 0 || res.Leaves == 0 {
+			fail("no joins or leaves")
+		}
+		res.checkWebhooks()
 	}
 }
 
@@ -369,6 +416,9 @@ type sample struct {
 	m                       cluster.Metrics
 	redisPublish, redisCmds int64
 	redisCalls              map[string]int64
+	// hookEvents and hookRequests are what the webhook receiver accepted (webhooks
+	// scenario).
+	hookEvents, hookRequests uint64
 }
 
 // sampler reads the cluster every sampleEvery on its own goroutine, which stop ends
@@ -379,7 +429,8 @@ type sampler struct {
 	samples []sample
 }
 
-func startSampler(ctx context.Context, c *cluster.Cluster) *sampler {
+// rcv, when not nil, is read with the cluster.
+func startSampler(ctx context.Context, c *cluster.Cluster, rcv *receiver) *sampler {
 	ctx, cancel := context.WithCancel(ctx)
 	s := &sampler{cancel: cancel}
 	s.wg.Add(1)
@@ -388,7 +439,7 @@ func startSampler(ctx context.Context, c *cluster.Cluster) *sampler {
 		t := time.NewTicker(sampleEvery)
 		defer t.Stop()
 		for {
-			if x, err := read(ctx, c); err == nil {
+			if x, err := read(ctx, c, rcv); err == nil {
 				s.samples = append(s.samples, x)
 			}
 			select {
@@ -407,7 +458,7 @@ func (s *sampler) stop() []sample {
 	return s.samples
 }
 
-func read(ctx context.Context, c *cluster.Cluster) (sample, error) {
+func read(ctx context.Context, c *cluster.Cluster, rcv *receiver) (sample, error) {
 	x := sample{t: time.Now()}
 	var err error
 	if x.nodesCPU, err = c.CPU(); err != nil {
@@ -426,6 +477,9 @@ func read(ctx context.Context, c *cluster.Cluster) (sample, error) {
 	x.redisPublish, x.redisCalls = calls["publish"], calls
 	for _, n := range calls {
 		x.redisCmds += n
+	}
+	if rcv != nil {
+		x.hookEvents, x.hookRequests = rcv.events.Load(), rcv.requests.Load()
 	}
 	// The figures are read one after another; the time of the middle one is closest.
 	x.t = x.t.Add(time.Since(x.t) / 2)
