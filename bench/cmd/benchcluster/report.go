@@ -93,12 +93,12 @@ func (r *report) print(w io.Writer, o options) {
 			if other := rc.Events - rc.ByType["member_added"] - rc.ByType["member_removed"] - rc.ByType["channel_occupied"] - rc.ByType["channel_vacated"]; other > 0 {
 				p("  other event types\t%s\t%v", thousands(float64(other)), rc.ByType)
 			}
-			p("  event → 2xx (herald_webhook_latency_seconds)\tp50 %.1f ms\tp99 %.1f ms, mean %.1f ms, every event within %.0f ms (vacated and removed include the 3 s grace)",
+			p("  event → 2xx (herald_webhook_latency_seconds)\tp50 %.1f ms\tp99 %.1f ms, mean %.1f ms, every event within %.0f ms (vacated and removed are dated when settled, after the 3 s grace)",
 				wh.LatencyP50Ms, wh.LatencyP99Ms, wh.LatencyMeanMs, wh.AllWithinMs)
-			p("    the %s events within 2.5 s\tp50 %.1f ms\tp99 %.1f ms (%s of the %s were vacated or removed, held for the grace)",
+			p("    the %s events within 2.5 s\tp50 %.1f ms\tp99 %.1f ms (%s of the %s were vacated or removed, sent after the grace)",
 				thousands(float64(wh.FastCount)), wh.FastP50Ms, wh.FastP99Ms, thousands(float64(wh.HeldCount)), thousands(float64(rc.Events)))
 			if slow := wh.LatencyCount - wh.FastCount; slow > 0 {
-				p("    the %s over 2.5 s\tmean %.0f to %.0f ms\tfrom the histogram's sum (the grace included)", thousands(float64(slow)), wh.SlowMeanMs[0], wh.SlowMeanMs[1])
+				p("    the %s over 2.5 s\tmean %.0f to %.0f ms\tfrom the histogram's sum", thousands(float64(slow)), wh.SlowMeanMs[0], wh.SlowMeanMs[1])
 			}
 			p("  request time_ms → receipt\tp50 %.2f ms\tp99 %.2f ms, max %.2f ms", wh.DelayP50Ms, wh.DelayP99Ms, wh.DelayMaxMs)
 			p("  signatures\t%s valid\t%d bad signature, %d bad key, %d bad body", thousands(float64(rc.Requests)), rc.BadSignature, rc.BadKey, rc.BadBody)

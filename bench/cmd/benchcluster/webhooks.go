@@ -59,9 +59,9 @@ type webhookFigures struct {
 
 	// Event → 2xx (herald_webhook_latency_seconds summed over the nodes), ms, estimated
 	// from its buckets. Herald dates the channel_vacated and member_removed it settles
-	// after the grace from the departure, so theirs include the 3 s grace (HeldCount
-	// counts those types): Fast* are the quantiles of the FastCount events that took at
-	// most 2.5 s (the others), and AllWithinMs the bucket bound that every event made.
+	// after the grace when it settles them, so the figure measures delivery (HeldCount
+	// counts those types); Fast* are the quantiles of the FastCount events that took at
+	// most 2.5 s, and AllWithinMs the bucket bound that every event made.
 	LatencyCount  uint64  `json:"latency_count"`
 	LatencyP50Ms  float64 `json:"latency_p50_ms"`
 	LatencyP99Ms  float64 `json:"latency_p99_ms"`
