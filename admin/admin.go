@@ -28,8 +28,14 @@ type Config struct {
 	Addr     string              // default "127.0.0.1:9601"
 	Source   Source              // required
 	Gatherer prometheus.Gatherer // default prometheus.DefaultGatherer
-	Interval time.Duration       // rate sampling interval; default 1 s
-	Logger   *slog.Logger        // default slog.Default()
+	// Interval is the rate sampling interval, and how often /events sends a document;
+	// default 1 s.
+	Interval time.Duration
+	// MaxStreams caps the /events streams open at once (dashboards watching this
+	// node); past it /events answers 503 and the dashboard polls /stats instead.
+	// Default 8.
+	MaxStreams int
+	Logger     *slog.Logger // default slog.Default()
 }
 
 // Server is the admin HTTP server.
@@ -38,8 +44,17 @@ type Server struct {
 	ln   net.Listener
 	http *http.Server
 
+	// mu guards the samples and what is derived from them: the history for the
+	// dashboard's charts and the encoded document that /events sends.
 	mu         sync.Mutex
 	prev, last sample
+	seq        uint64        // samples taken; the id of /events documents
+	next       chan struct{} // closed (and replaced) when a sample lands
+	hist       []point       // the last historyLen points, oldest first
+	frame      []byte        // the document of sample seq, encoded once for every stream
+	frameSeq   uint64
+
+	streams streams
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -68,6 +83,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Interval <= 0 {
 		cfg.Interval = time.Second
 	}
+	if cfg.MaxStreams <= 0 {
+		cfg.MaxStreams = 8
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -75,9 +93,12 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, ln: ln, stop: make(chan struct{})}
+	s := &Server{cfg: cfg, ln: ln, stop: make(chan struct{}), next: make(chan struct{})}
+	s.streams.max = cfg.MaxStreams
 	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", serveDashboard)
 	mux.HandleFunc("GET /stats", s.stats)
+	mux.HandleFunc("GET /events", s.events)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
@@ -124,19 +145,35 @@ func (s *Server) Run() {
 	}()
 }
 
-// Close stops the server and the sampler and waits for them.
+// Close stops the server, the sampler and the /events streams and waits for them.
+// A stream ends at once; one whose client does not read is cut off when ctx ends.
 func (s *Server) Close(ctx context.Context) error {
 	close(s.stop)
+	s.streams.close()
 	err := s.http.Shutdown(ctx)
+	if err != nil {
+		_ = s.http.Close() // ctx ended: unblock the writes of streams nobody reads
+	}
+	s.streams.wait()
 	s.wg.Wait()
+	_ = s.ln.Close() // Shutdown closes it only if Run served it
 	return err
 }
 
 func (s *Server) sample() {
 	st := s.cfg.Source.Stats()
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.prev, s.last = s.last, sample{at: time.Now(), st: st, set: true}
-	s.mu.Unlock()
+	s.seq++
+	if r := ratesBetween(s.prev, s.last); r.IntervalSeconds > 0 {
+		if len(s.hist) == historyLen {
+			s.hist = append(s.hist[:0], s.hist[1:]...)
+		}
+		s.hist = append(s.hist, point{Connections: st.Node.Connections, In: r.Node.MessagesInPerSec, Out: r.Node.MessagesOutPerSec})
+	}
+	close(s.next)
+	s.next = make(chan struct{})
 }
 
 // statsDoc is the /stats document: the hub's figures plus per-second rates over the
@@ -157,23 +194,37 @@ type rate struct {
 	MessagesOutPerSec float64 `json:"messages_out_per_sec"`
 }
 
-func (s *Server) stats(w http.ResponseWriter, _ *http.Request) {
-	doc := statsDoc{Stats: s.cfg.Source.Stats(), Rates: rates{Apps: map[string]rate{}}}
-	s.mu.Lock()
-	prev, last := s.prev, s.last
-	s.mu.Unlock()
-	if prev.set && last.set {
-		dt := last.at.Sub(prev.at).Seconds()
-		if dt > 0 {
-			doc.Rates.IntervalSeconds = dt
-			per := func(a, b uint64) float64 { return float64(b-a) / dt }
-			doc.Rates.Node = rate{per(prev.st.Node.MessagesIn, last.st.Node.MessagesIn), per(prev.st.Node.MessagesOut, last.st.Node.MessagesOut)}
-			for id, b := range last.st.Apps {
-				a := prev.st.Apps[id]
-				doc.Rates.Apps[id] = rate{per(a.MessagesIn, b.MessagesIn), per(a.MessagesOut, b.MessagesOut)}
-			}
-		}
+// ratesBetween computes the rates from two samples; zero without two of them.
+func ratesBetween(prev, last sample) rates {
+	r := rates{Apps: map[string]rate{}}
+	if !prev.set || !last.set {
+		return r
 	}
+	dt := last.at.Sub(prev.at).Seconds()
+	if dt <= 0 {
+		return r
+	}
+	r.IntervalSeconds = dt
+	per := func(a, b uint64) float64 {
+		if b < a { // a counter went back (a source that restarted): no rate, not 1.8e19
+			return 0
+		}
+		return float64(b-a) / dt
+	}
+	r.Node = rate{per(prev.st.Node.MessagesIn, last.st.Node.MessagesIn), per(prev.st.Node.MessagesOut, last.st.Node.MessagesOut)}
+	for id, b := range last.st.Apps {
+		a := prev.st.Apps[id]
+		r.Apps[id] = rate{per(a.MessagesIn, b.MessagesIn), per(a.MessagesOut, b.MessagesOut)}
+	}
+	return r
+}
+
+func (s *Server) stats(w http.ResponseWriter, _ *http.Request) {
+	doc := statsDoc{Stats: s.cfg.Source.Stats()}
+	s.mu.Lock()
+	prev, last := s.prev, s.last // samples are never changed once taken
+	s.mu.Unlock()
+	doc.Rates = ratesBetween(prev, last)
 	w.Header().Set("Content-Type", "application/json")
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
