@@ -3,6 +3,7 @@ package transport
 import (
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"runtime"
 	"time"
 )
@@ -28,6 +29,28 @@ type Config struct {
 	// MailboxSize bounds each loop's queue of Fanout and Do jobs; past it a job is
 	// dropped and counted in Stats.MailboxDropped. Default 8192 jobs.
 	MailboxSize int
+
+	// ProxyProtocol expects a PROXY protocol header (v1 or v2) at the start of every
+	// connection from TrustedProxies, before the HTTP request; the client address it
+	// carries becomes Conn.RemoteAddr, UpgradeRequest.RemoteAddr, the HTTP handler's
+	// Request.RemoteAddr and the key of the per-IP limits. From a trusted source the
+	// header is required (without one the connection is closed: proxy_missing); from
+	// any other source a header is refused (proxy_untrusted), so that a client cannot
+	// choose its own address. Default off: a header is then just a bad request.
+	ProxyProtocol bool
+	// TrustedProxies are the sources whose PROXY header is accepted (the load
+	// balancers' addresses as the kernel sees them). Empty with ProxyProtocol on: every
+	// source must send a header. Ignored with ProxyProtocol off.
+	TrustedProxies []netip.Prefix
+
+	// MaxConnectionsPerIP bounds the open WebSocket connections of one client address
+	// (the real one, behind a trusted proxy); an upgrade past it is answered 429. 0
+	// (default): no limit.
+	MaxConnectionsPerIP int
+	// MaxUpgradesPerIPPerSecond bounds the upgrade attempts of one client address per
+	// second (a token bucket whose burst is the rate); past it the upgrade is answered
+	// 429. 0 (default): no limit.
+	MaxUpgradesPerIPPerSecond int
 
 	// FirstConnID is the id of the first connection minus one: Conn.ID counts up from
 	// FirstConnID+1. A caller whose ids must not repeat across restarts (Herald's
@@ -88,6 +111,8 @@ func (c Config) withDefaults() Config {
 	if c.MailboxSize <= 0 {
 		c.MailboxSize = defaultMailboxSize
 	}
+	c.MaxConnectionsPerIP = max(c.MaxConnectionsPerIP, 0)
+	c.MaxUpgradesPerIPPerSecond = max(c.MaxUpgradesPerIPPerSecond, 0)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}

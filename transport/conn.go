@@ -15,8 +15,9 @@ import (
 // dropped when the connection is idle again.
 //
 // Times are loop ticks (tick = 100 ms since the server started) in 32 bits, which
-// last six years; the peer address is not stored (RemoteAddr asks the kernel). Both
-// keep the struct in the 64-byte size class.
+// last six years; the peer address is not stored here (RemoteAddr asks the kernel, or
+// reads the loop's slot-indexed address table when the PROXY protocol or a per-IP
+// limit needs one). Both keep the struct in the 64-byte size class.
 type Conn struct {
 	l        *loop
 	ext      *connExt
@@ -60,6 +61,7 @@ const (
 	fCloseRcvd                       // the peer's close frame arrived
 	fReadDead                        // input is discarded until EOF (after a protocol error)
 	fPinged                          // OnIdle ran; waiting for any input
+	fProxy                           // handshake: a PROXY header is still to be read (trusted source) or checked for (untrusted)
 )
 
 // ID is unique within this Server for its lifetime (starts at 1).
@@ -72,10 +74,18 @@ func (c *Conn) Loop() int { return c.l.idx }
 func (c *Conn) Value() any     { return c.value }
 func (c *Conn) SetValue(v any) { c.value = v }
 
-// RemoteAddr is the peer's "ip:port", asked of the kernel on each call (owner loop
-// only: the fd must still be open); "" once the socket is gone.
+// RemoteAddr is the client's "ip:port" (owner loop only); "" once the socket is gone.
+// Behind a trusted proxy it is the address from the PROXY header (the proxy's own for
+// a LOCAL or UNKNOWN header). With neither the PROXY protocol nor a per-IP limit
+// configured the transport keeps no address and asks the kernel on each call.
 func (c *Conn) RemoteAddr() string {
 	if c.state == stDead {
+		return ""
+	}
+	if p := c.l.peers; p != nil {
+		if ap := p[c.slot].addrPort(); ap.IsValid() {
+			return ap.String()
+		}
 		return ""
 	}
 	sa, err := unix.Getpeername(int(c.fd))

@@ -7,14 +7,20 @@
 // # Entry points
 //
 //   - New(Config) binds the address and prepares the loops; Run starts them;
-//     Shutdown(ctx, reason) drains and stops everything; StopAccepting closes only
-//     the listener.
+//     Drain(ctx, reason, window) stops accepting and closes the open WebSockets
+//     spread evenly over window; Shutdown(ctx, reason) closes everything left and
+//     stops; StopAccepting closes only the listener.
+//   - Config.ProxyProtocol and TrustedProxies read the PROXY protocol header a load
+//     balancer puts in front of each connection; Config.MaxConnectionsPerIP and
+//     MaxUpgradesPerIPPerSecond limit each client address (answered 429).
 //   - Handler (implemented by the hub) gets Accept, OnOpen, OnMessage, OnIdle and
 //     OnClose for each connection.
 //   - AppendTextFrame builds a frame once; Server.Fanout hands the same bytes to many
 //     connections; Conn.WriteText/WriteFrame write to one; Server.Do runs a function
-//     on a connection's owner loop.
-//   - Stats returns the counters.
+//     on a connection's owner loop, Server.Each on every open connection's (a rare
+//     sweep: it visits them all).
+//   - Stats returns the counters; every connection refused before it became a
+//     WebSocket is counted under a label in Stats.Refused (the Refused* constants).
 //
 // # Why raw epoll
 //
@@ -39,19 +45,28 @@
 //     round-robin (through the mailbox), so that loops own equal shares. A connection
 //     belongs to its owner loop for its whole life. All Handler methods for a
 //     connection run on its owner loop, one at a time.
-//   - Conn.ID, Conn.Loop and Conn.RemoteAddr are safe anywhere. Conn.Value,
-//     SetValue, WriteText, WriteFrame, Close and Closed are owner loop only: call them
-//     from a Handler callback or from a function passed to Server.Do.
-//   - Server.Fanout, Server.Do, Server.Stats, Server.StopAccepting and Server.Addr
-//     are safe from any goroutine and never wait for a loop: Fanout and Do put one
-//     job in a loop's mailbox (a mutex-guarded slice swapped out whole by the loop,
+//   - Conn.ID and Conn.Loop are safe anywhere. Conn.RemoteAddr, Value, SetValue,
+//     WriteText, WriteFrame, Close and Closed are owner loop only: call them from a
+//     Handler callback or from a function passed to Server.Do. (RemoteAddr reads the
+//     loop's address table, or the kernel through an fd only the loop may close; a
+//     caller elsewhere copies the address it got in Accept or OnOpen.)
+//   - Server.Fanout, Server.Do, Server.Each, Server.Stats, Server.StopAccepting and
+//     Server.Addr are safe from any goroutine and never wait for a loop (Drain and
+//     Shutdown do wait, so they must not be called from a Handler): Fanout and Do put
+//     one job in a loop's mailbox (Each one in each loop's) (a mutex-guarded slice swapped out whole by the loop,
 //     woken through its eventfd), in order. Fanout jobs past Config.MailboxSize are
 //     dropped and counted; Do jobs are always admitted, because they carry state
 //     changes that must not be lost and their callers bound them. Shutdown must not
 //     be called from a Handler.
-//   - Locks: each loop's mailbox mutex, and Server.lnMu (shared by a loop while it
-//     accepts, exclusive while StopAccepting closes the listener). No two locks are
-//     ever held together, so there is no lock order.
+//   - Locks, and their order: Server.lnMu before a loop's mailbox mutex. A loop
+//     holds lnMu shared while it accepts (StopAccepting holds it exclusively while
+//     it closes the listener), and under it posts the sockets it deals to other
+//     loops, which takes their mailbox mutexes. The per-IP table's shard mutexes are
+//     leaves: a loop takes one for a map lookup and store (and, when that shard has
+//     doubled since its last sweep, one sweep of it) while holding no other lock,
+//     and takes nothing under it. Server.mu (Run, Drain and Shutdown
+//     bookkeeping) is never held with any of these. No other two locks are ever
+//     held together.
 //   - OnClose never runs inside another callback or Conn method: a connection that
 //     fails in the middle of one (a write error, a slow consumer) is marked dead and
 //     reported when the loop finishes the current batch of events.
@@ -61,21 +76,27 @@
 //
 // # Invariants
 //
-//   - An idle connection has no goroutine and no buffer: it is a Conn (about 100
-//     bytes, pinned under 200 by a test), a 16-byte slab slot and one 16-byte timer
-//     wheel entry, plus its kernel state and epoll registration. A partial request
-//     head, a partial frame, a message being reassembled, output the kernel did not
-//     take and a close in progress live in a side struct that exists only while
-//     needed.
+//   - An idle connection has no goroutine and no buffer: it is a Conn (64 bytes,
+//     pinned by TestConnSize), a 16-byte slab slot and one 12-byte timer wheel entry,
+//     plus its kernel state and epoll registration. A partial request head (PROXY
+//     header included), a partial frame, a message being reassembled, output the
+//     kernel did not take and a close in progress live in a side struct that exists
+//     only while needed. When the PROXY protocol or a per-IP limit is configured,
+//     each slab slot also has a 20-byte, pointer-free address (loop.peers: the
+//     client's address must outlive the handshake, for RemoteAddr and for the
+//     per-IP release at close), and each client address with an open connection
+//     has an entry in the per-IP table; TestIdleMemory measures both set-ups.
 //   - At most one writer per connection: only the owner loop writes. With nothing
 //     queued a frame is written with one write syscall; a remainder is queued as
 //     references to the shared frames (no copy), EPOLLOUT is armed, and the queue goes
 //     out in one writev per EPOLLOUT. Past MaxPendingBytes the connection is a slow
 //     consumer: its queue is dropped and its socket closed.
 //   - Every queue is bounded: mailboxes (MailboxSize, drops counted), output
-//     (MaxPendingBytes), input (MaxHeaderBytes for a head, MaxMessageBytes for a
-//     message, checked from frame headers before any payload is buffered), the HTTP
-//     handoff channel.
+//     (MaxPendingBytes), input (536 bytes for a PROXY header, MaxHeaderBytes for a
+//     head, MaxMessageBytes for a message, checked from frame headers before any
+//     payload is buffered), the HTTP handoff channel. So is the per-IP table: an
+//     entry lives while its address has an open connection or a token bucket still
+//     refilling (at most a second), and is swept otherwise (see ipLimiter).
 //   - OnClose runs exactly once for every connection that got OnOpen, with the first
 //     close reason; every such close is counted under its label in Stats.Closed.
 //     Conn.Close queues the close frame behind pending output, shuts the write side
@@ -83,11 +104,62 @@
 //     CloseTimeout after Close was called (flush and wait share that one deadline).
 //   - Timers are a per-loop wheel (100 ms ticks) with lazy re-arming; there is no
 //     time.Timer and no goroutine per connection.
-//   - Bad input gets an HTTP status (400, 404/403 from Accept, 408, 426, 431) or a
-//     close code (1002, 1003, 1007, 1009) and affects only its own connection. The
+//   - Bad input gets an HTTP status (400, 404/403 from Accept, 408, 426, 429 past a
+//     per-IP limit, 431, 503 while draining) or a close code (1002, 1003, 1007,
+//     1009) and affects only its own connection; a refused PROXY header gets the
+//     connection closed without a byte, as the PROXY spec asks. Each refusal is
+//     counted under its label (Stats.Refused; HandshakeFailed is their sum). The
 //     package recovers from nothing: the parsers are fuzzed instead, and Handler
 //     panics are the Handler's.
+//   - A per-IP connection is taken when an upgrade is admitted and given back
+//     exactly once: when the handshake fails, or when the socket is closed (finish),
+//     whichever comes first (the peerHeld bit is cleared on release;
+//     TestIPConnLimitReleasedOnce).
 //   - Plain HTTP requests on the same port leave the loops: the fd becomes a net.Conn
 //     served by an http.Server the package owns, the bytes already read replayed
-//     first.
+//     first (the PROXY header excluded); its RemoteAddr is the client's from the
+//     PROXY header when there was one.
+//
+// # PROXY protocol
+//
+// With Config.ProxyProtocol, the first bytes of a connection go through a PROXY stage
+// before the HTTP head is looked for, inside the loop, on the bytes already read into
+// the head buffer: no goroutine, no extra read, and a header split across reads
+// waits in the same partial-head buffer (bounded at 536 bytes for the header: v1 is
+// at most 107, v2 16 plus what its length field says, refused past 536) under the
+// same HandshakeTimeout. The stage keeps no state in Conn beyond one flag bit; the
+// address it finds goes into loop.peers.
+//
+//   - From a trusted source (in TrustedProxies, or any source when the list is
+//     empty) a header is required: none closes the connection (proxy_missing), a
+//     malformed one too (proxy_invalid). v1: TCP4, TCP6 and UNKNOWN. v2: the PROXY
+//     and LOCAL commands; TCP over IPv4 and IPv6; TLVs skipped. A LOCAL command, an
+//     UNSPEC family or a v1 UNKNOWN line keeps the balancer's own address (health
+//     checks). The UDP and UNIX families are refused (proxy_invalid): a TCP stream
+//     cannot carry UDP, and a UNIX client has no address, so falling back to the
+//     balancer's would put all such clients under one per-IP limit without a word.
+//   - From any other source a header is refused (proxy_untrusted), so that a
+//     client cannot choose its own address. Whatever a client sends through a
+//     trusted balancer (its own "PROXY ..." line included) comes after the
+//     balancer's header and is parsed as HTTP: a second header is a 400.
+//   - With ProxyProtocol off nothing changes: a header is a malformed request.
+//
+// The parsers are the package's own (proxy.go), not github.com/pires/go-proxyproto:
+// that library reads the header itself from a net.Conn (or a bufio.Reader over one),
+// blocking until it is complete, which needs the goroutine and the buffer per
+// connection this package exists to avoid; and it cannot say "not enough bytes yet"
+// for a header split across reads, which the loop needs in order to wait for the
+// next EPOLLIN. Ours parse a byte slice, report "more needed" for any prefix of a
+// valid header, never allocate (TestParseProxyNoAlloc), and are fuzzed alone and
+// through the loop's head path (FuzzProxyV1, FuzzProxyV2, FuzzProxyHead).
+//
+// # Per-IP limits and Drain
+//
+// The per-IP limits key on the client's real address (IPv6 /128, IPv4 unmapped),
+// are checked when a complete upgrade request has arrived and before the handshake
+// runs (so a refused client costs no Accept call), and share one table across the
+// loops, sharded 64 ways by a seeded hash. Drain's schedule is per loop: each closes
+// ceil(n × elapsed/window) − closed-so-far of the n WebSockets it had at the start,
+// at every wake-up (at least every 100 ms tick while a drain runs), so closes per
+// second are flat; upgrades are refused (503) from then on, plain HTTP is served.
 package transport

@@ -5,7 +5,7 @@ type UpgradeRequest struct {
 	Path       string // request path, e.g. "/app/KEY"
 	RawQuery   string // query string without '?'
 	Origin     string // Origin header, "" when absent
-	RemoteAddr string // peer address "ip:port"
+	RemoteAddr string // client address "ip:port": from the PROXY header behind a trusted proxy, else the peer's
 }
 
 // Handler receives a connection's events. All methods for one connection are called

@@ -217,8 +217,11 @@ func appendHTTPError(dst []byte, status int, msg string) []byte {
 	dst = append(dst, text...)
 	dst = append(dst, "\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: "...)
 	dst = strconv.AppendInt(dst, int64(len(msg)+1), 10)
-	if status == http.StatusUpgradeRequired {
+	switch status {
+	case http.StatusUpgradeRequired:
 		dst = append(dst, "\r\nSec-WebSocket-Version: 13"...)
+	case http.StatusTooManyRequests, http.StatusServiceUnavailable:
+		dst = append(dst, "\r\nRetry-After: 1"...)
 	}
 	dst = append(dst, "\r\nConnection: close\r\n\r\n"...)
 	dst = append(dst, msg...)

@@ -226,12 +226,33 @@ type wsClient struct {
 
 func dialWS(t testing.TB, addr string) *wsClient {
 	t.Helper()
-	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	c, status := dialWSFrom(t, addr, "", nil)
+	if status != http.StatusSwitchingProtocols {
+		t.Fatalf("status %d", status)
+	}
+	return c
+}
+
+// dialFrom connects to addr from source address src ("" for the default).
+func dialFrom(addr, src string) (net.Conn, error) {
+	d := net.Dialer{Timeout: 5 * time.Second}
+	if src != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(src)}
+	}
+	return d.Dial("tcp", addr)
+}
+
+// dialWSFrom connects from src, sends prefix (a PROXY header, or nil) and an upgrade
+// request, and returns the client and the response status. Unless the status is 101
+// the connection is closed.
+func dialWSFrom(t testing.TB, addr, src string, prefix []byte) (*wsClient, int) {
+	t.Helper()
+	nc, err := dialFrom(addr, src)
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := &wsClient{Conn: nc, br: bufio.NewReader(nc)}
-	if _, err := io.WriteString(nc, upgradeRequest("/app/test")); err != nil {
+	if _, err := nc.Write(append(append([]byte(nil), prefix...), upgradeRequest("/app/test")...)); err != nil {
 		t.Fatal(err)
 	}
 	_ = nc.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -240,11 +261,11 @@ func dialWS(t testing.TB, addr string) *wsClient {
 		t.Fatal(err)
 	}
 	_ = resp.Body.Close()
-	if resp.StatusCode != http.StatusSwitchingProtocols {
-		t.Fatalf("status %d", resp.StatusCode)
-	}
 	_ = nc.SetReadDeadline(time.Time{})
-	return c
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		_ = nc.Close()
+	}
+	return c, resp.StatusCode
 }
 
 // readFrame reads one server frame.

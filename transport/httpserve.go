@@ -66,10 +66,19 @@ func (l *httpListener) drain() {
 func (l *httpListener) Addr() net.Addr { return l.addr }
 
 // prefixConn replays the bytes the loop read (the request head and whatever came
-// with it) before reading from the socket.
+// with it) before reading from the socket. remote, when set, is the client's address
+// from a PROXY header: net/http takes Request.RemoteAddr from RemoteAddr.
 type prefixConn struct {
 	net.Conn
-	pre []byte
+	pre    []byte
+	remote net.Addr
+}
+
+func (c *prefixConn) RemoteAddr() net.Addr {
+	if c.remote != nil {
+		return c.remote
+	}
+	return c.Conn.RemoteAddr()
 }
 
 func (c *prefixConn) Read(p []byte) (int, error) {

@@ -36,6 +36,7 @@ type loop struct {
 	events       []unix.EpollEvent
 	ev           unix.EpollEvent // scratch for epoll_ctl
 	slab         []slabEntry
+	peers        []peer // parallel to slab when Server.trackPeers, else nil
 	free         []uint32
 	nconns       int // sockets owned, in any state
 	wheel        wheel
@@ -49,6 +50,9 @@ type loop struct {
 	stopping     bool // Shutdown asked to drain
 	quit         bool
 	drained      chan struct{} // closed once stopping and nconns == 0
+	draining     bool          // Drain started: upgrades are refused (503)
+	pace         *pacer        // Drain's schedule, nil before Drain
+	paced        chan struct{} // closed once Drain has closed all this loop's WebSockets, or the loop exits
 	lastWarn     int64
 
 	st counters
@@ -94,6 +98,10 @@ func newLoop(s *Server, idx int) (*loop, error) {
 		buf:     make([]byte, readBufSize),
 		events:  make([]unix.EpollEvent, maxEvents),
 		drained: make(chan struct{}),
+		paced:   make(chan struct{}),
+	}
+	if s.trackPeers {
+		l.peers = make([]peer, 0, 64)
 	}
 	var err error
 	if l.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
@@ -154,6 +162,9 @@ func (l *loop) run() {
 			l.dispatch(l.events[i])
 		}
 		l.advance()
+		if l.pace != nil {
+			l.paceStep()
+		}
 		if l.acceptPaused && l.now-l.pausedAt >= int64(time.Second) {
 			l.resumeAccept()
 		}
@@ -161,8 +172,12 @@ func (l *loop) run() {
 		if l.stopping && l.nconns == 0 && !l.quit {
 			l.signalDrained()
 		}
+		if p := l.pace; p != nil && p.issuedAll && l.st.open.Load() == 0 {
+			l.signalPaced()
+		}
 	}
 	l.abortAll()
+	l.signalPaced() // a Drain still waiting has nothing left to wait for
 	l.mu.Lock()
 	l.closed = true
 	for _, j := range l.mbox { // sockets handed over but never adopted
@@ -231,6 +246,12 @@ func (l *loop) allocSlot(c *Conn) uint32 {
 		l.slab = append(l.slab, slabEntry{})
 	}
 	l.slab[i].c = c
+	if l.peers != nil {
+		for len(l.peers) <= int(i) {
+			l.peers = append(l.peers, peer{})
+		}
+		l.peers[i] = peer{}
+	}
 	return i
 }
 
@@ -327,6 +348,16 @@ func (l *loop) addConn(fd int, sa unix.Sockaddr) {
 	}
 	l.nconns++
 	bump(&l.st.accepted, 1)
+	if l.peers != nil {
+		p := &l.peers[c.slot]
+		*p = peerFromSockaddr(sa)
+		if l.cfg.ProxyProtocol {
+			c.flags |= fProxy
+			if l.srv.trusts(p.addr()) {
+				p.bits |= peerTrusted
+			}
+		}
+	}
 	c.mark, c.lastRead = l.tickNow(), l.tickNow()
 	l.schedule(c, l.now+int64(l.cfg.HandshakeTimeout))
 }
@@ -404,6 +435,9 @@ func (l *loop) runJob(j *job) {
 // drain starts closing every connection for Shutdown.
 func (l *loop) drain(reason CloseReason) {
 	l.stopping = true
+	if l.pace != nil {
+		l.pace.issuedAll = true // Shutdown closes the rest now
+	}
 	if l.acceptPaused {
 		l.acceptPaused = false
 	}

@@ -45,26 +45,49 @@ func (l *loop) onReadable(c *Conn) {
 func (l *loop) readHead(c *Conn, data []byte) {
 	buf, from := data, 0
 	x := c.ext
-	if x != nil && len(x.in) > 0 {
+	inExt := x != nil && len(x.in) > 0 // buf is x.in
+	if inExt {
 		from = max(len(x.in)-3, 0) // the terminator may straddle the two reads
 		x.in = append(x.in, data...)
 		buf = x.in
 	}
+	if c.flags&fProxy != 0 {
+		n, st := l.readProxy(c, buf)
+		switch st {
+		case proxyMore:
+			l.keepHead(c, buf, inExt)
+			return
+		case proxyRefused:
+			return
+		}
+		from = 0
+		if n > 0 {
+			buf = buf[n:]
+			if inExt {
+				x.in = x.in[:copy(x.in, buf)]
+				buf = x.in
+			}
+			if len(buf) == 0 {
+				if inExt {
+					x.in = nil
+					c.maybeRelease()
+				}
+				return
+			}
+		}
+	}
 	end := bytes.Index(buf[from:], headEnd)
 	if end < 0 {
 		if len(buf) > l.cfg.MaxHeaderBytes {
-			l.rejectHead(c, 431, "request header fields too large")
+			l.rejectHead(c, refHeadTooLarge, 431, "request header fields too large")
 			return
 		}
-		if x == nil || len(x.in) == 0 { // the first partial read: keep it
-			x = c.extOrNew()
-			x.in = append(make([]byte, 0, min(2*len(buf), l.cfg.MaxHeaderBytes+readBufSize)), buf...)
-		}
+		l.keepHead(c, buf, inExt)
 		return
 	}
 	headLen := from + end + len(headEnd)
 	if headLen > l.cfg.MaxHeaderBytes {
-		l.rejectHead(c, 431, "request header fields too large")
+		l.rejectHead(c, refHeadTooLarge, 431, "request header fields too large")
 		return
 	}
 	if x != nil {
@@ -75,7 +98,7 @@ func (l *loop) readHead(c *Conn, data []byte) {
 	upgrade, err := parseHead(head)
 	switch {
 	case err != nil:
-		l.rejectHead(c, 400, "malformed request")
+		l.rejectHead(c, refBadRequest, 400, "malformed request")
 	case !upgrade:
 		l.handoff(c, buf)
 	default:
@@ -83,24 +106,114 @@ func (l *loop) readHead(c *Conn, data []byte) {
 	}
 }
 
-// rejectHead answers a failed handshake with an HTTP error and closes.
-func (l *loop) rejectHead(c *Conn, status int, msg string) {
-	bump(&l.st.hsFailed, 1)
+// keepHead keeps a partial head for the next read, unless it is kept already.
+func (l *loop) keepHead(c *Conn, buf []byte, inExt bool) {
+	if inExt {
+		return
+	}
+	x := c.extOrNew()
+	x.in = append(make([]byte, 0, min(2*len(buf), l.cfg.MaxHeaderBytes+readBufSize)), buf...)
+}
+
+type proxyStage uint8
+
+const (
+	proxyDone    proxyStage = iota // header consumed, or none from an untrusted source: go on with HTTP
+	proxyMore                      // more bytes needed
+	proxyRefused                   // the connection is being closed
+)
+
+// readProxy runs the PROXY stage of the handshake on the head bytes read so far and
+// returns the length of the header to skip.
+func (l *loop) readProxy(c *Conn, buf []byte) (int, proxyStage) {
+	p := &l.peers[c.slot]
+	if p.bits&peerTrusted == 0 {
+		switch proxySignature(buf) {
+		case sigNone:
+			c.flags &^= fProxy
+			return 0, proxyDone
+		case sigPartial:
+			return 0, proxyMore
+		}
+		l.rejectHead(c, refProxyUntrusted, 0, "")
+		return 0, proxyRefused
+	}
+	h, n, err := parseProxy(buf)
+	switch {
+	case err == errProxyMissing:
+		l.rejectHead(c, refProxyMissing, 0, "")
+		return 0, proxyRefused
+	case err != nil:
+		l.log.Debug("transport: PROXY header refused", "from", p.addrPort(), "err", err)
+		l.rejectHead(c, refProxyInvalid, 0, "")
+		return 0, proxyRefused
+	case n == 0:
+		return 0, proxyMore
+	}
+	c.flags &^= fProxy
+	if !h.local {
+		*p = peerFrom(h.src)
+		p.bits |= peerTrusted | peerProxied
+	}
+	return n, proxyDone
+}
+
+// rejectHead refuses a handshake, counted under why: an HTTP error when status is
+// not 0 (the PROXY refusals send nothing, as the spec asks), then the close.
+func (l *loop) rejectHead(c *Conn, why refusal, status int, msg string) {
+	bump(&l.st.refused[why], 1)
 	c.flags |= fReadDead
 	if x := c.ext; x != nil {
 		x.in = nil
 	}
-	l.closeBuf = appendHTTPError(l.closeBuf[:0], status, msg)
-	l.send(c, l.closeBuf, true)
+	if status != 0 {
+		l.closeBuf = appendHTTPError(l.closeBuf[:0], status, msg)
+		l.send(c, l.closeBuf, true)
+	}
 	if c.state == stHandshake {
 		l.beginClose(c, CloseReason{}, 0, "")
 	}
 }
 
+// releaseIP gives back the per-IP connection c holds, if any (exactly once).
+func (l *loop) releaseIP(c *Conn) {
+	if l.peers == nil {
+		return
+	}
+	if p := &l.peers[c.slot]; p.bits&peerHeld != 0 {
+		p.bits &^= peerHeld
+		l.srv.limits.release(p.ip, l.now)
+	}
+}
+
 func (l *loop) upgrade(c *Conn, head, rest []byte) {
+	if l.draining {
+		l.rejectHead(c, refDraining, 503, "server draining; reconnect")
+		return
+	}
+	if lim := l.srv.limits; lim != nil {
+		p := &l.peers[c.slot]
+		held, why, ok := lim.admit(p.ip, l.now)
+		if !ok {
+			msg := "too many connections from this address"
+			if why == refUpgradesPerIP {
+				msg = "too many connection attempts from this address"
+			}
+			l.rejectHead(c, why, 429, msg)
+			return
+		}
+		if held {
+			p.bits |= peerHeld
+		}
+	}
 	resp, value, status, msg, ok := l.up.upgrade(head, c.RemoteAddr())
 	if !ok {
-		l.rejectHead(c, status, msg)
+		l.releaseIP(c)
+		why := refBadRequest
+		if l.up.acceptEr != nil {
+			why = refRejected
+		}
+		l.rejectHead(c, why, status, msg)
 		return
 	}
 	c.value = value
@@ -126,6 +239,12 @@ func (l *loop) upgrade(c *Conn, head, rest []byte) {
 // replayed before the socket's.
 func (l *loop) handoff(c *Conn, read []byte) {
 	pre := bytes.Clone(read)
+	var remote net.Addr
+	if l.peers != nil {
+		if p := &l.peers[c.slot]; p.bits&peerProxied != 0 {
+			remote = net.TCPAddrFromAddrPort(p.addrPort())
+		}
+	}
 	fd := int(c.fd)
 	_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, fd, nil)
 	l.freeSlot(c.slot)
@@ -140,7 +259,7 @@ func (l *loop) handoff(c *Conn, read []byte) {
 		l.log.Debug("transport: http handoff failed", "err", err)
 		return
 	}
-	l.srv.httpLn.push(&prefixConn{Conn: nc, pre: pre})
+	l.srv.httpLn.push(&prefixConn{Conn: nc, pre: pre, remote: remote})
 }
 
 // --- frames ------------------------------------------------------------------------

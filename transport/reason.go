@@ -50,4 +50,7 @@ var (
 	ErrRunning     = errors.New("transport: server already running")
 	ErrClosed      = errors.New("transport: server closed")
 	ErrForcedClose = errors.New("transport: shutdown cut short; remaining connections closed abruptly")
+	ErrConfig      = errors.New("transport: invalid config")
+	ErrDraining    = errors.New("transport: Drain already called")
+	ErrDrainCut    = errors.New("transport: drain cut short; connections still open")
 )

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,18 +27,26 @@ type Server struct {
 	mailboxDropped atomic.Uint64
 	closed         sync.Map // label -> *atomic.Uint64
 
+	trusted    []netip.Prefix // Config.TrustedProxies, normalized
+	trackPeers bool           // loops keep each connection's address (loop.peers)
+	limits     *ipLimiter     // nil without per-IP limits
+	draining   atomic.Bool    // Drain has been called (Stats)
+	nowFn      func() int64   // tests: replaces the clock; set before Run
+
 	// lnMu guards lnFD. A loop holds it shared while it accepts, StopAccepting holds
 	// it exclusively while it closes the fd: no accept4 ever runs on a closed (and
-	// possibly reused) fd number. It is never held together with another lock.
+	// possibly reused) fd number. Lock order: lnMu before a loop's mailbox mutex (a
+	// loop posts the sockets it deals out while holding lnMu shared).
 	lnMu sync.RWMutex
 	lnFD int
 
 	httpSrv *http.Server
 	httpLn  *httpListener
 
-	mu      sync.Mutex // guards running and done
-	running bool
-	done    bool
+	mu           sync.Mutex // guards running, done and drainStarted
+	running      bool
+	done         bool
+	drainStarted bool
 
 	loopWG sync.WaitGroup
 	httpWG sync.WaitGroup
@@ -50,6 +59,14 @@ func New(cfg Config) (*Server, error) {
 	}
 	cfg = cfg.withDefaults()
 	s := &Server{cfg: cfg, log: cfg.Logger, base: time.Now(), lnFD: -1}
+	if cfg.ProxyProtocol {
+		var ok bool
+		if s.trusted, ok = normalizePrefixes(cfg.TrustedProxies); !ok {
+			return nil, fmt.Errorf("%w: TrustedProxies: invalid prefix in %v", ErrConfig, cfg.TrustedProxies)
+		}
+	}
+	s.limits = newIPLimiter(cfg.MaxConnectionsPerIP, cfg.MaxUpgradesPerIPPerSecond)
+	s.trackPeers = cfg.ProxyProtocol || s.limits != nil
 	s.nextID.Store(cfg.FirstConnID)
 	fd, bound, err := listen(cfg.Addr, cfg.ReusePort)
 	if err != nil {
@@ -91,7 +108,12 @@ func (s *Server) closeFDs() {
 	}
 }
 
-func (s *Server) clock() int64 { return int64(time.Since(s.base)) }
+func (s *Server) clock() int64 {
+	if s.nowFn != nil {
+		return s.nowFn()
+	}
+	return int64(time.Since(s.base))
+}
 
 // Addr is the bound listen address (useful with port 0).
 func (s *Server) Addr() string { return s.addr }
@@ -219,6 +241,25 @@ func (s *Server) Fanout(frame []byte, byLoop [][]*Conn, exceptID uint64) {
 		if len(conns) > 0 {
 			s.loops[i].post(job{frame: frame, conns: conns, except: exceptID}, true)
 		}
+	}
+}
+
+// Each runs fn for every open connection, on its owner loop (one mailbox job per
+// loop; fn runs as a Handler callback does, and may write to or close the connection).
+// It does not wait. It is for rare sweeps (a config reload closing a removed app's
+// connections), not for the data path: each call visits every connection.
+func (s *Server) Each(fn func(c *Conn)) {
+	if fn == nil {
+		return
+	}
+	for _, l := range s.loops {
+		l.post(job{fn: func() {
+			for _, e := range l.slab {
+				if c := e.c; c != nil && c.state == stOpen {
+					fn(c)
+				}
+			}
+		}}, false)
 	}
 }
 

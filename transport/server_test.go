@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"runtime"
 	"strings"
 	"sync"
@@ -655,9 +656,22 @@ func TestIdleMemory(t *testing.T) {
 	if testing.Short() {
 		t.Skip()
 	}
+	t.Run("plain", func(t *testing.T) { testIdleMemory(t, Config{}, false) })
+	// Behind a load balancer with per-IP limits: each connection sends a PROXY header
+	// with a client address of its own, so each also has a per-IP table entry.
+	t.Run("proxy_limits", func(t *testing.T) {
+		testIdleMemory(t, Config{
+			ProxyProtocol: true, TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")},
+			MaxConnectionsPerIP: 10, MaxUpgradesPerIPPerSecond: 10,
+		}, true)
+	})
+}
+
+func testIdleMemory(t *testing.T, cfg Config, proxied bool) {
 	const n = 400
 	h := &countingHandler{}
-	s := startServer(t, Config{Handler: h, Loops: 2, IdleTimeout: time.Hour})
+	cfg.Handler, cfg.Loops, cfg.IdleTimeout = h, 2, time.Hour
+	s := startServer(t, cfg)
 	ap, _ := netipAddrPort(s.Addr())
 	var before, after runtime.MemStats
 	runtime.GC()
@@ -670,9 +684,12 @@ func TestIdleMemory(t *testing.T) {
 			_ = unix.Close(fd)
 		}
 	}()
-	req := []byte(upgradeRequest("/app/k"))
 	buf := make([]byte, 512)
-	for range n {
+	for i := range n {
+		req := []byte(upgradeRequest("/app/k"))
+		if proxied {
+			req = append(fmt.Appendf(nil, "PROXY TCP4 10.0.%d.%d 10.0.0.1 40000 6001\r\n", i/256, i%256), req...)
+		}
 		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 		if err != nil {
 			t.Fatal(err)
@@ -696,6 +713,9 @@ func TestIdleMemory(t *testing.T) {
 	runtime.ReadMemStats(&after)
 	per := float64(int64(after.HeapAlloc)-int64(before.HeapAlloc)) / n
 	t.Logf("server heap per idle WebSocket: %.0f bytes (%d conns)", per, n)
+	if s.limits != nil && s.limits.entries() != n {
+		t.Errorf("%d per-IP entries for %d addresses", s.limits.entries(), n)
+	}
 	if g := runtime.NumGoroutine(); g > goroutines+2 {
 		t.Errorf("%d goroutines for %d idle conns, %d before", g, n, goroutines)
 	}
@@ -766,5 +786,38 @@ func BenchmarkFanout(b *testing.B) {
 			}
 			wg.Wait()
 		})
+	}
+}
+
+// Each visits every open connection on its own loop, and only open ones.
+func TestEachVisitsOpenConnections(t *testing.T) {
+	h := newTestHandler()
+	s := startServer(t, Config{Handler: h})
+	cls := dialMany(t, s.Addr(), 6)
+	all, _ := collect(t, h, s, 6)
+	_ = cls[0].Close()
+	h.waitClose(t, all[0].ID())
+	var mu sync.Mutex
+	seen := map[uint64]int{}
+	s.Each(func(c *Conn) {
+		if l := c.Loop(); s.loops[l] == nil {
+			t.Errorf("conn %d on no loop", c.ID())
+		}
+		mu.Lock()
+		seen[c.ID()]++
+		mu.Unlock()
+	})
+	for _, l := range s.loops { // a job posted after Each's runs after it
+		onLoop(t, l, func() {})
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != 5 || seen[all[0].ID()] != 0 {
+		t.Fatalf("Each visited %v, want the 5 open connections once each", seen)
+	}
+	for id, n := range seen {
+		if n != 1 {
+			t.Errorf("conn %d visited %d times", id, n)
+		}
 	}
 }

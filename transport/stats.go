@@ -6,7 +6,7 @@ import "sync/atomic"
 type Stats struct {
 	Accepted        uint64 // TCP connections accepted
 	Upgraded        uint64 // WebSocket handshakes completed
-	HandshakeFailed uint64 // handshakes answered with an HTTP error or timed out
+	HandshakeFailed uint64 // handshakes refused (an HTTP error, or closed for a PROXY header) or timed out: the sum of Refused
 	HTTPRequests    uint64 // connections handed to the HTTP handler
 	Open            int64  // WebSocket connections open now
 	BytesIn         uint64
@@ -15,15 +15,69 @@ type Stats struct {
 	FramesOut       uint64
 	MailboxDropped  uint64            // fan-out jobs dropped because a loop's mailbox was full
 	Closed          map[string]uint64 // closes by CloseReason.Label
+	// Refused counts the connections refused before they became WebSockets, by
+	// label (the Refused* constants); every label is present, zero or not.
+	Refused map[string]uint64
+
+	Draining    bool   // Drain has been called
+	DrainTotal  uint64 // WebSocket connections open when Drain started
+	DrainClosed uint64 // of those, how many Drain has started closing so far
+}
+
+// Refusal labels: why a connection was refused before it became a WebSocket. They
+// are metric labels, stable across releases.
+const (
+	RefusedProxyMissing   = "proxy_missing"               // a trusted source sent no PROXY header (closed)
+	RefusedProxyInvalid   = "proxy_invalid"               // a malformed, oversized or UDP/UNIX PROXY header (closed)
+	RefusedProxyUntrusted = "proxy_untrusted"             // a PROXY header from a source not in TrustedProxies (closed)
+	RefusedConnsPerIP     = "too_many_connections_per_ip" // MaxConnectionsPerIP reached (429)
+	RefusedUpgradesPerIP  = "too_many_upgrades_per_ip"    // MaxUpgradesPerIPPerSecond exceeded (429)
+	RefusedDraining       = "draining"                    // an upgrade after Drain started (503)
+	RefusedHeadTimeout    = "head_timeout"                // the request head did not arrive within HandshakeTimeout (408)
+	RefusedHeadTooLarge   = "head_too_large"              // the request head passed MaxHeaderBytes (431)
+	RefusedBadRequest     = "bad_request"                 // a malformed request head or WebSocket handshake (400, 426)
+	RefusedRejected       = "rejected"                    // Handler.Accept returned an error (its status)
+)
+
+// refusal indexes the per-loop refusal counters; refusalLabels names each.
+type refusal uint8
+
+const (
+	refProxyMissing refusal = iota
+	refProxyInvalid
+	refProxyUntrusted
+	refConnsPerIP
+	refUpgradesPerIP
+	refDraining
+	refHeadTimeout
+	refHeadTooLarge
+	refBadRequest
+	refRejected
+	numRefusals
+)
+
+var refusalLabels = [numRefusals]string{
+	refProxyMissing:   RefusedProxyMissing,
+	refProxyInvalid:   RefusedProxyInvalid,
+	refProxyUntrusted: RefusedProxyUntrusted,
+	refConnsPerIP:     RefusedConnsPerIP,
+	refUpgradesPerIP:  RefusedUpgradesPerIP,
+	refDraining:       RefusedDraining,
+	refHeadTimeout:    RefusedHeadTimeout,
+	refHeadTooLarge:   RefusedHeadTooLarge,
+	refBadRequest:     RefusedBadRequest,
+	refRejected:       RefusedRejected,
 }
 
 // counters belong to one loop: only that loop writes them (load+store, no locked
 // read-modify-write on the hot path, no cache line shared between loops); Stats
 // reads them with atomic loads.
 type counters struct {
-	accepted, upgraded, hsFailed, httpReqs atomic.Uint64
+	accepted, upgraded, httpReqs           atomic.Uint64
 	bytesIn, bytesOut, framesIn, framesOut atomic.Uint64
 	open                                   atomic.Int64
+	refused                                [numRefusals]atomic.Uint64
+	drainTotal, drainClosed                atomic.Uint64
 	_                                      [64]byte // keep the next loop's counters off this cache line
 }
 
@@ -32,18 +86,32 @@ func bump(v *atomic.Uint64, n uint64) { v.Store(v.Load() + n) }
 
 // Stats returns a snapshot of the counters.
 func (s *Server) Stats() Stats {
-	st := Stats{MailboxDropped: s.mailboxDropped.Load(), Closed: map[string]uint64{}}
+	st := Stats{
+		MailboxDropped: s.mailboxDropped.Load(),
+		Closed:         map[string]uint64{},
+		Refused:        make(map[string]uint64, numRefusals),
+		Draining:       s.draining.Load(),
+	}
+	for _, label := range refusalLabels {
+		st.Refused[label] = 0
+	}
 	for _, l := range s.loops {
 		c := &l.st
 		st.Accepted += c.accepted.Load()
 		st.Upgraded += c.upgraded.Load()
-		st.HandshakeFailed += c.hsFailed.Load()
 		st.HTTPRequests += c.httpReqs.Load()
 		st.Open += c.open.Load()
 		st.BytesIn += c.bytesIn.Load()
 		st.BytesOut += c.bytesOut.Load()
 		st.FramesIn += c.framesIn.Load()
 		st.FramesOut += c.framesOut.Load()
+		for i := range c.refused {
+			v := c.refused[i].Load()
+			st.Refused[refusalLabels[i]] += v
+			st.HandshakeFailed += v
+		}
+		st.DrainTotal += c.drainTotal.Load()
+		st.DrainClosed += c.drainClosed.Load()
 	}
 	s.closed.Range(func(k, v any) bool {
 		st.Closed[k.(string)] = v.(*atomic.Uint64).Load()

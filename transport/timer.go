@@ -87,7 +87,7 @@ func (l *loop) advance() {
 // timeout is the epoll_wait timeout in ms: until the next tick, or forever when
 // nothing waits on the wheel.
 func (l *loop) timeout() int {
-	if l.wheel.n == 0 && !l.acceptPaused {
+	if l.wheel.n == 0 && !l.acceptPaused && (l.pace == nil || l.pace.issuedAll) {
 		return -1
 	}
 	d := l.wheel.next*int64(tick) - l.now
@@ -103,7 +103,7 @@ func (l *loop) fire(c *Conn) {
 			l.schedule(c, d)
 			return
 		}
-		l.rejectHead(c, 408, "request head not received in time")
+		l.rejectHead(c, refHeadTimeout, 408, "request head not received in time")
 	case stOpen:
 		if cfg.IdleTimeout <= 0 {
 			return

@@ -175,6 +175,7 @@ func (l *loop) finish(c *Conn, reason CloseReason) {
 		reason = c.ext.reason
 	}
 	_ = unix.Close(int(c.fd)) // also removes it from the epoll set
+	l.releaseIP(c)
 	l.freeSlot(c.slot)
 	c.fd = -1
 	c.state = stDead
