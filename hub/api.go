@@ -126,10 +126,13 @@ func (s *apiServer) serve(w http.ResponseWriter, r *http.Request, fn apiFunc) (a
 	if a == nil {
 		return nil, newAPIError(http.StatusNotFound, errAPINotFound, "unknown app id %q", id)
 	}
-	if a.cfg.Disabled {
+	// One version of the app's config for the whole request: a reload in between
+	// cannot pair the old key with the new secret.
+	cfg := a.conf()
+	if cfg.Disabled {
 		return nil, newAPIError(http.StatusForbidden, errAPIForbidden, "app %q is disabled", id)
 	}
-	body, err := readAPIBody(w, r, apiBodyLimit(&a.cfg))
+	body, err := readAPIBody(w, r, apiBodyLimit(cfg))
 	if err != nil {
 		return nil, err
 	}
@@ -137,7 +140,7 @@ func (s *apiServer) serve(w http.ResponseWriter, r *http.Request, fn apiFunc) (a
 	if err != nil {
 		return nil, newAPIError(http.StatusBadRequest, errAPIBadRequest, "malformed query string: %v", err)
 	}
-	if err := verifyRequest(r.Method, r.URL.Path, query, body, a.cfg.Key, a.cfg.Secret, s.b.now()); err != nil {
+	if err := verifyRequest(r.Method, r.URL.Path, query, body, cfg.Key, cfg.Secret, s.b.now()); err != nil {
 		return nil, err
 	}
 	return fn(r.Context(), r, a, query, body)
@@ -257,7 +260,7 @@ type apiCacheInfo struct {
 // ---- handlers ----
 
 func (s *apiServer) events(ctx context.Context, _ *http.Request, a *appState, _ url.Values, body []byte) (any, error) {
-	ev, err := parseEventsBody(body, &a.cfg)
+	ev, err := parseEventsBody(body, a.conf())
 	if err != nil {
 		return nil, err
 	}
@@ -282,7 +285,7 @@ func (s *apiServer) events(ctx context.Context, _ *http.Request, a *appState, _ 
 }
 
 func (s *apiServer) batchEvents(ctx context.Context, _ *http.Request, a *appState, _ url.Values, body []byte) (any, error) {
-	batch, err := parseBatchBody(body, &a.cfg)
+	batch, err := parseBatchBody(body, a.conf())
 	if err != nil {
 		return nil, err
 	}
@@ -405,7 +408,7 @@ func (s *apiServer) channels(ctx context.Context, _ *http.Request, a *appState, 
 
 func (s *apiServer) channel(ctx context.Context, r *http.Request, a *appState, query url.Values, _ []byte) (any, error) {
 	name := r.PathValue("channel_name")
-	if !validChannelName(name, a.cfg.MaxChannelNameLength) {
+	if !validChannelName(name, a.conf().MaxChannelNameLength) {
 		return nil, apiBadRequest("invalid channel name %q", name)
 	}
 	info, err := parseAPIInfo(query.Get("info"), apiInfoUserCount|apiInfoSubscriptionCount|apiInfoCache)
@@ -454,7 +457,7 @@ type apiUser struct {
 
 func (s *apiServer) users(ctx context.Context, r *http.Request, a *appState, _ url.Values, _ []byte) (any, error) {
 	name := r.PathValue("channel_name")
-	if !validChannelName(name, a.cfg.MaxChannelNameLength) {
+	if !validChannelName(name, a.conf().MaxChannelNameLength) {
 		return nil, apiBadRequest("invalid channel name %q", name)
 	}
 	if !apiChannel(name).presence() {
@@ -475,8 +478,8 @@ func (s *apiServer) users(ctx context.Context, r *http.Request, a *appState, _ u
 
 func (s *apiServer) terminate(ctx context.Context, r *http.Request, a *appState, _ url.Values, _ []byte) (any, error) {
 	id := r.PathValue("user_id")
-	if id == "" || len(id) > a.cfg.MaxUserIDLength {
-		return nil, apiBadRequest("invalid user id: must be 1 to %d bytes", a.cfg.MaxUserIDLength)
+	if n := a.conf().MaxUserIDLength; id == "" || len(id) > n {
+		return nil, apiBadRequest("invalid user id: must be 1 to %d bytes", n)
 	}
 	if err := s.b.terminateUser(ctx, a, id); err != nil {
 		return nil, coreError(err, errAPIInternal, "terminate_connections reached this node only")

@@ -57,7 +57,7 @@ func newAPIFake(apps ...App) *apiFake {
 		cached:   map[string]apiFakeCached{},
 	}
 	for _, a := range apps {
-		f.apps[a.ID] = &appState{cfg: a.withDefaults()}
+		f.apps[a.ID] = newAppState(a, &appStats{})
 	}
 	return f
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/herald-rt/herald/webhook"
@@ -161,4 +162,38 @@ func (a *App) originAllowed(origin string) bool {
 		}
 	}
 	return false
+}
+
+// appState is one app at run time. The hub knows an app by its id for its whole life:
+// a reload that keeps the id updates the same appState (its connections, channels,
+// users and counters stay), one that drops the id leaves it disabled, and one that
+// brings the id back enables it again.
+type appState struct {
+	id    string              // never changes
+	cfg   atomic.Pointer[App] // with defaults applied; replaced whole by a reload, never modified
+	stats *appStats
+	auth  authQueue // connections waiting for user_authentication_timeout
+}
+
+func newAppState(cfg App, stats *appStats) *appState {
+	a := &appState{id: cfg.ID, stats: stats}
+	a.setConf(cfg)
+	return a
+}
+
+// conf is the app's current config. Code that reads several fields for one decision
+// reads them from one conf() (a key with its secret, a limit with its message), so
+// that a reload in between cannot mix two versions. Loops read it without a lock: an
+// atomic load, no copy, no per-connection state.
+func (a *appState) conf() *App { return a.cfg.Load() }
+
+func (a *appState) setConf(cfg App) {
+	c := cfg.withDefaults()
+	a.cfg.Store(&c)
+}
+
+// appSet is the apps served, by key and by id: built whole by New or a reload and
+// published through Hub.apps, never modified afterwards.
+type appSet struct {
+	byKey, byID map[string]*appState
 }

@@ -27,20 +27,30 @@ type authWait struct {
 	deadline time.Time
 }
 
+// reset forgets the waiting connections and returns them.
+func (q *authQueue) reset() []authWait {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	w := q.q
+	q.q = nil
+	return w
+}
+
 // watchAuth queues c for the app's authentication deadline (loop, OnOpen).
 func (h *Hub) watchAuth(c *client) {
 	a := c.app
-	if a.cfg.UserAuthenticationTimeout <= 0 {
+	timeout := time.Duration(a.conf().UserAuthenticationTimeout)
+	if timeout <= 0 {
 		return
 	}
 	a.auth.mu.Lock()
-	a.auth.q = append(a.auth.q, authWait{c: c, deadline: time.Now().Add(time.Duration(a.cfg.UserAuthenticationTimeout))})
+	a.auth.q = append(a.auth.q, authWait{c: c, deadline: time.Now().Add(timeout)})
 	a.auth.mu.Unlock()
 }
 
 // authorized marks c as signed in or subscribed to an authorized channel (loop).
 func (c *client) authorized() {
-	if c.app.cfg.UserAuthenticationTimeout > 0 {
+	if c.app.conf().UserAuthenticationTimeout > 0 {
 		c.x().authed = true
 	}
 }
@@ -54,9 +64,11 @@ func (h *Hub) authLoop(stop <-chan struct{}) {
 		case <-stop:
 			return
 		case now := <-t.C:
-			for _, a := range h.appsByID {
-				if a.cfg.UserAuthenticationTimeout > 0 {
+			for _, a := range h.apps.Load().byID {
+				if a.conf().UserAuthenticationTimeout > 0 {
 					h.expireAuth(a, now)
+				} else {
+					a.auth.reset() // a reload turned the timeout off: nobody waits any more
 				}
 			}
 		}

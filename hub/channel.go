@@ -156,7 +156,7 @@ func (x *index) shard(key string) *indexShard {
 	return &x.shards[maphash.String(x.seed, key)%uint64(len(x.shards))]
 }
 
-func channelKey(a *appState, name string) string { return a.cfg.ID + ":" + name }
+func channelKey(a *appState, name string) string { return a.id + ":" + name }
 
 // acquire returns the channel, creating it, and takes a reference.
 func (x *index) acquire(a *appState, name string) *channel {

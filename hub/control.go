@@ -52,7 +52,7 @@ func (h *Hub) terminateUser(ctx context.Context, a *appState, userID string) err
 	h.terminateLocal(a, userID)
 	ctx, cancel := context.WithTimeout(ctx, h.cfg.OpTimeout)
 	defer cancel()
-	if err := h.broker.PublishControl(ctx, h.controlMessage(ctlTerminate, []byte(a.cfg.ID), []byte(userID))); err != nil {
+	if err := h.broker.PublishControl(ctx, h.controlMessage(ctlTerminate, []byte(a.id), []byte(userID))); err != nil {
 		h.metrics.brokerError()
 		return err
 	}
@@ -91,7 +91,7 @@ func (h *Hub) handleControl(data []byte) error {
 		if !ok {
 			return errBadControl
 		}
-		if a := h.appsByID[string(appID)]; a != nil {
+		if a := h.appByID(string(appID)); a != nil {
 			h.terminateLocal(a, string(user))
 		}
 		return nil

@@ -80,7 +80,7 @@ func (s *countSync) markLocked(a *appState, name string) {
 
 // markAll marks every channel this node has, after the store lost its share.
 func (s *countSync) markAll() {
-	for _, a := range s.h.appsByID {
+	for _, a := range s.h.apps.Load().byID {
 		var names []string
 		s.h.index.each(a, func(ch *channel) { names = append(names, ch.name) })
 		s.mu.Lock()
@@ -221,10 +221,10 @@ func (s *countSync) report(batch map[*appState]map[string]struct{}) bool {
 func (s *countSync) send(a *appState, counts []presence.ChannelCount) bool {
 	ctx, cancel := s.h.opContext()
 	defer cancel()
-	rep, err := s.h.presence.SetSubscriptions(ctx, a.cfg.ID, counts)
+	rep, err := s.h.presence.SetSubscriptions(ctx, a.id, counts)
 	if err != nil {
 		s.h.metrics.storeError()
-		s.h.log.Debug("reporting subscription counts failed; will retry", "app", a.cfg.ID, "channels", len(counts), "err", err)
+		s.h.log.Debug("reporting subscription counts failed; will retry", "app", a.id, "channels", len(counts), "err", err)
 		return false
 	}
 	s.h.channelTransitions(a, rep.Transitions)

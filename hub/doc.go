@@ -7,10 +7,10 @@
 // New(Config) builds a Hub, which owns a transport.Server (the epoll loops and the
 // public port), a pubsub.Broker and a presence.Store (built through Config.NewBroker
 // and Config.NewPresence: the memory engines for one node, the Redis engines for a
-// cluster; cmd/herald chooses). Run serves; Shutdown drains with close code 4200.
-// APIHandler is the HTTP API, served on the same port as the WebSockets (the
-// transport hands it every plain HTTP request). Stats feeds the admin server and the
-// Prometheus collector registered through Config.Registerer.
+// cluster; cmd/herald chooses). Run serves; Drain and Shutdown stop (below); Reload
+// replaces the apps. APIHandler is the HTTP API, served on the same port as the
+// WebSockets (the transport hands it every plain HTTP request). Stats feeds the admin
+// server and the Prometheus collector registered through Config.Registerer.
 //
 // The hub is the engines' handler: pubsub.Handler (HandleMessage, HandleControl,
 // HandleBrokerState) and presence.Handler (HandleDepartures, HandleReset).
@@ -66,6 +66,52 @@
 //     own. Authorized connections (authtimeout.go) close what stays unauthorized
 //     past an app's timeout with 4009.
 //
+// # Stopping
+//
+// A graceful stop is Drain(ctx, window) then Shutdown(ctx), both with the one
+// deadline of the whole stop (cmd/herald: --drain-window, --shutdown-timeout):
+//
+//  1. Drain: Draining is true from its first statement (the admin server's /readyz
+//     answers 503, so load balancers stop sending), then the transport closes its
+//     listener (an upgrade under way is answered 503) and closes the open connections
+//     with 4200 ("reconnect now") spread evenly over window, so that the other nodes
+//     take them in a trickle. Drain returns when all are closed, or early when its
+//     context ends: the caller cancels it to cut the drain short (a second signal).
+//     It logs its start, its progress every second and its end.
+//  2. Shutdown: closes what is still open with 4200 at once, lets the queued broker and
+//     presence work finish (member_removed, the last subscription counts) and the
+//     webhook confirmations that wait out the departure grace, closes the broker and
+//     the store (the node leaves the cluster), and last the webhook sender, which
+//     sends what it holds. Whatever the deadline leaves undone is abandoned: the
+//     cluster cleans up after the node when its lease runs out.
+//
+// Shutdown alone is the immediate stop (tests, and what follows a cut drain).
+//
+// # Reloading the apps
+//
+// Reload(load) replaces the apps served while connections stay up (cmd/herald calls
+// it on SIGHUP with the apps of --config and the flags). The new set is validated
+// whole first; a set New would refuse, or load's error, is refused: nothing changes,
+// and the refusal is logged and counted (herald_config_reloads_total{result="error"},
+// Stats().Node.ConfigReloads). Otherwise it applies at once:
+//
+//   - added apps take connections and API calls from then on;
+//   - removed apps get 4001 on connect and 404 from the API, newly disabled ones 4003
+//     and 403, and the open connections of both are closed with 4003 at once (the
+//     transport visits every connection on its loop, transport.Server.Each: the hub
+//     keeps no list of an app's connections, which would cost memory on every one);
+//   - a changed key or secret checks every signature that follows (subscriptions,
+//     sign-ins, API requests), on connections already open too; changed limits apply
+//     to what comes next; changed webhooks go to webhook.Sender.Reload, which keeps
+//     the queues of unchanged hooks.
+//
+// An app is known by its id: across reloads its connections, channels, users and
+// counters stay with it, whatever its key becomes. Each app's config is an immutable
+// App behind an atomic pointer (appState.conf), and the set of apps an immutable
+// appSet behind another (Hub.apps), both replaced whole: loops and handlers read them
+// with one atomic load and no lock, and a decision that reads several fields reads
+// them from one conf() (a key with its secret).
+//
 // # Failures
 //
 // Connections never close because the broker or the store fails. While they are down,
@@ -94,11 +140,14 @@
 //
 // Every broker and store call has a context from opContext (Config.OpTimeout), whose
 // parent is cancelled when Shutdown's deadline passes, so queued work cannot hold the
-// shutdown past it.
+// shutdown past it. Drain runs one goroutine of its own (its progress log) and waits
+// for it; Reload runs on its caller's goroutine, one at a time.
 //
-// Locks, in the order they may be taken: an index shard's mutex, then a channel's mu.
-// userTable, brokerSubs, countSync and appStats have leaf locks that are never held
-// while taking another (countSync's is taken under a channel's mu, by activate).
+// Locks, in the order they may be taken: Hub.reloadMu (Reload), then an index shard's
+// mutex, then a channel's mu. userTable, authQueue, brokerSubs, countSync and appStats
+// have leaf locks that are never held while taking another (countSync's is taken
+// under a channel's mu, by activate; userTable's and authQueue's under reloadMu, by
+// closeApp).
 //
 // # Invariants
 //

@@ -24,7 +24,8 @@ import (
 
 // Config configures a Hub. The zero value serves no app; everything else has a default.
 type Config struct {
-	// Apps are the tenants served. Keys and ids must be unique.
+	// Apps are the tenants served at start (Reload replaces them). Keys and ids must
+	// be unique.
 	Apps []App
 	// NodeID is the first half of every socket_id ("<node>.<conn>"), so that socket ids
 	// are unique across nodes; a cluster store refuses an id that a live node holds.
@@ -74,10 +75,11 @@ type Config struct {
 	Registerer prometheus.Registerer
 }
 
-// Errors returned by New.
+// Errors returned by New and Reload.
 var (
 	ErrDuplicateApp = errors.New("hub: duplicate app id or key")
 	ErrNoApps       = errors.New("hub: no app configured")
+	ErrClosed       = errors.New("hub: shut down")
 )
 
 // Hub is one Herald node's Pusher protocol engine. It owns the transport server, the
@@ -89,13 +91,17 @@ type Hub struct {
 	nodeID  uint32
 	nodeStr string
 
-	appsByKey map[string]*appState
-	appsByID  map[string]*appState
+	// apps is the set served, replaced whole by Reload and read without a lock.
+	apps atomic.Pointer[appSet]
+	// known holds every app this hub has served, by id, so that an id a reload brings
+	// back finds its state (channels, users and counters of its connections).
+	reloadMu sync.Mutex // serializes Reload; guards known
+	known    map[string]*appState
 
 	srv      *transport.Server
 	broker   pubsub.Broker
 	presence presence.Store
-	hooks    *webhook.Sender // nil when no app has a webhook
+	hooks    *webhook.Sender // made even when no app has a webhook: a reload may add one
 	index    *index
 	ops      *ops
 	bsubs    *brokerSubs
@@ -116,7 +122,8 @@ type Hub struct {
 	settling atomic.Int64 // webhook confirmations waiting out the departure grace
 
 	shutdownOnce sync.Once
-	closed       atomic.Bool
+	draining     atomic.Bool // Drain or Shutdown began: readiness fails
+	closed       atomic.Bool // Shutdown began
 
 	stopAuth chan struct{} // closed by Shutdown: ends authLoop
 	authDone chan struct{} // closed when authLoop returned
@@ -128,8 +135,8 @@ const nodeIDAttempts = 8
 // New builds a hub, its presence store and broker, and binds its listening socket.
 // Call Run to serve.
 func New(cfg Config) (*Hub, error) {
-	if len(cfg.Apps) == 0 {
-		return nil, ErrNoApps
+	if err := validateApps(cfg.Apps); err != nil {
+		return nil, err
 	}
 	if cfg.ActivityTimeout <= 0 {
 		cfg.ActivityTimeout = 120 * time.Second
@@ -167,44 +174,28 @@ func New(cfg Config) (*Hub, error) {
 		cfg.NewBroker = func(_ uint32, h pubsub.Handler) (pubsub.Broker, error) { return pubsub.NewMemory(h), nil }
 	}
 	h := &Hub{
-		cfg:       cfg,
-		log:       cfg.Logger,
-		clock:     time.Now,
-		appsByKey: make(map[string]*appState),
-		appsByID:  make(map[string]*appState),
-		index:     newIndex(),
+		cfg:   cfg,
+		log:   cfg.Logger,
+		clock: time.Now,
+		known: make(map[string]*appState),
+		index: newIndex(),
 	}
 	h.base, h.cancelBase = context.WithCancel(context.Background())
-	for _, a := range cfg.Apps {
-		if err := a.Validate(); err != nil {
-			return nil, err
-		}
-		if h.appsByKey[a.Key] != nil || h.appsByID[a.ID] != nil {
-			return nil, fmt.Errorf("%w: %s", ErrDuplicateApp, a.ID)
-		}
-		st := &appState{cfg: a.withDefaults()}
-		h.appsByKey[a.Key] = st
-		h.appsByID[a.ID] = st
-	}
 	h.metrics = newMetrics(h, cfg.Registerer)
-	for _, a := range h.appsByID {
-		a.stats = h.metrics.forApp(a.cfg.ID)
-	}
-	wc := cfg.Webhooks
-	wc.Apps, wc.Logger, wc.Registerer = nil, cfg.Logger, cfg.Registerer
+	set := &appSet{byKey: make(map[string]*appState), byID: make(map[string]*appState)}
 	for _, a := range cfg.Apps {
-		if len(a.Webhooks) > 0 {
-			wc.Apps = append(wc.Apps, webhook.App{ID: a.ID, Key: a.Key, Secret: a.Secret, Hooks: a.Webhooks})
-		}
+		st := newAppState(a, h.metrics.forApp(a.ID))
+		h.known[a.ID] = st
+		set.byKey[a.Key], set.byID[a.ID] = st, st
 	}
-	if len(wc.Apps) > 0 {
-		var err error
-		if h.hooks, err = webhook.New(wc); err != nil {
-			return nil, fmt.Errorf("hub: webhooks: %w", err)
-		}
+	h.apps.Store(set)
+	wc := cfg.Webhooks
+	wc.Apps, wc.Logger, wc.Registerer = webhookApps(cfg.Apps), cfg.Logger, cfg.Registerer
+	var err error
+	if h.hooks, err = webhook.New(wc); err != nil {
+		return nil, fmt.Errorf("hub: webhooks: %w", err)
 	}
 
-	var err error
 	for attempt := 1; ; attempt++ {
 		h.nodeID = cfg.NodeID
 		if h.nodeID == 0 {
@@ -297,18 +288,67 @@ func (h *Hub) Addr() string { return h.srv.Addr() }
 // NodeID is the node part of this hub's socket ids.
 func (h *Hub) NodeID() uint32 { return h.nodeID }
 
-// Draining reports whether Shutdown has started (readiness probes fail from then on).
-func (h *Hub) Draining() bool { return h.closed.Load() }
+// Draining reports whether Drain or Shutdown has started (readiness probes fail from
+// then on).
+func (h *Hub) Draining() bool { return h.draining.Load() }
 
-// Shutdown stops accepting, closes every connection with 4200 so that clients reconnect
-// to another node at once, and waits for them (until ctx ends). It then finishes the
-// queued broker and presence work (member_removed for the users who left, the last
-// subscription counts) and closes the broker and the store. When ctx ends first, the
-// remaining work is abandoned: a cluster's other nodes clean up after this one when its
-// lease runs out. Only the transport's error is returned; the engines' are logged.
+// drainLogEvery is how often Drain logs its progress at most.
+const drainLogEvery = time.Second
+
+// Drain is the graceful start of a stop; Shutdown follows it. The hub is draining from
+// Drain's first statement on (Draining is true: readiness probes fail); then the
+// transport stops accepting (an upgrade under way is answered 503) and closes the open
+// connections with 4200 spread evenly over window, so that their clients reconnect to
+// the other nodes without arriving there all at once. Drain returns when every
+// connection is closed, or when ctx ends (then the caller wants the rest closed at
+// once, which Shutdown does), with the transport's error (transport.ErrDrainCut when
+// ctx ended). It logs its start, its progress at most every drainLogEvery, and its
+// end. Call it once, before Shutdown.
+func (h *Hub) Drain(ctx context.Context, window time.Duration) error {
+	h.draining.Store(true)
+	start := time.Now()
+	h.log.Info("draining: refusing new connections, closing the open ones with 4200", "connections", h.open.Load(), "window", window)
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(drainLogEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				st := h.srv.Stats()
+				h.log.Info("draining", "connections", h.open.Load(), "closing_started", st.DrainClosed,
+					"of", st.DrainTotal, "elapsed", time.Since(start).Round(time.Millisecond))
+			}
+		}
+	}()
+	err := h.srv.Drain(ctx, closeShutdown, window)
+	close(stop)
+	<-done
+	left := h.open.Load()
+	switch {
+	case err != nil || left > 0:
+		h.log.Info("drain cut short: the rest are closed at once", "connections", left, "elapsed", time.Since(start).Round(time.Millisecond), "err", err)
+	default:
+		h.log.Info("drained: every connection closed", "elapsed", time.Since(start).Round(time.Millisecond))
+	}
+	return err
+}
+
+// Shutdown stops accepting, closes every connection still open with 4200 at once so
+// that clients reconnect to another node, and waits for them (until ctx ends). It then
+// finishes the queued broker and presence work (member_removed for the users who left,
+// the last subscription counts, webhook confirmations), closes the broker and the
+// store, and last the webhook sender. When ctx ends first, the remaining work is
+// abandoned: a cluster's other nodes clean up after this one when its lease runs out.
+// Only the transport's error is returned; the engines' are logged. A graceful stop
+// calls Drain first, so that the connections leave over a window rather than at once.
 func (h *Hub) Shutdown(ctx context.Context) error {
 	var err error
 	h.shutdownOnce.Do(func() {
+		h.draining.Store(true)
 		h.closed.Store(true)
 		stop := context.AfterFunc(ctx, h.cancelBase)
 		defer stop()
@@ -332,10 +372,8 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 		}
 		// Last, with what is left of the deadline: an endpoint that is down would
 		// otherwise hold the engines' goodbye (the lease) until the deadline passed.
-		if h.hooks != nil {
-			if herr := h.hooks.Close(ctx); herr != nil {
-				h.log.Warn("webhooks still queued at shutdown were dropped", "err", herr)
-			}
+		if herr := h.hooks.Close(ctx); herr != nil {
+			h.log.Warn("webhooks still queued at shutdown were dropped", "err", herr)
 		}
 		h.cancelBase()
 	})
@@ -359,17 +397,18 @@ func (h *Hub) Accept(req *transport.UpgradeRequest) (any, error) {
 		return nil, &transport.RejectError{Status: http.StatusNotFound, Message: "path not found; connect to /app/{key}"}
 	}
 	c := &client{}
-	a := h.appsByKey[key]
+	a := h.apps.Load().byKey[key]
 	if a == nil {
 		c.x().reject = &closeAppNotFound
 		return c, nil
 	}
-	if a.cfg.Disabled {
+	cfg := a.conf()
+	if cfg.Disabled {
 		c.app = a
 		c.x().reject = &closeAppDisabled
 		return c, nil
 	}
-	if req.Origin != "" && !a.cfg.originAllowed(req.Origin) {
+	if req.Origin != "" && !cfg.originAllowed(req.Origin) {
 		a.stats.rejected("origin_not_allowed")
 		return nil, &transport.RejectError{Status: http.StatusForbidden, Message: "origin not allowed"}
 	}
@@ -409,13 +448,19 @@ func (h *Hub) OnOpen(tc *transport.Conn) {
 		return
 	}
 	a := c.app
+	cfg := a.conf()
+	if cfg.Disabled { // by a reload since Accept
+		c.x().reject = &closeAppDisabled
+		h.refuse(c, closeAppDisabled)
+		return
+	}
 	n := h.open.Add(1)
 	an := a.stats.open.Add(1)
 	var over *transport.CloseReason
 	switch {
 	case h.cfg.MaxConnections > 0 && n > int64(h.cfg.MaxConnections):
 		over = &closeOverCapacity
-	case a.cfg.MaxConnections > 0 && an > int64(a.cfg.MaxConnections):
+	case cfg.MaxConnections > 0 && an > int64(cfg.MaxConnections):
 		over = &closeOverQuota
 	}
 	if over != nil {
@@ -445,14 +490,19 @@ func (h *Hub) refuse(c *client, r transport.CloseReason) {
 
 func (h *Hub) OnMessage(tc *transport.Conn, msg []byte) {
 	c := tc.Value().(*client)
-	if c.rejected() != nil || c.conn.Closed() {
+	if c.rejected() != nil || c.conn.Closed() || h.closeIfOff(c) {
 		return
 	}
 	c.app.stats.received()
 	h.handleMessage(c, msg)
 }
 
-func (h *Hub) OnIdle(tc *transport.Conn) { tc.WriteText(pingJSON) }
+func (h *Hub) OnIdle(tc *transport.Conn) {
+	if c := tc.Value().(*client); c.rejected() == nil && h.closeIfOff(c) {
+		return
+	}
+	tc.WriteText(pingJSON)
+}
 
 func (h *Hub) OnClose(tc *transport.Conn, reason transport.CloseReason) {
 	c := tc.Value().(*client)

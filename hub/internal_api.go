@@ -14,20 +14,13 @@ import (
 	"github.com/herald-rt/herald/presence"
 )
 
-// appState is one configured app at run time.
-type appState struct {
-	cfg   App // with defaults applied
-	stats *appStats
-	auth  authQueue // connections waiting for user_authentication_timeout
-}
-
-// appByID returns the app with that id, or nil.
-func (h *Hub) appByID(id string) *appState { return h.appsByID[id] }
+// appByID returns the app with that id, or nil (also for an app a reload removed).
+func (h *Hub) appByID(id string) *appState { return h.apps.Load().byID[id] }
 
 // subscriptionCount is the cluster-wide number of connections subscribed to channel.
 func (h *Hub) subscriptionCount(ctx context.Context, a *appState, channel string) (int, error) {
 	h.counts.settle(ctx)
-	return h.presence.Subscriptions(ctx, a.cfg.ID, channel)
+	return h.presence.Subscriptions(ctx, a.id, channel)
 }
 
 // userCount is the number of distinct users in a presence channel.
@@ -39,7 +32,7 @@ func (h *Hub) userCount(ctx context.Context, a *appState, channel string) (int, 
 // subscriber whose name starts with prefix ("" for all).
 func (h *Hub) occupiedChannels(ctx context.Context, a *appState, prefix string) ([]string, error) {
 	h.counts.settle(ctx)
-	cs, err := h.presence.Channels(ctx, a.cfg.ID, prefix)
+	cs, err := h.presence.Channels(ctx, a.id, prefix)
 	if err != nil {
 		return nil, err
 	}

@@ -73,7 +73,7 @@ func (h *Hub) joinPresence(c *client, s *subscription) {
 			fail("ServiceUnavailable", "broker unavailable", 503)
 			return
 		}
-		j, err := h.presence.Join(ctx, ch.key, m.entry, m.Member, a.cfg.MaxPresenceMembers)
+		j, err := h.presence.Join(ctx, ch.key, m.entry, m.Member, a.conf().MaxPresenceMembers)
 		if errors.Is(err, presence.ErrFull) {
 			a.stats.dropped("presence_full")
 			fail("LimitReached", "presence channel member limit reached", 403)
@@ -160,7 +160,7 @@ func (h *Hub) publishMember(a *appState, key string, js []byte, exceptNode uint3
 func (h *Hub) HandleDepartures(deps []presence.Departure) {
 	for _, d := range deps {
 		appID, name, ok := strings.Cut(d.Channel, ":")
-		a := h.appsByID[appID]
+		a := h.appByID(appID)
 		if !ok || a == nil {
 			continue // an app this node does not serve
 		}
@@ -191,7 +191,7 @@ func (h *Hub) HandleReset() {
 
 // reassertAll queues the re-add of every live presence subscription.
 func (h *Hub) reassertAll() {
-	for _, a := range h.appsByID {
+	for _, a := range h.apps.Load().byID {
 		var chans []*channel
 		h.index.each(a, func(ch *channel) {
 			if ch.kind == kindPresence || ch.kind == kindOnline {

@@ -73,10 +73,14 @@ type metrics struct {
 	storeErrs  atomic.Uint64
 	badEnv     atomic.Uint64
 
+	reloadsOK, reloadsErr atomic.Uint64
+	reloadMu              sync.Mutex
+	lastReloadErr         string // guarded by reloadMu
+
 	connections, opened, closed, msgsIn, msgsOut, published, dropped, rejected,
 	channels, subscriptions, brokerErrors, storeErrors, badMessages, opsPending,
-	brokerUp, brokerSubs, brokerReceived, brokerPublished, brokerReconnects, clusterNodes,
-	tAccepted, tUpgraded, tHandshakeFailed, tHTTP, tBytesIn, tBytesOut, tFramesIn, tFramesOut, tMailboxDropped *prometheus.Desc
+	brokerUp, brokerSubs, brokerReceived, brokerPublished, brokerReconnects, clusterNodes, reloads,
+	tAccepted, tUpgraded, tHandshakeFailed, tHTTP, tBytesIn, tBytesOut, tFramesIn, tFramesOut, tMailboxDropped, tRefused *prometheus.Desc
 }
 
 func newMetrics(h *Hub, reg prometheus.Registerer) *metrics {
@@ -105,6 +109,7 @@ func newMetrics(h *Hub, reg prometheus.Registerer) *metrics {
 		brokerPublished:  d("broker_published_messages_total", "Messages this node published through the broker."),
 		brokerReconnects: d("broker_reconnects_total", "Times the broker lost its connection and made a new one."),
 		clusterNodes:     d("cluster_nodes", "Live nodes of the cluster, as the presence store last saw them."),
+		reloads:          d("config_reloads_total", "Apps reloads (SIGHUP), by result: ok (applied) or error (refused; the running apps were kept).", "result"),
 		tAccepted:        d("tcp_accepted_total", "TCP connections accepted on the public port."),
 		tUpgraded:        d("websocket_upgrades_total", "WebSocket handshakes completed."),
 		tHandshakeFailed: d("handshake_failures_total", "Handshakes answered with an HTTP error or timed out."),
@@ -114,6 +119,7 @@ func newMetrics(h *Hub, reg prometheus.Registerer) *metrics {
 		tFramesIn:        d("frames_received_total", "WebSocket frames received."),
 		tFramesOut:       d("frames_sent_total", "WebSocket frames sent."),
 		tMailboxDropped:  d("fanout_dropped_total", "Fan-out jobs dropped because a loop's mailbox was full."),
+		tRefused:         d("connections_refused_total", "Connections refused before they became WebSockets, by reason (PROXY header, per-IP limits, draining, bad handshakes).", "reason"),
 	}
 	if reg != nil {
 		reg.MustRegister(m)
@@ -126,12 +132,26 @@ func (m *metrics) closedNoApp(label string) { m.noApp.closed(label) }
 func (m *metrics) brokerError()             { m.brokerErrs.Add(1) }
 func (m *metrics) storeError()              { m.storeErrs.Add(1) }
 func (m *metrics) badEnvelope()             { m.badEnv.Add(1) }
+func (m *metrics) reloaded()                { m.reloadsOK.Add(1) }
+
+func (m *metrics) reloadFailed(err error) {
+	m.reloadsErr.Add(1)
+	m.reloadMu.Lock()
+	m.lastReloadErr = err.Error()
+	m.reloadMu.Unlock()
+}
+
+func (m *metrics) reloadStats() ReloadStats {
+	m.reloadMu.Lock()
+	defer m.reloadMu.Unlock()
+	return ReloadStats{OK: m.reloadsOK.Load(), Errors: m.reloadsErr.Load(), LastError: m.lastReloadErr}
+}
 
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{m.connections, m.opened, m.closed, m.msgsIn, m.msgsOut, m.published, m.dropped,
 		m.rejected, m.channels, m.subscriptions, m.brokerErrors, m.storeErrors, m.badMessages, m.opsPending,
-		m.brokerUp, m.brokerSubs, m.brokerReceived, m.brokerPublished, m.brokerReconnects, m.clusterNodes, m.tAccepted, m.tUpgraded,
-		m.tHandshakeFailed, m.tHTTP, m.tBytesIn, m.tBytesOut, m.tFramesIn, m.tFramesOut, m.tMailboxDropped} {
+		m.brokerUp, m.brokerSubs, m.brokerReceived, m.brokerPublished, m.brokerReconnects, m.clusterNodes, m.reloads, m.tAccepted, m.tUpgraded,
+		m.tHandshakeFailed, m.tHTTP, m.tBytesIn, m.tBytesOut, m.tFramesIn, m.tFramesOut, m.tMailboxDropped, m.tRefused} {
 		ch <- d
 	}
 }
@@ -181,6 +201,8 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	c(m.brokerPublished, b.Published)
 	c(m.brokerReconnects, b.Reconnects)
 	g(m.clusterNodes, float64(len(st.Node.Nodes)))
+	c(m.reloads, st.Node.ConfigReloads.OK, "ok")
+	c(m.reloads, st.Node.ConfigReloads.Errors, "error")
 	t := st.Node.Transport
 	c(m.tAccepted, t.Accepted)
 	c(m.tUpgraded, t.Upgraded)
@@ -191,6 +213,9 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	c(m.tFramesIn, t.FramesIn)
 	c(m.tFramesOut, t.FramesOut)
 	c(m.tMailboxDropped, t.MailboxDropped)
+	for r, v := range t.Refused {
+		c(m.tRefused, v, r)
+	}
 }
 
 // Stats is a snapshot of the hub's figures, for the admin /stats endpoint.
@@ -218,10 +243,20 @@ type NodeStats struct {
 	// Nodes are the live nodes of the cluster, as the presence store last saw them.
 	Nodes []presence.Node `json:"nodes"`
 	// Webhooks are the webhook sender's figures per app (nil when no app has one).
-	Webhooks         map[string]webhook.AppStats `json:"webhooks,omitempty"`
-	Draining         bool                        `json:"draining"`
-	UnknownAppCloses map[string]uint64           `json:"unknown_app_closes,omitempty"`
-	Transport        TransportStats              `json:"transport"`
+	Webhooks map[string]webhook.AppStats `json:"webhooks,omitempty"`
+	Draining bool                        `json:"draining"`
+	// ConfigReloads counts the apps reloads (SIGHUP) since start.
+	ConfigReloads    ReloadStats       `json:"config_reloads"`
+	UnknownAppCloses map[string]uint64 `json:"unknown_app_closes,omitempty"`
+	Transport        TransportStats    `json:"transport"`
+}
+
+// ReloadStats count the apps reloads: applied, and refused (the running apps kept).
+type ReloadStats struct {
+	OK     uint64 `json:"ok"`
+	Errors uint64 `json:"errors"`
+	// LastError is why the last refused reload was refused; "" if none was.
+	LastError string `json:"last_error,omitempty"`
 }
 
 // TransportStats mirrors transport.Stats for JSON.
@@ -236,6 +271,13 @@ type TransportStats struct {
 	FramesIn        uint64 `json:"frames_in"`
 	FramesOut       uint64 `json:"frames_out"`
 	MailboxDropped  uint64 `json:"mailbox_dropped"`
+	// Refused are the connections refused before they became WebSockets, by reason
+	// (transport.Refused*: a PROXY header missing or untrusted, a per-IP limit, ...).
+	Refused map[string]uint64 `json:"refused"`
+	// DrainTotal and DrainClosed: the WebSockets open when the drain began, and how
+	// many of them it has started closing (both 0 before a drain).
+	DrainTotal  uint64 `json:"drain_total"`
+	DrainClosed uint64 `json:"drain_closed"`
 }
 
 // AppStats are one app's figures on this node.
@@ -264,8 +306,9 @@ var errorLabels = map[string]bool{
 
 // Stats returns a snapshot. It walks the channel index, so it costs O(channels).
 func (h *Hub) Stats() Stats {
-	st := Stats{Apps: make(map[string]AppStats, len(h.appsByID))}
-	for id, a := range h.appsByID {
+	apps := h.apps.Load().byID
+	st := Stats{Apps: make(map[string]AppStats, len(apps))}
+	for id, a := range apps {
 		s := a.stats
 		as := AppStats{
 			Connections:       s.open.Load(),
@@ -304,11 +347,12 @@ func (h *Hub) Stats() Stats {
 	st.Node.BadMessages = h.metrics.badEnv.Load()
 	st.Node.Broker = h.broker.Stats()
 	st.Node.Nodes = h.presence.Nodes()
-	if h.hooks != nil {
-		st.Node.Webhooks = h.hooks.Stats().Apps
+	if w := h.hooks.Stats().Apps; len(w) > 0 {
+		st.Node.Webhooks = w
 	}
 	st.Node.OpsPending = h.ops.pending()
-	st.Node.Draining = h.closed.Load()
+	st.Node.Draining = h.Draining()
+	st.Node.ConfigReloads = h.metrics.reloadStats()
 	if u := h.metrics.noApp.copyMap(&h.metrics.noApp.closes); len(u) > 0 {
 		st.Node.UnknownAppCloses = u
 	}
@@ -316,15 +360,16 @@ func (h *Hub) Stats() Stats {
 	st.Node.Transport = TransportStats{
 		Accepted: t.Accepted, Upgraded: t.Upgraded, HandshakeFailed: t.HandshakeFailed, HTTPRequests: t.HTTPRequests,
 		Open: t.Open, BytesIn: t.BytesIn, BytesOut: t.BytesOut, FramesIn: t.FramesIn, FramesOut: t.FramesOut,
-		MailboxDropped: t.MailboxDropped,
+		MailboxDropped: t.MailboxDropped, Refused: t.Refused, DrainTotal: t.DrainTotal, DrainClosed: t.DrainClosed,
 	}
 	return st
 }
 
 // AppIDs lists the configured app ids, sorted.
 func (h *Hub) AppIDs() []string {
-	ids := make([]string, 0, len(h.appsByID))
-	for id := range h.appsByID {
+	apps := h.apps.Load().byID
+	ids := make([]string, 0, len(apps))
+	for id := range apps {
 		ids = append(ids, id)
 	}
 	sort.Strings(ids)

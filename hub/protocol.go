@@ -109,14 +109,15 @@ func truncate(s string, n int) string {
 
 // checkAuth compares a client's auth ("key:hexsig") with the expected one in constant time.
 func (h *Hub) checkAuth(c *client, auth, signed string) bool {
-	want := c.app.cfg.Key + ":" + sign(c.app.cfg.Secret, signed)
+	cfg := c.app.conf() // key and secret of one version: a reload swaps them together
+	want := cfg.Key + ":" + sign(cfg.Secret, signed)
 	return subtle.ConstantTimeCompare([]byte(auth), []byte(want)) == 1
 }
 
 func (h *Hub) subscribe(c *client, d *subscribeData) {
 	a := c.app
 	name := d.Channel
-	if !validChannelName(name, a.cfg.MaxChannelNameLength) {
+	if !validChannelName(name, a.conf().MaxChannelNameLength) {
 		c.conn.WriteText(subscriptionErrorJSON(name, "InvalidChannel", "invalid channel name", 400))
 		return
 	}
@@ -149,7 +150,7 @@ func (h *Hub) subscribe(c *client, d *subscribeData) {
 			return
 		}
 		var err string
-		member, err = parseChannelData(d.ChannelData, &a.cfg)
+		member, err = parseChannelData(d.ChannelData, a.conf())
 		if err != "" {
 			c.conn.WriteText(subscriptionErrorJSON(name, "InvalidChannelData", err, 400))
 			return
@@ -269,7 +270,9 @@ func (h *Hub) activate(c *client, s *subscription, presenceData, cached []byte) 
 // sendSubscribed sends subscription_succeeded and, on cache channels, the cached event
 // or pusher:cache_miss (loop).
 func (h *Hub) sendSubscribed(c *client, s *subscription, presenceData, cached []byte) {
-	if s.dead.Load() || c.conn.Closed() {
+	if s.dead.Load() || c.conn.Closed() || h.closeIfOff(c) {
+		// A reload disabled the app while the subscription was under way, after it
+		// closed the connections it found in channels (reload.go).
 		return
 	}
 	ch := s.ch
@@ -362,7 +365,7 @@ func (h *Hub) signin(c *client, d *signinData) {
 		c.conn.WriteText(errorJSON(4009, "sign-in failed: user_data needs a non-empty string id"))
 		return
 	}
-	if len(id) > c.app.cfg.MaxUserIDLength {
+	if len(id) > c.app.conf().MaxUserIDLength {
 		c.conn.WriteText(errorJSON(4009, "sign-in failed: user id too long"))
 		return
 	}
@@ -390,14 +393,15 @@ func (h *Hub) signin(c *client, d *signinData) {
 // clientEvent relays a client-* event to the channel's other subscribers.
 func (h *Hub) clientEvent(c *client, m *clientMessage) {
 	a := c.app
+	cfg := a.conf()
 	switch {
-	case !a.cfg.ClientEvents:
+	case !cfg.ClientEvents:
 		c.conn.WriteText(errorJSON(4301, "client events are not enabled for this app"))
 		return
-	case len(m.Event) > a.cfg.MaxEventNameLength:
+	case len(m.Event) > cfg.MaxEventNameLength:
 		c.conn.WriteText(errorJSON(4301, "client event name too long"))
 		return
-	case len(m.Data) > a.cfg.MaxEventBytes:
+	case len(m.Data) > cfg.MaxEventBytes:
 		c.conn.WriteText(errorJSON(4301, "client event data too large"))
 		return
 	}
@@ -418,7 +422,7 @@ func (h *Hub) clientEvent(c *client, m *clientMessage) {
 	if now != x.evWindow {
 		x.evWindow, x.evCount = now, 0
 	}
-	if int(x.evCount) >= a.cfg.MaxClientEventsPerSecond {
+	if int(x.evCount) >= cfg.MaxClientEventsPerSecond {
 		a.stats.dropped("client_event_rate")
 		c.conn.WriteText(errorJSON(4301, "client event rate limit exceeded"))
 		return

@@ -38,7 +38,7 @@ type announcer struct {
 
 // wantsCounts reports whether app a hears about subscription counts at all: the
 // subscription_count webhook too comes only with the app's subscription_count.
-func (h *Hub) wantsCounts(a *appState) bool { return a.cfg.SubscriptionCount }
+func (h *Hub) wantsCounts(a *appState) bool { return a.conf().SubscriptionCount }
 
 // announceCounts announces the counts a report changed (countSync goroutine).
 func (s *countSync) announceCounts(a *appState, counts []presence.ChannelCount) {
@@ -90,9 +90,9 @@ func (s *countSync) announceTrailing() time.Duration {
 			}
 			continue
 		}
-		name := key[len(a.cfg.ID)+1:]
+		name := key[len(a.id)+1:]
 		ctx, cancel := h.opContext()
-		n, err := h.presence.Subscriptions(ctx, a.cfg.ID, name)
+		n, err := h.presence.Subscriptions(ctx, a.id, name)
 		cancel()
 		if err != nil {
 			h.metrics.storeError()

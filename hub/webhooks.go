@@ -34,7 +34,7 @@ import (
 // wants reports whether any webhook of app a takes events of type name, so that the
 // hub builds no event nobody wants.
 func (h *Hub) wants(a *appState, name string) bool {
-	return h.hooks != nil && h.hooks.Enabled(a.cfg.ID, name)
+	return h.hooks.Enabled(a.id, name)
 }
 
 // hook sends ev to app a's webhooks that take it. It never blocks.
@@ -45,7 +45,7 @@ func (h *Hub) hook(a *appState, ev webhook.Event) {
 	if ev.At.IsZero() {
 		ev.At = time.Now()
 	}
-	h.hooks.Send(a.cfg.ID, ev)
+	h.hooks.Send(a.id, ev)
 }
 
 // internalChannel reports channels that exist for the hub's own use (#server-to-user-),
@@ -100,7 +100,7 @@ func (h *Hub) channelTransitions(a *appState, ts []presence.Transition) {
 			}
 			ch := t.Channel
 			h.afterGrace(channelKey(a, ch), func(ctx context.Context) {
-				ok, err := h.presence.ConfirmVacated(ctx, a.cfg.ID, ch)
+				ok, err := h.presence.ConfirmVacated(ctx, a.id, ch)
 				if err != nil {
 					h.metrics.storeError()
 					a.stats.dropped("webhook_unsettled")
@@ -118,7 +118,7 @@ func (h *Hub) channelTransitions(a *appState, ts []presence.Transition) {
 // empty: the node is gone, nobody comes back to it within a grace.
 func (h *Hub) HandleVacated(ts []presence.Transition) {
 	for _, t := range ts {
-		if a := h.appsByID[t.App]; a != nil && !internalChannel(t.Channel) {
+		if a := h.appByID(t.App); a != nil && !internalChannel(t.Channel) {
 			h.hook(a, webhook.Event{Name: webhook.ChannelVacated, Channel: t.Channel})
 		}
 	}

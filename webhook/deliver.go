@@ -3,6 +3,8 @@ package webhook
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -20,11 +22,7 @@ const warnEvery = 30 * time.Second
 // run is the hook's goroutine: it takes batches from the queue and delivers each, one
 // request at a time, until Close drained the queue or gave up on it.
 func (h *hook) run() {
-	defer func() {
-		if h.s.running.Add(-1) == 0 {
-			close(h.s.done)
-		}
-	}()
+	defer h.s.hookDone()
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	batch := make([]queued, 0, h.s.cfg.BatchMax)
@@ -115,7 +113,7 @@ func (h *hook) dropQueue(reason int) {
 // first attempt; then, or when Close gives up, the batch is dropped and counted.
 func (h *hook) deliver(batch []queued, timer *time.Timer) {
 	s := h.s
-	st := &h.app.stats
+	st := h.app.stats
 	deadline := time.Now().Add(s.cfg.RetryFor)
 	backoff := s.cfg.BackoffMin
 	for {
@@ -187,8 +185,9 @@ func (h *hook) post(batch []queued) error {
 	if err != nil {
 		return err
 	}
-	req.Header = h.header.Clone()
-	req.Header["X-Pusher-Signature"] = []string{h.sign(body)}
+	cred := h.cred.Load()
+	req.Header = cred.header.Clone()
+	req.Header["X-Pusher-Signature"] = []string{h.sign(cred, body)}
 	resp, err := s.client.Do(req)
 	if err != nil {
 		return err
@@ -201,8 +200,13 @@ func (h *hook) post(batch []queued) error {
 	return nil
 }
 
-// sign is Sign with the hook's reused HMAC state.
-func (h *hook) sign(body []byte) string {
+// sign is Sign with the hook's reused HMAC state, made anew when a Reload changed the
+// secret.
+func (h *hook) sign(cred *hookCred, body []byte) string {
+	if h.macCred == nil || h.macCred.secret != cred.secret {
+		h.mac = hmac.New(sha256.New, []byte(cred.secret))
+	}
+	h.macCred = cred
 	h.mac.Reset()
 	h.mac.Write(body)
 	var sum [32]byte
@@ -243,7 +247,7 @@ func (h *hook) recovered() {
 		return
 	}
 	if hs.logged {
-		h.s.log.Info("webhook endpoint recovered", "app", h.app.id, "hook", h.index, "url", h.logURL,
+		h.s.log.Info("webhook endpoint recovered", "app", h.app.id, "hook", h.cred.Load().index, "url", h.logURL,
 			"failed_attempts", hs.attempts, "failing_for", time.Since(hs.since))
 	}
 	hs.failing = false
@@ -258,7 +262,7 @@ func (h *hook) warn(now time.Time, msg string, args ...any) {
 		hs.suppressed++
 		return
 	}
-	args = append([]any{"app", h.app.id, "hook", h.index, "url", h.logURL}, args...)
+	args = append([]any{"app", h.app.id, "hook", h.cred.Load().index, "url", h.logURL}, args...)
 	if n := h.qfull.Swap(0); n > 0 {
 		args = append(args, "dropped_queue_full", n)
 	}

@@ -137,7 +137,7 @@ func TestRetry(t *testing.T) {
 		if st.Sent != 3 || st.Failed != 2 || st.Dropped[DropRetriesExhausted] != 0 || st.Failing != 0 || st.LatencyCount != 3 {
 			t.Errorf("stats %+v", st)
 		}
-		if f := s.apps["1"].stats.failed[tMemberAdded].Load(); f != 2 {
+		if f := (*s.apps.Load())["1"].stats.failed[tMemberAdded].Load(); f != 2 {
 			t.Errorf("failed{member_added} = %d", f)
 		}
 
@@ -477,7 +477,7 @@ func TestQueueMemoryReleased(t *testing.T) {
 		for range 3000 {
 			s.Send("1", ev("x"))
 		}
-		h := s.hooks[0]
+		h := (*s.apps.Load())["1"].hooks[0]
 		h.mu.Lock()
 		grown := len(h.buf)
 		h.mu.Unlock()

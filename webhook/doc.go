@@ -6,8 +6,11 @@
 //
 // New(Config) validates the apps' hooks (Hook.Validate) and starts a Sender. The hub
 // calls Send for each event it decides, after asking Enabled whether anyone wants
-// that type at all; Close drains at shutdown. Stats and the Prometheus collector
-// registered through Config.Registerer report what happened to every event.
+// that type at all; Reload replaces the apps and hooks (a hook whose spec is
+// unchanged keeps its queue and takes the app's new key and secret; one that is gone
+// or changed sends what it holds and stops); Close drains at shutdown. Stats and the
+// Prometheus collector registered through Config.Registerer report what happened to
+// every event.
 // Sign computes the X-Pusher-Signature a receiver checks.
 //
 // # The wire
@@ -23,8 +26,10 @@
 // # Concurrency
 //
 // Each hook (one endpoint of one app) has its own bounded queue and its own
-// goroutine, started by New and stopped by Close. Send runs on the caller's
-// goroutine: it copies the event into the queue of each matching hook under that
+// goroutine, started by New or Reload and stopped by Reload (when the hook is
+// retired) or Close, which waits for all of them. The apps and their hooks are one
+// immutable version behind an atomic pointer that Reload replaces under the Sender's
+// mutex; Send reads it without a lock. Send runs on the caller's goroutine: it copies the event into the queue of each matching hook under that
 // hook's mutex and, at most, wakes the hook's goroutine through a channel of
 // capacity one; it never waits on the network, on a full queue or on another lock.
 // The hook's goroutine takes a batch under the same mutex and makes its request

@@ -22,9 +22,9 @@ func TestSignVector(t *testing.T) {
 	// The hook's reused HMAC state signs the same, also on its second use.
 	s := mustNew(t, Config{Apps: []App{{ID: "1", Key: "k", Secret: vectorSecret, Hooks: []Hook{{URL: "http://x.test/"}}}}})
 	defer closeNow(t, s)
-	h := s.hooks[0]
+	h := (*s.apps.Load())["1"].hooks[0]
 	for range 2 {
-		if got := h.sign([]byte(vectorBody)); got != vectorSig {
+		if got := h.sign(h.cred.Load(), []byte(vectorBody)); got != vectorSig {
 			t.Errorf("hook.sign = %s, want %s", got, vectorSig)
 		}
 	}

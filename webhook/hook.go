@@ -66,6 +66,8 @@ var (
 	ErrInvalidConfig = errors.New("webhook: invalid config")
 	// ErrUnknownEvent is returned by Event.MarshalJSON for a name that is no event type.
 	ErrUnknownEvent = errors.New("webhook: unknown event type")
+	// ErrClosed is returned by Reload after Close.
+	ErrClosed = errors.New("webhook: sender closed")
 )
 
 // Hook is one endpoint of an app, as the config file gives it:

@@ -97,9 +97,10 @@ type AppStats struct {
 
 // Stats returns the current figures.
 func (s *Sender) Stats() Stats {
-	out := Stats{Apps: make(map[string]AppStats, len(s.apps))}
-	for id, a := range s.apps {
-		st := &a.stats
+	apps := *s.apps.Load()
+	out := Stats{Apps: make(map[string]AppStats, len(apps))}
+	for id, a := range apps {
+		st := a.stats
 		as := AppStats{Hooks: len(a.hooks), Dropped: make(map[string]uint64, numReasons)}
 		for t := range numTypes {
 			as.Sent += st.sent[t].Load()
@@ -152,8 +153,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
 	}
-	for id, a := range c.s.apps {
-		st := &a.stats
+	for id, a := range *c.s.apps.Load() {
+		st := a.stats
 		for t, name := range eventTypes {
 			counter(c.sent, st.sent[t].Load(), id, name)
 			counter(c.failed, st.failed[t].Load(), id, name)

@@ -2,13 +2,13 @@ package webhook
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
 	"fmt"
 	"hash"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -115,25 +115,32 @@ type Sender struct {
 	log       *slog.Logger
 	epoch     time.Time // queue times are durations since it (monotonic)
 
-	apps  map[string]*app // read-only after New
-	hooks []*hook
-	coll  *collector // nil without a Registerer
+	// apps is replaced whole by Reload and read without a lock by Send, Enabled and
+	// Stats: an app and its hooks are never modified once published.
+	apps atomic.Pointer[map[string]*app]
+	coll *collector // nil without a Registerer
 
 	// abort ends in-flight requests and backoff waits once Close's context is done.
 	abort  context.Context
 	cancel context.CancelFunc
 
-	running   atomic.Int32  // hook goroutines not yet returned
-	done      chan struct{} // closed when running reaches 0
-	closeOnce sync.Once     // starts the drain
-	finish    sync.Once     // unregisters and closes idle connections
+	mu      sync.Mutex  // serializes Reload and the start of Close
+	closing atomic.Bool // Close began: Reload refuses, no hook is started (set under mu)
+
+	running   atomic.Int64  // hook goroutines not yet returned, the retired ones included
+	done      chan struct{} // closed once Close began and running is 0
+	doneOnce  sync.Once
+	closeOnce sync.Once // starts the drain
+	finish    sync.Once // unregisters and closes idle connections
 }
 
 type app struct {
-	id, key, secret string
-	mask            uint8 // types any hook wants
-	hooks           []*hook
-	stats           appStats
+	id    string
+	mask  uint8 // types any hook wants
+	hooks []*hook
+	// stats outlive a Reload: the app's next version, and its hooks retired by the
+	// Reload while they deliver what they hold, count into the same ones.
+	stats *appStats
 }
 
 // queued is an event in a hook's queue.
@@ -148,16 +155,19 @@ type queued struct {
 // goroutine (run) empties it and is the only one to touch the fields below "worker".
 type hook struct {
 	s       *Sender
-	app     *app
-	index   int
+	app     *app // the version that started the hook: its id and stats
+	spec    Hook // as configured: Reload keeps a hook whose spec is unchanged
 	url     string
-	logURL  string      // scheme://host/path: no credentials or query
-	header  http.Header // every header but the signature
+	logURL  string // scheme://host/path: no credentials or query
 	mask    uint8
 	filter  Filter
 	wake    chan struct{} // capacity 1: the queue went non-empty or full, or Close began
 	failing atomic.Bool   // the last attempt failed (Stats)
 	qfull   atomic.Uint64 // events refused as queue_full since the last warning
+	// cred is what a Reload may change on a hook it keeps: the app's key and secret
+	// (a new secret signs the next request, queued events included) and the hook's
+	// place in the app's list (for the logs).
+	cred atomic.Pointer[hookCred]
 
 	mu      sync.Mutex
 	buf     []queued // ring of n events from head; grows to QueueSize at most
@@ -167,8 +177,16 @@ type hook struct {
 
 	// worker
 	mac      hash.Hash
+	macCred  *hookCred // the cred mac was made for
 	health   health
 	sizeHint int // last body's length
+}
+
+// hookCred is a hook's credentials and position; replaced whole, never modified.
+type hookCred struct {
+	index  int
+	header http.Header // every header but the signature
+	secret string
 }
 
 // New validates every app and hook and starts one goroutine per hook, which Close
@@ -181,12 +199,47 @@ func New(cfg Config) (*Sender, error) {
 		cfg:   cfg,
 		log:   cfg.Logger,
 		epoch: time.Now(),
-		apps:  make(map[string]*app),
 		done:  make(chan struct{}),
 	}
-	seen := make(map[string]bool, len(cfg.Apps))
-	for i := range cfg.Apps {
-		ac := &cfg.Apps[i]
+	v, err := s.build(cfg.Apps, nil)
+	if err != nil {
+		return nil, err
+	}
+	s.apps.Store(&v.apps) // for the collector; apply starts the hooks
+	s.client = cfg.Client
+	if s.client == nil {
+		s.client, s.ownClient = newClient(cfg.Timeout), true
+	}
+	if cfg.Registerer != nil {
+		s.coll = newCollector(s)
+		if err := cfg.Registerer.Register(s.coll); err != nil {
+			return nil, fmt.Errorf("webhook: register metrics: %w", err)
+		}
+	}
+	s.abort, s.cancel = context.WithCancel(context.Background())
+	s.apply(v)
+	return s, nil
+}
+
+// version is a validated set of apps, made by build and not yet in use.
+type version struct {
+	apps    map[string]*app
+	fresh   []*hook     // to start
+	retired []*hook     // of the running version, to stop
+	creds   []*hookCred // creds[i] is for the i-th hook of hooks, in build order
+	hooks   []*hook     // every hook of apps
+}
+
+// build validates apps and makes their version. A hook of old (the running version,
+// nil in New) whose app id and spec are unchanged is kept, queue included, and gets
+// the app's current key and secret; the others are made anew (fresh) or left out
+// (retired). It changes nothing that is running: apply does.
+func (s *Sender) build(cfgs []App, old map[string]*app) (*version, error) {
+	v := &version{apps: make(map[string]*app, len(cfgs))}
+	kept := make(map[*hook]bool)
+	seen := make(map[string]bool, len(cfgs))
+	for i := range cfgs {
+		ac := &cfgs[i]
 		switch {
 		case ac.ID == "":
 			return nil, fmt.Errorf("%w: apps[%d]: empty id", ErrInvalidConfig, i)
@@ -200,64 +253,104 @@ func New(cfg Config) (*Sender, error) {
 		if ac.Key == "" || ac.Secret == "" {
 			return nil, fmt.Errorf("%w: app %q has webhooks but no key or secret", ErrInvalidConfig, ac.ID)
 		}
-		a := &app{id: ac.ID, key: ac.Key, secret: ac.Secret}
+		prev := old[ac.ID]
+		a := &app{id: ac.ID, stats: &appStats{}}
+		if prev != nil {
+			a.stats = prev.stats
+		}
 		for j := range ac.Hooks {
-			h, err := s.newHook(a, j, &ac.Hooks[j])
-			if err != nil {
+			hc := &ac.Hooks[j]
+			if err := hc.validate(); err != nil {
 				return nil, fmt.Errorf("%w: app %q webhooks[%d]: %w", ErrInvalidHook, ac.ID, j, err)
 			}
+			var h *hook
+			if prev != nil {
+				for _, ph := range prev.hooks {
+					if !kept[ph] && sameHook(&ph.spec, hc) {
+						h = ph
+						break
+					}
+				}
+			}
+			if h == nil {
+				h = s.newHook(a, hc)
+				v.fresh = append(v.fresh, h)
+			}
+			kept[h] = true
+			v.hooks = append(v.hooks, h)
+			v.creds = append(v.creds, h.credFor(j, ac.Key, ac.Secret))
 			a.hooks = append(a.hooks, h)
 			a.mask |= h.mask
-			s.hooks = append(s.hooks, h)
 		}
-		s.apps[a.id] = a
+		v.apps[a.id] = a
 	}
-	s.client = cfg.Client
-	if s.client == nil {
-		s.client, s.ownClient = newClient(cfg.Timeout), true
-	}
-	if cfg.Registerer != nil {
-		s.coll = newCollector(s)
-		if err := cfg.Registerer.Register(s.coll); err != nil {
-			return nil, fmt.Errorf("webhook: register metrics: %w", err)
+	for _, a := range old {
+		for _, h := range a.hooks {
+			if !kept[h] {
+				v.retired = append(v.retired, h)
+			}
 		}
 	}
-	s.abort, s.cancel = context.WithCancel(context.Background())
-	s.running.Store(int32(len(s.hooks)))
-	if len(s.hooks) == 0 {
-		close(s.done)
-	}
-	for _, h := range s.hooks {
-		go h.run()
-	}
-	return s, nil
+	return v, nil
 }
 
-func (s *Sender) newHook(a *app, index int, hc *Hook) (*hook, error) {
-	if err := hc.validate(); err != nil {
-		return nil, err
+// apply makes v the running version: the kept hooks take their new creds and the
+// fresh ones start (s.mu held, or New). The caller retires v.retired.
+func (s *Sender) apply(v *version) {
+	for i, h := range v.hooks {
+		if c := v.creds[i]; c != nil {
+			h.cred.Store(c)
+		}
 	}
+	s.apps.Store(&v.apps)
+	s.running.Add(int64(len(v.fresh)))
+	for _, h := range v.fresh {
+		go h.run()
+	}
+}
+
+// newHook makes the hook of a valid spec; it gets its cred from apply.
+func (s *Sender) newHook(a *app, hc *Hook) *hook {
 	mask, _ := hc.mask()
 	u, _ := parseURL(hc.URL)
-	header := make(http.Header, len(hc.Headers)+3)
-	header.Set("User-Agent", "herald-webhooks")
-	for k, v := range hc.Headers {
-		header.Set(k, v)
-	}
-	header.Set("Content-Type", "application/json")
-	header.Set("X-Pusher-Key", a.key)
+	spec := *hc
+	spec.EventTypes = slices.Clone(hc.EventTypes)
+	spec.Headers = maps.Clone(hc.Headers)
 	return &hook{
 		s:      s,
 		app:    a,
-		index:  index,
+		spec:   spec,
 		url:    hc.URL,
 		logURL: u.Scheme + "://" + u.Host + u.EscapedPath(),
-		header: header,
 		mask:   mask,
 		filter: hc.Filter,
 		wake:   make(chan struct{}, 1),
-		mac:    hmac.New(sha256.New, []byte(a.secret)),
-	}, nil
+	}
+}
+
+// credFor returns the hook's cred at position index of an app with that key and
+// secret, or nil when it has that one already.
+func (h *hook) credFor(index int, key, secret string) *hookCred {
+	if cur := h.cred.Load(); cur != nil && cur.index == index && cur.secret == secret &&
+		cur.header.Get("X-Pusher-Key") == key {
+		return nil
+	}
+	header := make(http.Header, len(h.spec.Headers)+3)
+	header.Set("User-Agent", "herald-webhooks")
+	for k, v := range h.spec.Headers {
+		header.Set(k, v)
+	}
+	header.Set("Content-Type", "application/json")
+	header.Set("X-Pusher-Key", key)
+	return &hookCred{index: index, header: header, secret: secret}
+}
+
+// sameHook reports whether two specs make the same hook: same endpoint, types,
+// filter and headers.
+func sameHook(a, b *Hook) bool {
+	ma, _ := a.mask()
+	mb, _ := b.mask()
+	return a.URL == b.URL && ma == mb && a.Filter == b.Filter && maps.Equal(a.Headers, b.Headers)
 }
 
 func newClient(timeout time.Duration) *http.Client {
@@ -285,7 +378,7 @@ func newClient(timeout time.Duration) *http.Client {
 // is dropped and counted (queue_full), and after Close began, every event is
 // (shutdown). An unknown app or an unknown event name is a no-op.
 func (s *Sender) Send(appID string, ev Event) {
-	a := s.apps[appID]
+	a := (*s.apps.Load())[appID]
 	if a == nil {
 		return
 	}
@@ -312,7 +405,7 @@ func (s *Sender) Send(appID string, ev Event) {
 // Enabled reports whether any hook of the app wants events of that type, so that the
 // caller can skip building events nobody wants. It ignores channel filters.
 func (s *Sender) Enabled(appID, eventType string) bool {
-	a := s.apps[appID]
+	a := (*s.apps.Load())[appID]
 	if a == nil {
 		return false
 	}
@@ -320,18 +413,50 @@ func (s *Sender) Enabled(appID, eventType string) bool {
 	return t >= 0 && a.mask&(1<<t) != 0
 }
 
+// Reload replaces the apps and their hooks with cfgs, validated as New does; on an
+// error nothing changes. A hook whose app id and spec (URL, event types, filter,
+// headers) are unchanged is kept with its queue, and signs its next request with the
+// app's current key and secret, the events it already holds included. A hook that is
+// gone or changed stops taking events and sends what it holds before its goroutine
+// returns (Close waits for it too); a new hook starts empty. An event Send handed to a
+// hook in the instant it was retired is dropped as shutdown. An app's counters go on
+// across reloads while it keeps an id in the set. After Close, Reload returns ErrClosed.
+func (s *Sender) Reload(cfgs []App) error {
+	s.mu.Lock()
+	if s.closing.Load() {
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	v, err := s.build(cfgs, *s.apps.Load())
+	if err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	s.apply(v)
+	s.mu.Unlock()
+	for _, h := range v.retired { // out of s.mu: no two locks are held together
+		h.retire()
+	}
+	return nil
+}
+
 // Close stops taking events and sends what the queues hold, without waiting for
 // batches to fill. When ctx is done first, it abandons in-flight requests and
 // retries, drops what is left (counted as shutdown) and returns ctx's error, wrapped.
-// Either way every goroutine of the Sender has returned when Close does. Calling it
-// again waits the same way.
+// Either way every goroutine of the Sender has returned when Close does (hooks that
+// a Reload retired included). Calling it again waits the same way.
 func (s *Sender) Close(ctx context.Context) error {
 	s.closeOnce.Do(func() {
-		for _, h := range s.hooks {
-			h.mu.Lock()
-			h.closing = true
-			h.mu.Unlock()
-			h.signal()
+		s.mu.Lock()
+		s.closing.Store(true) // no hook starts after this
+		s.mu.Unlock()
+		for _, a := range *s.apps.Load() {
+			for _, h := range a.hooks {
+				h.retire()
+			}
+		}
+		if s.running.Load() == 0 {
+			s.markDone()
 		}
 	})
 	var err error
@@ -356,6 +481,25 @@ func (s *Sender) Close(ctx context.Context) error {
 		}
 	})
 	return err
+}
+
+// hookDone is the last thing a hook goroutine does.
+func (s *Sender) hookDone() {
+	if s.running.Add(-1) == 0 && s.closing.Load() {
+		s.markDone()
+	}
+}
+
+// markDone closes done, once: by Close when no hook runs, else by the last hook to
+// return after Close began.
+func (s *Sender) markDone() { s.doneOnce.Do(func() { close(s.done) }) }
+
+// retire has the hook take no more events, send what it holds and return.
+func (h *hook) retire() {
+	h.mu.Lock()
+	h.closing = true
+	h.mu.Unlock()
+	h.signal()
 }
 
 // push queues one event, or drops it when the queue is full or closing.

@@ -18,7 +18,8 @@ func TestHelpListsEveryFlag(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 	for _, f := range []string{"addr", "admin-addr", "app-id", "app-key", "app-secret", "client-events", "config", "reuseport",
-		"redis", "redis-cluster", "redis-prefix", "node-lease"} {
+		"redis", "redis-cluster", "redis-prefix", "node-lease", "shutdown-timeout", "drain-window", "proxy-protocol",
+		"trusted-proxies", "max-connections-per-ip", "max-upgrades-per-ip-per-second"} {
 		if !strings.Contains(out.String(), "-"+f+" ") && !strings.Contains(out.String(), "-"+f+"\n") {
 			t.Errorf("--help does not list --%s", f)
 		}
@@ -46,6 +47,76 @@ func TestEnvironmentAndFlags(t *testing.T) {
 	t.Setenv("HERALD_MAX_CONNECTIONS", "lots")
 	if _, err := parseFlags(nil, os.Stderr); err == nil || !strings.Contains(err.Error(), "HERALD_MAX_CONNECTIONS") {
 		t.Fatalf("bad env value: %v", err)
+	}
+}
+
+func TestDrainAndProxyFlags(t *testing.T) {
+	o, err := parseFlags(nil, os.Stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.drainWindow != 10*time.Second || o.shutdownTimeout != 15*time.Second || o.proxyProtocol ||
+		len(o.trustedProxies) != 0 || o.maxConnsPerIP != 0 || o.maxUpgradesPerIP != 0 {
+		t.Fatalf("defaults: %+v", o)
+	}
+
+	t.Setenv("HERALD_PROXY_PROTOCOL", "true")
+	t.Setenv("HERALD_TRUSTED_PROXIES", "10.0.0.0/8, 192.168.1.7,fd00::/8,::1,172.16.5.4/12")
+	t.Setenv("HERALD_MAX_CONNECTIONS_PER_IP", "50")
+	t.Setenv("HERALD_MAX_UPGRADES_PER_IP_PER_SECOND", "5")
+	t.Setenv("HERALD_DRAIN_WINDOW", "20s")
+	t.Setenv("HERALD_SHUTDOWN_TIMEOUT", "30s")
+	o, err = parseFlags(nil, os.Stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := o.trustedProxies.String(); got != "10.0.0.0/8,192.168.1.7/32,fd00::/8,::1/128,172.16.0.0/12" {
+		t.Errorf("trusted proxies %s", got)
+	}
+	if !o.proxyProtocol || o.maxConnsPerIP != 50 || o.maxUpgradesPerIP != 5 || o.drainWindow != 20*time.Second || o.shutdownTimeout != 30*time.Second {
+		t.Errorf("environment not applied: %+v", o)
+	}
+	o, err = parseFlags([]string{"--trusted-proxies", "127.0.0.1", "--drain-window", "5s"}, os.Stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := o.trustedProxies.String(); got != "127.0.0.1/32" || o.drainWindow != 5*time.Second {
+		t.Errorf("the command line must replace the environment's list: %s %v", got, o.drainWindow)
+	}
+
+	for _, tc := range []struct {
+		env  [2]string
+		args []string
+		want string
+	}{
+		{args: []string{"--drain-window", "30s"}, want: "--drain-window 30s must be less than --shutdown-timeout 30s"},
+		{args: []string{"--drain-window", "10s", "--shutdown-timeout", "5s"}, want: "must be less than --shutdown-timeout 5s"},
+		{env: [2]string{"HERALD_SHUTDOWN_TIMEOUT", "20s"}, want: "--drain-window 20s must be less than --shutdown-timeout 20s"},
+		{args: []string{"--drain-window", "-1s"}, want: "--drain-window -1s is negative"},
+		{args: []string{"--trusted-proxies", "10.0.0.0/33"}, want: `invalid value "10.0.0.0/33" for flag -trusted-proxies: "10.0.0.0/33" is not a CIDR prefix`},
+		{args: []string{"--trusted-proxies", "10.0.0.1,lb.internal"}, want: `"lb.internal" is neither an IP address nor a CIDR prefix`},
+		{args: []string{"--trusted-proxies", "fe80::1%eth0"}, want: "neither an IP address"},
+		{env: [2]string{"HERALD_TRUSTED_PROXIES", "10.0.0.0/8,nope/8"}, want: `HERALD_TRUSTED_PROXIES: "nope/8" is not a CIDR prefix`},
+		{args: []string{"--proxy-protocol=false", "--trusted-proxies", "10.0.0.1"}, want: "--trusted-proxies is for --proxy-protocol"},
+		{args: []string{"--max-connections-per-ip", "-1"}, want: "--max-connections-per-ip -1 is negative"},
+		{args: []string{"--max-upgrades-per-ip-per-second", "-2"}, want: "--max-upgrades-per-ip-per-second -2 is negative"},
+	} {
+		if tc.env[0] != "" {
+			t.Setenv(tc.env[0], tc.env[1])
+		}
+		var out bytes.Buffer
+		_, err := parseFlags(tc.args, &out)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v %v: %v, want an error with %q", tc.env, tc.args, err, tc.want)
+		}
+		if tc.env[0] != "" {
+			t.Setenv(tc.env[0], map[string]string{"HERALD_SHUTDOWN_TIMEOUT": "30s", "HERALD_TRUSTED_PROXIES": "10.0.0.1"}[tc.env[0]])
+		}
+	}
+	// And run refuses them at start.
+	var out, errOut bytes.Buffer
+	if err := run([]string{"--drain-window", "40s"}, &out, &errOut); err == nil || !strings.Contains(err.Error(), "--drain-window") {
+		t.Fatalf("run: %v", err)
 	}
 }
 
