@@ -22,7 +22,7 @@ import (
 
 const (
 	startTimeout = 30 * time.Second // herald prints "serving"
-	stopTimeout  = 15 * time.Second // herald exits after SIGTERM (its drain takes up to 10 s)
+	stopTimeout  = 25 * time.Second // herald exits after SIGTERM, within its --shutdown-timeout (15 s)
 	nodeTimeout  = 90 * time.Second // one test file
 )
 
@@ -92,6 +92,8 @@ var (
 	// webhooks_test.go: one node, and three on Redis, each with a webhook receiver.
 	webhooksFile        = "webhooks.test.mjs"
 	clusterWebhooksFile = "cluster_webhooks.test.mjs"
+	// haproxy_test.go: two nodes behind a real HAProxy.
+	haproxyFile = "haproxy.test.mjs"
 )
 
 func TestMain(m *testing.M) {
@@ -110,7 +112,7 @@ func TestEveryFileRuns(t *testing.T) {
 		t.Fatal(err)
 	}
 	assigned := map[string]bool{limitsFile: true, drainFile: true, clusterFile: true, clusterFailuresFile: true,
-		webhooksFile: true, clusterWebhooksFile: true}
+		webhooksFile: true, clusterWebhooksFile: true, haproxyFile: true}
 	for _, f := range mainFiles {
 		assigned[f] = true
 	}

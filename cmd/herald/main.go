@@ -91,8 +91,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.activityTimeout, "activity-timeout", 120*time.Second, "activity_timeout sent to clients; the server pings after this plus 30s of silence")
 	fs.DurationVar(&o.pongTimeout, "pong-timeout", 30*time.Second, "close with 4201 when nothing arrives this long after a server ping")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 15*time.Second, "on SIGTERM/SIGINT, the whole stop: the drain, then queued work, webhook confirmations and leaving the cluster; the process exits by then")
-	fs.DurationVar(&o.drainWindow, "drain-window", 10*time.Second, "on SIGTERM/SIGINT, close the connections with 4200 spread evenly over this (less than --shutdown-timeout); a second signal closes the rest at once")
-	fs.BoolVar(&o.proxyProtocol, "proxy-protocol", false, "expect a PROXY protocol header (v1 or v2) from the load balancer on every connection from --trusted-proxies; the client address it carries is the one logged and limited")
+	fs.DurationVar(&o.drainWindow, "drain-window", 0, "on SIGTERM/SIGINT, close the connections with 4200 spread evenly over this (less than --shutdown-timeout); a second signal closes the rest at once (default: 10s, or two thirds of a shorter --shutdown-timeout)")
+	fs.BoolVar(&o.proxyProtocol, "proxy-protocol", false, "expect a PROXY protocol header (v1 or v2) from the load balancer on every connection from --trusted-proxies; the client address it carries is the one the per-IP limits count (per node)")
 	fs.Var(&o.trustedProxies, "trusted-proxies", "load balancer addresses whose PROXY header is believed, `CIDR[,CIDR…]` (a bare IP is one address); empty with --proxy-protocol: every connection must send one")
 	fs.IntVar(&o.maxConnsPerIP, "max-connections-per-ip", 0, "open WebSocket connections per client address; past it an upgrade is answered 429 (0: none)")
 	fs.IntVar(&o.maxUpgradesPerIP, "max-upgrades-per-ip-per-second", 0, "WebSocket upgrades per client address per second (burst as large); past it 429 (0: none)")
@@ -130,17 +130,26 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments: %v", fs.Args())
 	}
+	if o.drainWindow == 0 {
+		// Not given: 10 s, or less within a short --shutdown-timeout, so that setting
+		// only the timeout (as before there was a drain window) keeps working.
+		o.drainWindow = min(defaultDrainWindow, o.shutdownTimeout*2/3)
+	}
 	if err := o.check(); err != nil {
 		return nil, err
 	}
 	return o, nil
 }
 
+// defaultDrainWindow is --drain-window when neither it nor a short --shutdown-timeout
+// says otherwise.
+const defaultDrainWindow = 10 * time.Second
+
 // check refuses combinations of flags that each parse but make no sense together.
 func (o *options) check() error {
 	switch {
-	case o.drainWindow < 0:
-		return fmt.Errorf("--drain-window %v is negative", o.drainWindow)
+	case o.drainWindow <= 0:
+		return fmt.Errorf("--drain-window %v must be positive (--shutdown-timeout %v)", o.drainWindow, o.shutdownTimeout)
 	case o.drainWindow >= o.shutdownTimeout:
 		return fmt.Errorf("--drain-window %v must be less than --shutdown-timeout %v: the drain is the first part of the stop, "+
 			"which also needs time for the last close handshakes, queued work and webhook confirmations", o.drainWindow, o.shutdownTimeout)

@@ -92,7 +92,7 @@ func TestDrainAndProxyFlags(t *testing.T) {
 		{args: []string{"--drain-window", "30s"}, want: "--drain-window 30s must be less than --shutdown-timeout 30s"},
 		{args: []string{"--drain-window", "10s", "--shutdown-timeout", "5s"}, want: "must be less than --shutdown-timeout 5s"},
 		{env: [2]string{"HERALD_SHUTDOWN_TIMEOUT", "20s"}, want: "--drain-window 20s must be less than --shutdown-timeout 20s"},
-		{args: []string{"--drain-window", "-1s"}, want: "--drain-window -1s is negative"},
+		{args: []string{"--drain-window", "-1s"}, want: "--drain-window -1s must be positive"},
 		{args: []string{"--trusted-proxies", "10.0.0.0/33"}, want: `invalid value "10.0.0.0/33" for flag -trusted-proxies: "10.0.0.0/33" is not a CIDR prefix`},
 		{args: []string{"--trusted-proxies", "10.0.0.1,lb.internal"}, want: `"lb.internal" is neither an IP address nor a CIDR prefix`},
 		{args: []string{"--trusted-proxies", "fe80::1%eth0"}, want: "neither an IP address"},
@@ -112,6 +112,16 @@ func TestDrainAndProxyFlags(t *testing.T) {
 		if tc.env[0] != "" {
 			t.Setenv(tc.env[0], map[string]string{"HERALD_SHUTDOWN_TIMEOUT": "30s", "HERALD_TRUSTED_PROXIES": "10.0.0.1"}[tc.env[0]])
 		}
+	}
+	// Without --drain-window, a short --shutdown-timeout brings the window down with it
+	// (two thirds), so that setting only the timeout keeps working.
+	t.Setenv("HERALD_DRAIN_WINDOW", "")
+	os.Unsetenv("HERALD_DRAIN_WINDOW")
+	if o, err := parseFlags([]string{"--shutdown-timeout", "3s"}, os.Stderr); err != nil || o.drainWindow != 2*time.Second {
+		t.Errorf("--shutdown-timeout 3s alone: window %v, %v; want 2s", o.drainWindow, err)
+	}
+	if o, err := parseFlags([]string{"--shutdown-timeout", "60s"}, os.Stderr); err != nil || o.drainWindow != 10*time.Second {
+		t.Errorf("--shutdown-timeout 60s alone: window %v, %v; want the 10s default", o.drainWindow, err)
 	}
 	// And run refuses them at start.
 	var out, errOut bytes.Buffer
