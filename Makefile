@@ -11,9 +11,11 @@ export GOFLAGS ?= -mod=readonly
 SUDO := $(shell [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null && echo sudo)
 
 # What the tests need from Debian, as command:package (installed when the command is
-# missing): Node.js for pusher-js, Chromium for the HTML report test, Redis for the
-# cluster tests.
-TEST_PKGS := node:nodejs npm:npm chromium:chromium redis-server:redis-server redis-cli:redis-tools
+# missing): Node.js for pusher-js, Chromium for the HTML report and dashboard tests,
+# Redis for the cluster tests, HAProxy and OpenSSL for the load-balancer tests,
+# promtool (Prometheus) to check the Grafana dashboard's queries.
+TEST_PKGS := node:nodejs npm:npm chromium:chromium redis-server:redis-server redis-cli:redis-tools \
+	haproxy:haproxy openssl:openssl promtool:prometheus
 
 .PHONY: all build run test test-deps go-test lint fuzz bench bench-loadgen bench-cluster bench-1m loadgen clean
 

@@ -17,12 +17,16 @@
 // E2E_ACTIVITY_TIMEOUT for the instance started with those flags, for the cluster
 // instances E2E_CONTROL (the control server) and E2E_NODE_LEASE_MS (--node-lease), and
 // for the webhook instances E2E_WEBHOOK_PORT (and E2E_HANG_PORT, APP_RETRY_*,
-// APP_COUNTS_*, APP_AUTH_* and E2E_AUTH_TIMEOUT_MS: see below).
+// APP_COUNTS_*, APP_AUTH_* and E2E_AUTH_TIMEOUT_MS: see below), and for the HAProxy
+// instance E2E_LB_HOST, E2E_LB_PORT and E2E_LB_TLS_PORT (HAProxy's plain and TLS
+// frontends), E2E_LB_STATS (its stats page), E2E_LB_TLS_FRONTEND,
+// E2E_LB_PLAIN_FRONTEND and E2E_LB_BACKEND (the proxies' names in its stats),
+// E2E_NODE_IDS (the nodes' --node-id, in order) and NODE_EXTRA_CA_CERTS (the test CA).
 //
-// Eight instances, each with its own files (TestPusherJS, TestLimits, TestDrain,
-// TestCluster, TestClusterOnRedisCluster, TestClusterFailures, TestWebhooks and
-// TestClusterWebhooks, run in parallel; the files of one instance run one after
-// another):
+// Nine instances, each with its own files (TestPusherJS, TestLimits, TestDrain,
+// TestCluster, TestClusterOnRedisCluster, TestClusterFailures, TestWebhooks,
+// TestClusterWebhooks and TestHAProxy, run in parallel; the files of one instance run
+// one after another):
 //
 //	main    apps.json with three apps: the first with client events and the default
 //	        limits, the second with max_presence_members 3, the third with
@@ -51,6 +55,21 @@
 //	cwebhook three nodes on a Redis of their own (startCluster)       cluster_webhooks
 //	        sharing one app with client events, subscription
 //	        counts and a webhook to /all
+//	haproxy two nodes (haproxy_test.go) with the main app on a Redis  haproxy
+//	        of their own, behind a real HAProxy run from
+//	        deploy/haproxy/haproxy.cfg (deploy.HAProxyConfig.Localize:
+//	        loopback ports, unprivileged, in the foreground, and a
+//	        certificate for 127.0.0.1 from a throwaway CA that openssl
+//	        makes in the test's directory). The nodes run with
+//	        --proxy-protocol --trusted-proxies 127.0.0.1/32 (HAProxy's
+//	        address), --max-connections-per-ip 2, --node-id 101 and
+//	        102, --drain-window 3s. After the file, Go subtests drive
+//	        Go clients (gobwas/ws, each bound to its own address in
+//	        127.0.0.0/8): per-IP limits on the PROXY v2 addresses,
+//	        PROXY headers sent to a node directly, handshakes per
+//	        second with and without TLS, and a drain of 1,000 clients
+//	        (SIGTERM to the node holding most; they must all come
+//	        back on the other one). They print what they measure.
 //
 // The JS files pick a node with connect({node: n}), sdk({node: n}), stats(n) and
 // admin(path, n) (nodes are numbered from 1; 1 is the default). A cluster instance also
@@ -81,7 +100,8 @@
 // purpose is only checked for data races and panics.
 //
 // Requirements: node ≥ 20.14 on PATH (for --test-force-exit), redis-server on PATH (for
-// the cluster instances) and e2e/js/node_modules, which `make test` installs with
+// the cluster instances), haproxy and openssl (for the HAProxy instance) and
+// e2e/js/node_modules, which `make test` installs with
 // `npm ci --prefix e2e/js`. Without node_modules the tests fail (they do not skip):
 // a suite that silently skips is a suite that does not run. To run one file by hand
 // against a herald you started yourself:

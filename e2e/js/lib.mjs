@@ -43,6 +43,23 @@ export const env = {
   control: process.env.E2E_CONTROL || null, // host:port of the control server
   nodeLease: Number(process.env.E2E_NODE_LEASE_MS || 0), // --node-lease, ms
 };
+// The HAProxy instance (e2e/haproxy_test.go) adds the load balancer in front of its
+// nodes: its TLS and plain ports and its stats page. Its nodes take connections only
+// through it (they run with --proxy-protocol and trust only HAProxy's address, from
+// which they require a PROXY header), so its files connect and publish with
+// {via: 'tls'} or {via: 'plain'}. Node trusts the test CA through NODE_EXTRA_CA_CERTS.
+env.lb = process.env.E2E_LB_PORT
+  ? { host: process.env.E2E_LB_HOST || '127.0.0.1', port: Number(process.env.E2E_LB_PORT), tlsPort: Number(process.env.E2E_LB_TLS_PORT), stats: process.env.E2E_LB_STATS }
+  : null;
+
+// via returns where a client reaches herald through the load balancer: 'tls' (wss://,
+// https://) or 'plain'.
+export function via(how) {
+  if (!env.lb) throw new Error('E2E_LB_PORT is not set: {via} needs the HAProxy instance of e2e/haproxy_test.go');
+  if (how !== 'tls' && how !== 'plain') throw new Error(`via: want 'tls' or 'plain', got ${how}`);
+  return { host: env.lb.host, port: how === 'tls' ? env.lb.tlsPort : env.lb.port, tls: how === 'tls' };
+}
+
 env.nodes = (process.env.HERALD_NODES ? JSON.parse(process.env.HERALD_NODES) : [{ host: env.host, port: env.port, admin: env.admin, pid: env.pid }]).map((x, i) => ({ ...x, n: i + 1 }));
 
 // node returns node n (1-based) of env.nodes.
@@ -62,14 +79,16 @@ export function uniq(prefix) {
 }
 
 // sdk returns a `pusher` server SDK client for app (the main app by default) that talks
-// to node opts.node (1 by default). The other opts are merged into the SDK options (e.g.
+// to node opts.node (1 by default), or through the load balancer with opts.via ('tls':
+// https, or 'plain'). The other opts are merged into the SDK options (e.g.
 // {secret: 'wrong'} or {encryptionMasterKeyBase64}).
 export function sdk(opts = {}) {
   const app = opts.app || env.app;
-  const n = node(opts.node || 1);
-  const o = { appId: app.id, key: app.key, secret: app.secret, host: n.host, port: String(n.port), useTLS: false, timeout: 5000, ...opts };
+  const n = opts.via ? via(opts.via) : node(opts.node || 1);
+  const o = { appId: app.id, key: app.key, secret: app.secret, host: n.host, port: String(n.port), useTLS: Boolean(n.tls), timeout: 5000, ...opts };
   delete o.app;
   delete o.node;
+  delete o.via;
   return new PusherServer(o);
 }
 
@@ -336,13 +355,15 @@ export class Client {
 // connect makes a pusher-js client and (by default) waits until it is connected.
 //
 // opts: name (for messages), node (the herald node to connect to, 1-based; default 1),
+// via ('tls' or 'plain': through the load balancer instead, wss:// with forceTLS for
+// 'tls'),
 // key (app key), app (credentials the auth handlers sign with), user ({user_id,
 // user_info} for presence channel_data), userData ({id, ...} for sign-in),
 // authorize(socketId, channel, sign) to override channel auth, activityTimeout (ms),
 // wait (default true).
 export async function connect(opts = {}) {
   const app = opts.app || env.app;
-  const target = node(opts.node || 1);
+  const target = opts.via ? via(opts.via) : node(opts.node || 1);
   const signer = sdk({ app, ...(opts.sdkOptions || {}) });
   const user = opts.user;
   const userData = opts.userData || (user ? { id: String(user.user_id), user_info: user.user_info } : undefined);
@@ -350,7 +371,7 @@ export async function connect(opts = {}) {
   const options = {
     wsHost: target.host,
     wsPort: target.port,
-    forceTLS: false,
+    forceTLS: Boolean(target.tls),
     enabledTransports: ['ws'],
     disableStats: true,
     cluster: '',
@@ -374,10 +395,11 @@ export async function connect(opts = {}) {
     },
   };
   if (opts.activityTimeout) options.activityTimeout = opts.activityTimeout;
+  if (target.tls) options.wssPort = target.port;
   const pusher = new Pusher(opts.key || app.key, options);
   const c = new Client(opts.name || 'client', pusher);
   c.userData = userData;
-  c.node = target.n;
+  c.node = target.n; // undefined through the load balancer: see nodeOf
   clients.add(c);
   if (opts.wait !== false) {
     await c.waitState('connected', opts.timeout || 5000);
@@ -490,6 +512,37 @@ export async function eventually(fn, what, ms = 5000, every = 50) {
 // nodeConnections is /stats node.connections of node n (default 1).
 export async function nodeConnections(n = 1) {
   return (await stats(n)).node.connections;
+}
+
+// nodeOf is the node (1-based, as in env.nodes) that holds client c, found from the
+// node part of its socket_id ("<node id>.<conn>"; the HAProxy instance gives its nodes
+// the ids in E2E_NODE_IDS, in order).
+export function nodeOf(c) {
+  const ids = (process.env.E2E_NODE_IDS || '').split(',').filter(Boolean);
+  if (!ids.length) throw new Error('E2E_NODE_IDS is not set: nodeOf needs nodes started with --node-id');
+  const i = ids.indexOf(String(c.socketId).split('.')[0]);
+  if (i < 0) throw new Error(`${c.name}: socket_id ${c.socketId} is from none of the nodes ${ids}`);
+  return i + 1;
+}
+
+// lbStats returns HAProxy's stats (its CSV, as on the stats page's ;csv) as one object
+// per proxy and server: {pxname, svname, status, scur, stot, check_status, …}.
+export async function lbStats() {
+  if (!env.lb || !env.lb.stats) throw new Error('E2E_LB_STATS is not set: lbStats needs the HAProxy instance');
+  const res = await fetch(`http://${env.lb.stats}/;csv`);
+  const text = await res.text();
+  if (res.status !== 200) throw new Error(`HAProxy stats answered ${res.status}: ${text}`);
+  const [head, ...rows] = text.trim().split('\n');
+  const cols = head.replace(/^# /, '').split(',');
+  return rows.map((r) => Object.fromEntries(r.split(',').map((v, i) => [cols[i], v])));
+}
+
+// lbSessions is the total sessions (stot) HAProxy counted on proxy px (a frontend or
+// backend name, e.g. 'herald_tls'), svname 'FRONTEND', 'BACKEND' or a server.
+export async function lbSessions(px, sv = 'FRONTEND') {
+  const row = (await lbStats()).find((r) => r.pxname === px && r.svname === sv);
+  if (!row) throw new Error(`HAProxy has no ${px}/${sv}`);
+  return Number(row.stot);
 }
 
 // quiesce waits until herald node n (default 1) counts no open connection (clients of
