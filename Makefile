@@ -17,7 +17,7 @@ SUDO := $(shell [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null && echo sudo)
 TEST_PKGS := node:nodejs npm:npm chromium:chromium redis-server:redis-server redis-cli:redis-tools \
 	haproxy:haproxy openssl:openssl promtool:prometheus
 
-.PHONY: all build run test test-deps go-test lint fuzz bench bench-loadgen bench-cluster bench-1m loadgen clean
+.PHONY: all build run test test-deps go-test lint fuzz conformance bench bench-loadgen bench-cluster bench-1m loadgen clean
 
 all: build
 
@@ -61,6 +61,13 @@ fuzz:
 	    echo "== $$pkg $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 50x $$pkg; \
 	  done; \
 	done
+
+## conformance: the RFC 6455 conformance suite alone (Autobahn|Testsuite's groups 1-7, 9
+## and 10 as raw TCP transcripts, transport/conformance*_test.go), with a summary table:
+## cases, passed, failed and non-strict per group, each failure with its RFC section.
+## make test runs the same cases (without the table).
+conformance:
+	$(GO) test -race -count=1 -run Conformance -v ./transport -args -conformance.table
 
 ## loadgen: run the load generator, e.g.
 ##   make loadgen ARGS="--target ws://127.0.0.1:6001 --app-id 1 --app-key KEY --app-secret S --scenario broadcast"
