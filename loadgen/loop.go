@@ -492,10 +492,13 @@ func (l *loop) onMessage(slot int32, c *conn, op byte, payload []byte) error {
 			c.pending--
 			if c.pending == 0 {
 				c.flags |= flagSubscribed
-				l.p.subscribed.Add(1)
+				// The driver's per-channel counts first: a snapshot that reads
+				// Stats and then those counts never sees a subscription counted
+				// in Stats and missing from them.
 				if fn := l.p.cfg.OnSubscribed; fn != nil {
 					fn(c.id)
 				}
+				l.p.subscribed.Add(1)
 			}
 		}
 		return nil

@@ -52,7 +52,8 @@ type Config struct {
 	// only during the call.
 	OnEvent func(ev *Event)
 	// OnSubscribed, if set, is called on the loop goroutine when every subscription
-	// of connection id has succeeded. It must not block.
+	// of connection id has succeeded, before Stats counts it as subscribed. It must
+	// not block.
 	OnSubscribed func(id uint64)
 	// OnClosed, if set, is called on the loop goroutine when an established
 	// connection ends; subscribed says whether OnSubscribed was called for it. It
