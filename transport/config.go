@@ -26,9 +26,24 @@ type Config struct {
 
 	CloseTimeout time.Duration // how long to wait for the peer's close frame after ours; default 3 s
 
-	// MailboxSize bounds each loop's queue of Fanout and Do jobs; past it a job is
-	// dropped and counted in Stats.MailboxDropped. Default 8192 jobs.
+	// MailboxSize bounds each loop's fan-out backlog in jobs: the Fanout jobs queued
+	// or being written. A loop at the bound refuses its share of a Fanout (the caller
+	// hears how many connections it missed; Stats.MailboxDropped counts the jobs).
+	// Congested reports true from half of it. Default 8192 jobs.
 	MailboxSize int
+	// MailboxDeliveries bounds each loop's fan-out backlog in deliveries: the
+	// connections of the Fanout jobs queued or being written, which is what decides
+	// how far behind the loop is (a job for a channel of 10,000 is 10,000 writes). A
+	// loop at the bound refuses its share of a Fanout, as above; Congested reports
+	// true from half of it (the high-water mark). Default 1,048,576 (a few seconds of
+	// writing on one core).
+	MailboxDeliveries int
+	// DoMailboxSize bounds each loop's queue of Do jobs. A Do past it is not queued:
+	// its connection is closed with Overloaded instead (see Server.Do). Default 65,536.
+	DoMailboxSize int
+	// Overloaded is the reason a connection is closed with when a Do for it finds the
+	// Do queue full; default {1013, "try again later", "overloaded"}.
+	Overloaded CloseReason
 
 	// ProxyProtocol expects a PROXY protocol header (v1 or v2) at the start of every
 	// connection from TrustedProxies, before the HTTP request; the client address it
@@ -71,6 +86,8 @@ const (
 	defaultPongTimeout      = 30 * time.Second
 	defaultCloseTimeout     = 3 * time.Second
 	defaultMailboxSize      = 8192
+	defaultMailboxDeliv     = 1 << 20
+	defaultDoMailboxSize    = 1 << 16
 )
 
 // withDefaults fills every zero (or negative) field with its documented default.
@@ -110,6 +127,15 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MailboxSize <= 0 {
 		c.MailboxSize = defaultMailboxSize
+	}
+	if c.MailboxDeliveries <= 0 {
+		c.MailboxDeliveries = defaultMailboxDeliv
+	}
+	if c.DoMailboxSize <= 0 {
+		c.DoMailboxSize = defaultDoMailboxSize
+	}
+	if c.Overloaded == (CloseReason{}) {
+		c.Overloaded = defaultOverloaded
 	}
 	c.MaxConnectionsPerIP = max(c.MaxConnectionsPerIP, 0)
 	c.MaxUpgradesPerIPPerSecond = max(c.MaxUpgradesPerIPPerSecond, 0)

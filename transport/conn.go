@@ -41,6 +41,7 @@ type connExt struct {
 	outBytes  int      // pending bytes in out
 	reason    CloseReason
 	msgActive bool // a fragmented message is in progress
+	headRest  bool // out[0] is the rest of a frame whose start went out (the peer is mid-frame)
 }
 
 type connState uint8
@@ -62,6 +63,7 @@ const (
 	fReadDead                        // input is discarded until EOF (after a protocol error)
 	fPinged                          // OnIdle ran; waiting for any input
 	fProxy                           // handshake: a PROXY header is still to be read (trusted source) or checked for (untrusted)
+	fGathered                        // has frames gathered in this mailbox batch (gather.go); its slab entry says where
 )
 
 // ID is unique within this Server for its lifetime (starts at 1).

@@ -16,9 +16,10 @@
 //   - Handler (implemented by the hub) gets Accept, OnOpen, OnMessage, OnIdle and
 //     OnClose for each connection.
 //   - AppendTextFrame builds a frame once; Server.Fanout hands the same bytes to many
-//     connections; Conn.WriteText/WriteFrame write to one; Server.Do runs a function
-//     on a connection's owner loop, Server.Each on every open connection's (a rare
-//     sweep: it visits them all).
+//     connections (FanoutWait waits for room in a full loop, Congested says a loop is
+//     past its high-water mark); Conn.WriteText/WriteFrame write to one; Server.Do
+//     runs a function on a connection's owner loop, Server.Each on every open
+//     connection's (a rare sweep: it visits them all).
 //   - Stats returns the counters; every connection refused before it became a
 //     WebSocket is counted under a label in Stats.Refused (the Refused* constants).
 //
@@ -50,14 +51,16 @@
 //     Handler callback or from a function passed to Server.Do. (RemoteAddr reads the
 //     loop's address table, or the kernel through an fd only the loop may close; a
 //     caller elsewhere copies the address it got in Accept or OnOpen.)
-//   - Server.Fanout, Server.Do, Server.Each, Server.Stats, Server.StopAccepting and
-//     Server.Addr are safe from any goroutine and never wait for a loop (Drain and
-//     Shutdown do wait, so they must not be called from a Handler): Fanout and Do put
-//     one job in a loop's mailbox (Each one in each loop's) (a mutex-guarded slice swapped out whole by the loop,
-//     woken through its eventfd), in order. Fanout jobs past Config.MailboxSize are
-//     dropped and counted; Do jobs are always admitted, because they carry state
-//     changes that must not be lost and their callers bound them. Shutdown must not
-//     be called from a Handler.
+//   - Server.Fanout, Server.Do, Server.Each, Server.Congested, Server.Stats,
+//     Server.StopAccepting and Server.Addr are safe from any goroutine and never wait
+//     for a loop (FanoutWait, Drain and Shutdown do wait, so they must not be called
+//     from a Handler): Fanout and Do put one job in a loop's mailbox (Each one in each
+//     loop's) (a mutex-guarded slice swapped out whole by the loop, woken through its
+//     eventfd), in order. Each kind of job has its bound and its behaviour at it (the
+//     queue table below): a Fanout share past the fan-out backlog bound is refused
+//     and its connections reported to the caller; a Do past DoMailboxSize closes its
+//     connection with Config.Overloaded instead of losing a state change silently.
+//     Shutdown must not be called from a Handler.
 //   - Locks, and their order: Server.lnMu before a loop's mailbox mutex. A loop
 //     holds lnMu shared while it accepts (StopAccepting holds it exclusively while
 //     it closes the listener), and under it posts the sockets it deals to other
@@ -86,17 +89,21 @@
 //     client's address must outlive the handshake, for RemoteAddr and for the
 //     per-IP release at close), and each client address with an open connection
 //     has an entry in the per-IP table; TestIdleMemory measures both set-ups.
-//   - At most one writer per connection: only the owner loop writes. With nothing
-//     queued a frame is written with one write syscall; a remainder is queued as
-//     references to the shared frames (no copy), EPOLLOUT is armed, and the queue goes
-//     out in one writev per EPOLLOUT. Past MaxPendingBytes the connection is a slow
-//     consumer: its queue is dropped and its socket closed.
-//   - Every queue is bounded: mailboxes (MailboxSize, drops counted), output
-//     (MaxPendingBytes), input (536 bytes for a PROXY header, MaxHeaderBytes for a
-//     head, MaxMessageBytes for a message, checked from frame headers before any
-//     payload is buffered), the HTTP handoff channel. So is the per-IP table: an
-//     entry lives while its address has an open connection or a token bucket still
-//     refilling (at most a second), and is swept otherwise (see ipLimiter).
+//   - At most one writer per connection: only the owner loop writes. The Fanout jobs
+//     of one mailbox batch are gathered (gather.go, nats-server's flushClients idea):
+//     each connection gets the batch's frames for it in one writev at the end of the
+//     batch, or one write when it got one frame (as cheap as before: no allocation),
+//     in the order they were fanned out, before anything else written to it. With
+//     nothing queued a frame is written with one write syscall; what the kernel does
+//     not take is queued as references to the shared frames (no copy), EPOLLOUT is
+//     armed, and the queue goes out in one writev per EPOLLOUT. Past MaxPendingBytes
+//     (bytes handed to the connection that the kernel has not taken, gathered or
+//     not) the connection is a slow consumer: its queue is dropped, its close frame
+//     (Config.SlowConsumer) is offered to the kernel once without waiting (behind the
+//     rest of a frame the peer is in the middle of), and the socket is closed at once
+//     if the kernel did not take it all, else after the close handshake.
+//   - Every queue is bounded; the table below gives each one's bound, what happens
+//     when it is full, and the counter that shows it.
 //   - OnClose runs exactly once for every connection that got OnOpen, with the first
 //     close reason; every such close is counted under its label in Stats.Closed.
 //     Conn.Close queues the close frame behind pending output, shuts the write side
@@ -119,6 +126,40 @@
 //     served by an http.Server the package owns, the bytes already read replayed
 //     first (the PROXY header excluded); its RemoteAddr is the client's from the
 //     PROXY header when there was one.
+//
+// # Queues
+//
+//	queue                     bound                                  when full                                   shows it
+//	mailbox: Fanout jobs      per loop, queued or being written:     the loop's share is refused; Fanout         Stats.MailboxDropped (jobs),
+//	                          MailboxSize jobs (8192) and            returns its connections (the caller counts  DeliveriesDropped (conns),
+//	                          MailboxDeliveries deliveries           them as not delivered); FanoutWait waits    FanoutBacklog (now);
+//	                          (1,048,576); Congested from half       for room first, up to its wait              herald_fanout_dropped_total
+//	mailbox: Do jobs          DoMailboxSize per loop (65,536)        fn dropped; its connection closed with      Stats.DoRefused, DoOverflowClosed,
+//	                                                                 Overloaded before the loop's next batch     Closed[Overloaded.Label]
+//	mailbox: control jobs     Each: one per loop per call (rare);    always admitted                             -
+//	                          a socket to adopt: one per accepted
+//	                          socket (the process's file limit);
+//	                          drain, quit: one per Shutdown
+//	gathered frames           gatherMax (65,536) (conn, frame)       the batch's frames are written at once,     Stats.Writes against FramesOut
+//	                          pairs per loop                         and the batch goes on
+//	output per connection     MaxPendingBytes (1 MiB) not taken      slow consumer: queue dropped, close frame   Closed[SlowConsumer.Label],
+//	                          by the kernel (references, no copy)    offered once, socket closed                 SlowCloseSent, SlowCloseUnsent
+//	handshake input           536 bytes of PROXY header,             proxy_invalid (closed), 431                 Refused[proxy_invalid],
+//	                          MaxHeaderBytes (16 KiB) of head                                                    Refused[head_too_large]
+//	message input             MaxMessageBytes (64 KiB), checked      close 1009                                  Closed[message_too_big]
+//	                          from the frame header
+//	HTTP handoff              1024 connections (httpBacklog)         the connection is closed                    Stats.HTTPRefused
+//	per-IP table              entries for addresses with an open     - (swept: see ipLimiter)                    -
+//	                          connection or a bucket refilling
+//	timer wheel               one live entry per connection, stale   -                                           -
+//	                          ones dropped as they come round
+//
+// Do's bound is not the fan-out backlog's because Do carries state changes (a
+// subscription confirmed, a connection closed) that must not be lost: a Fanout share
+// refused is a message some subscribers miss, counted, while a Do refused would leave
+// a client and the server disagreeing about its state. So a Do past its bound costs
+// the connection instead (the client reconnects and starts from a state the server
+// knows), and Handlers that clean up in OnClose lose nothing.
 //
 // # PROXY protocol
 //

@@ -46,7 +46,7 @@ func (s *Server) Drain(ctx context.Context, reason CloseReason, window time.Dura
 	}
 	start, w := s.clock(), int64(max(window, 0))
 	for _, l := range s.loops {
-		l.post(job{fn: func() { l.startPace(reason, start, w) }}, false)
+		l.postCtrl(job{fn: func() { l.startPace(reason, start, w) }})
 	}
 	for _, l := range s.loops {
 		select {

@@ -22,18 +22,22 @@ func newHTTPListener(addr string) *httpListener {
 	return &httpListener{ch: make(chan net.Conn, httpBacklog), done: make(chan struct{}), addr: ta}
 }
 
-// push never blocks: the loop that calls it must not wait on the HTTP server.
-func (l *httpListener) push(c net.Conn) {
+// push never blocks: the loop that calls it must not wait on the HTTP server. A
+// connection it cannot hand over (the backlog is full, or the server stopped) is
+// closed, and push reports false.
+func (l *httpListener) push(c net.Conn) bool {
 	select {
 	case <-l.done:
 		_ = c.Close()
-		return
+		return false
 	default:
 	}
 	select {
 	case l.ch <- c:
+		return true
 	default:
 		_ = c.Close()
+		return false
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -59,15 +60,34 @@ type loop struct {
 
 	spare []job // the mailbox slice not in use, kept for the next swap
 
+	// Gathering (gather.go): the frames of this batch's Fanout jobs, per connection.
+	gframes     [][]byte
+	gconns      []gatherConn
+	gpairs      []gatherPair
+	gatherQuiet int   // batches in a row that used under an eighth of gpairs
+	gdone       int64 // deliveries of the Fanout jobs run since the last flush
+	gjobs       int64 // and the jobs
+
+	// Fan-out backlog: the Fanout jobs, and their connections, queued or being run.
+	// Posters add under mu (admission compares them with the bounds); the loop takes
+	// away without it, once the frames are written (fanoutDone).
+	backlogJobs atomic.Int64
+	backlog     atomic.Int64
+	waiters     atomic.Int32 // FanoutWait callers waiting for room
+
 	mu       sync.Mutex // guards the fields below
 	mbox     []job
-	wakeSent bool // an eventfd write is pending since the last mailbox swap
-	closed   bool // the loop has exited; posts are refused
+	ndo      int                // Do jobs in mbox
+	overflow map[*Conn]struct{} // connections whose Do was refused: closed with Config.Overloaded next batch
+	room     chan struct{}      // closed (and dropped) when the backlog shrinks; made by a waiter
+	wakeSent bool               // an eventfd write is pending since the last mailbox swap
+	closed   bool               // the loop has exited; posts are refused
 }
 
 type slabEntry struct {
 	c   *Conn
 	gen uint32
+	gat uint32 // index in loop.gconns while c has fGathered (fits the padding)
 }
 
 // job is a unit of work posted to a loop from any goroutine.
@@ -185,7 +205,11 @@ func (l *loop) run() {
 			_ = unix.Close(j.fd)
 		}
 	}
-	l.mbox = nil
+	l.mbox, l.overflow = nil, nil
+	if l.room != nil { // FanoutWait callers: this loop takes nothing more
+		close(l.room)
+		l.room = nil
+	}
 	l.mu.Unlock()
 	l.spare = nil
 }
@@ -317,7 +341,7 @@ func (l *loop) assign(fd int, sa unix.Sockaddr) {
 		l.addConn(fd, sa)
 		return
 	}
-	if !target.post(job{ctrl: ctrlAdopt, fd: fd, sa: sa}, false) {
+	if !target.postCtrl(job{ctrl: ctrlAdopt, fd: fd, sa: sa}) {
 		_ = unix.Close(fd)
 	}
 }
@@ -364,40 +388,158 @@ func (l *loop) addConn(fd int, sa unix.Sockaddr) {
 
 // --- mailbox -----------------------------------------------------------------------
 
-// post queues j for the loop and wakes it. bounded jobs past MailboxSize are dropped
-// and counted. It never blocks on the loop: the lock covers an append and, once per
-// batch, an eventfd write.
+// Posting never blocks on the loop: the lock covers a few comparisons, an append
+// and, once per batch, an eventfd write. There are three kinds of job, each with its
+// bound (see the queue table in doc.go):
+//
+//   - postFanout: refused (false) while the loop's backlog of Fanout jobs is at
+//     MailboxSize or its backlog of deliveries at MailboxDeliveries;
+//   - postDo: past DoMailboxSize queued Do jobs, refused, and its connection is
+//     noted in overflow, to be closed with Config.Overloaded by the loop;
+//   - postCtrl: always admitted (Each, and the loop's own control jobs: a socket
+//     to adopt, drain, quit), because each is bounded by something else.
+//
+// Each returns false once the loop has exited.
+
+// post is postFanout when bounded, else postCtrl.
 func (l *loop) post(j job, bounded bool) bool {
+	if bounded {
+		ok, _ := l.postFanout(j)
+		return ok
+	}
+	return l.postCtrl(j)
+}
+
+func (l *loop) postFanout(j job) (ok, closed bool) {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return false, true
+	}
+	if l.backlogJobs.Load() >= int64(l.cfg.MailboxSize) || l.backlog.Load() >= int64(l.cfg.MailboxDeliveries) {
+		l.mu.Unlock()
+		return false, false
+	}
+	l.backlogJobs.Add(1)
+	l.backlog.Add(int64(len(j.conns)))
+	l.enqueueLocked(j)
+	l.mu.Unlock()
+	return true, false
+}
+
+func (l *loop) postDo(j job) bool {
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
 		return false
 	}
-	if bounded && len(l.mbox) >= l.cfg.MailboxSize {
+	if len(l.overflow) > 0 {
+		if _, over := l.overflow[j.c]; over {
+			l.mu.Unlock()
+			l.srv.doRefused.Add(1)
+			return false // it is being closed: this one would be lost with it anyway
+		}
+	}
+	if l.ndo >= l.cfg.DoMailboxSize {
+		if l.overflow == nil {
+			l.overflow = make(map[*Conn]struct{})
+		}
+		l.overflow[j.c] = struct{}{}
+		l.wakeLocked()
 		l.mu.Unlock()
-		l.srv.mailboxDropped.Add(1)
+		l.srv.doRefused.Add(1)
 		return false
 	}
+	l.ndo++
+	l.enqueueLocked(j)
+	l.mu.Unlock()
+	return true
+}
+
+func (l *loop) postCtrl(j job) bool {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return false
+	}
+	l.enqueueLocked(j)
+	l.mu.Unlock()
+	return true
+}
+
+func (l *loop) enqueueLocked(j job) {
 	l.mbox = append(l.mbox, j)
+	l.wakeLocked()
+}
+
+func (l *loop) wakeLocked() {
 	if !l.wakeSent {
 		l.wakeSent = true
 		// Under the lock so that the eventfd cannot be closed under us.
 		_, _ = unix.Write(l.wakefd, wakeBytes[:])
 	}
-	l.mu.Unlock()
-	return true
+}
+
+// roomChan returns a channel closed when the loop's backlog next shrinks (or the
+// loop exits), or nil when there is room now or the loop has exited. A FanoutWait
+// caller waits on it with waiters counted.
+func (l *loop) roomChan() chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return nil
+	}
+	if l.backlogJobs.Load() < int64(l.cfg.MailboxSize) && l.backlog.Load() < int64(l.cfg.MailboxDeliveries) {
+		return nil
+	}
+	if l.room == nil {
+		l.room = make(chan struct{})
+	}
+	return l.room
+}
+
+// fanoutDone takes the Fanout jobs run since the last call (whose frames are now
+// written or queued) off the backlog, and wakes FanoutWait callers.
+func (l *loop) fanoutDone() {
+	if l.gdone == 0 && l.gjobs == 0 {
+		return
+	}
+	l.backlog.Add(-l.gdone)
+	l.backlogJobs.Add(-l.gjobs)
+	l.gdone, l.gjobs = 0, 0
+	if l.waiters.Load() > 0 {
+		l.mu.Lock()
+		if l.room != nil {
+			close(l.room)
+			l.room = nil
+		}
+		l.mu.Unlock()
+	}
 }
 
 func (l *loop) runMailbox() {
 	l.mu.Lock()
 	jobs := l.mbox
 	l.mbox = l.spare[:0]
+	l.ndo = 0
+	over := l.overflow
+	l.overflow = nil
 	l.wakeSent = false
 	l.mu.Unlock()
+	for c := range over {
+		// A Do refused at the bound closes its connection rather than losing a state
+		// change silently; before this batch's jobs, so that nothing sent after the
+		// lost change (a fan-out after a subscription confirmation) reaches it.
+		if c.l == l && c.state == stOpen {
+			bump(&l.st.doOverflowClosed, 1)
+			c.Close(l.cfg.Overloaded)
+		}
+	}
 	for i := range jobs {
 		l.runJob(&jobs[i])
 		jobs[i] = job{}
 	}
+	l.flushGather()
 	l.spare = jobs[:0]
 }
 
@@ -423,12 +565,27 @@ func (l *loop) runJob(j *job) {
 		}
 		return
 	}
+	fi := int32(-1)
 	for _, c := range j.conns {
 		// A Conn of another loop would make two writers: skip it.
 		if c == nil || c.id == j.except || c.l != l || c.state != stOpen {
 			continue
 		}
-		l.send(c, j.frame, false)
+		if x := c.ext; x != nil && len(x.out) > 0 {
+			// Behind queued output: no syscall now, the bound checked per frame.
+			l.send(c, j.frame, false)
+			continue
+		}
+		if fi < 0 {
+			fi = int32(len(l.gframes))
+			l.gframes = append(l.gframes, j.frame)
+		}
+		l.gather(c, fi)
+	}
+	l.gdone += int64(len(j.conns))
+	l.gjobs++
+	if len(l.gpairs) >= gatherMax {
+		l.flushGather()
 	}
 }
 

@@ -257,9 +257,12 @@ func (l *loop) handoff(c *Conn, read []byte) {
 	_ = f.Close()
 	if err != nil {
 		l.log.Debug("transport: http handoff failed", "err", err)
+		bump(&l.st.httpRefused, 1)
 		return
 	}
-	l.srv.httpLn.push(&prefixConn{Conn: nc, pre: pre, remote: remote})
+	if !l.srv.httpLn.push(&prefixConn{Conn: nc, pre: pre, remote: remote}) {
+		bump(&l.st.httpRefused, 1)
+	}
 }
 
 // --- frames ------------------------------------------------------------------------

@@ -31,6 +31,7 @@ var (
 var (
 	defaultSlowConsumer = CloseReason{Code: 1008, Text: "slow consumer", Label: "slow_consumer"}
 	defaultIdleClose    = CloseReason{Code: 1001, Text: "pong timeout", Label: "pong_timeout"}
+	defaultOverloaded   = CloseReason{Code: 1013, Text: "try again later", Label: "overloaded"}
 )
 
 // RejectError rejects a handshake with an HTTP status and message. Handler.Accept returns it.

@@ -8,13 +8,27 @@ type Stats struct {
 	Upgraded        uint64 // WebSocket handshakes completed
 	HandshakeFailed uint64 // handshakes refused (an HTTP error, or closed for a PROXY header) or timed out: the sum of Refused
 	HTTPRequests    uint64 // connections handed to the HTTP handler
+	HTTPRefused     uint64 // of those, closed instead: the HTTP handoff queue was full (or the server stopping)
 	Open            int64  // WebSocket connections open now
 	BytesIn         uint64
 	BytesOut        uint64
 	FramesIn        uint64
 	FramesOut       uint64
-	MailboxDropped  uint64            // fan-out jobs dropped because a loop's mailbox was full
-	Closed          map[string]uint64 // closes by CloseReason.Label
+	// Writes counts the loops' write(2) and writev(2) calls: FramesOut/Writes
+	// is how many frames gathering put in one syscall.
+	Writes         uint64
+	MailboxDropped uint64 // fan-out jobs (one loop's share of a Fanout) refused because the loop's backlog was full
+	// DeliveriesDropped counts the connections in those refused shares.
+	DeliveriesDropped uint64
+	// FanoutBacklog is the deliveries queued or being written now, over all loops.
+	FanoutBacklog int64
+	// DoRefused counts Do jobs refused past DoMailboxSize; DoOverflowClosed the
+	// connections closed for it (with Config.Overloaded).
+	DoRefused, DoOverflowClosed uint64
+	// SlowCloseSent and SlowCloseUnsent count the slow consumers whose close frame
+	// the kernel took when they were cut, and those it did not (closed without one).
+	SlowCloseSent, SlowCloseUnsent uint64
+	Closed                         map[string]uint64 // closes by CloseReason.Label
 	// Refused counts the connections refused before they became WebSockets, by
 	// label (the Refused* constants); every label is present, zero or not.
 	Refused map[string]uint64
@@ -78,6 +92,8 @@ type counters struct {
 	open                                   atomic.Int64
 	refused                                [numRefusals]atomic.Uint64
 	drainTotal, drainClosed                atomic.Uint64
+	slowSent, slowUnsent, doOverflowClosed atomic.Uint64
+	writes, httpRefused                    atomic.Uint64
 	_                                      [64]byte // keep the next loop's counters off this cache line
 }
 
@@ -87,10 +103,12 @@ func bump(v *atomic.Uint64, n uint64) { v.Store(v.Load() + n) }
 // Stats returns a snapshot of the counters.
 func (s *Server) Stats() Stats {
 	st := Stats{
-		MailboxDropped: s.mailboxDropped.Load(),
-		Closed:         map[string]uint64{},
-		Refused:        make(map[string]uint64, numRefusals),
-		Draining:       s.draining.Load(),
+		MailboxDropped:    s.mailboxDropped.Load(),
+		DeliveriesDropped: s.deliveriesDropped.Load(),
+		DoRefused:         s.doRefused.Load(),
+		Closed:            map[string]uint64{},
+		Refused:           make(map[string]uint64, numRefusals),
+		Draining:          s.draining.Load(),
 	}
 	for _, label := range refusalLabels {
 		st.Refused[label] = 0
@@ -100,11 +118,13 @@ func (s *Server) Stats() Stats {
 		st.Accepted += c.accepted.Load()
 		st.Upgraded += c.upgraded.Load()
 		st.HTTPRequests += c.httpReqs.Load()
+		st.HTTPRefused += c.httpRefused.Load()
 		st.Open += c.open.Load()
 		st.BytesIn += c.bytesIn.Load()
 		st.BytesOut += c.bytesOut.Load()
 		st.FramesIn += c.framesIn.Load()
 		st.FramesOut += c.framesOut.Load()
+		st.Writes += c.writes.Load()
 		for i := range c.refused {
 			v := c.refused[i].Load()
 			st.Refused[refusalLabels[i]] += v
@@ -112,6 +132,10 @@ func (s *Server) Stats() Stats {
 		}
 		st.DrainTotal += c.drainTotal.Load()
 		st.DrainClosed += c.drainClosed.Load()
+		st.SlowCloseSent += c.slowSent.Load()
+		st.SlowCloseUnsent += c.slowUnsent.Load()
+		st.DoOverflowClosed += c.doOverflowClosed.Load()
+		st.FanoutBacklog += l.backlog.Load()
 	}
 	s.closed.Range(func(k, v any) bool {
 		st.Closed[k.(string)] = v.(*atomic.Uint64).Load()

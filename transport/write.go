@@ -13,16 +13,30 @@ const (
 
 // send writes frame to c, or queues it behind what is already queued. copyRest says
 // frame is borrowed (the loop's scratch buffer) and must be copied if it is queued.
-// Only the owner loop calls it: it is the one writer of c.
+// Only the owner loop calls it: it is the one writer of c. Frames gathered for c in
+// this turn (gather.go) go out first, so that c's frames keep their order.
 func (l *loop) send(c *Conn, frame []byte, copyRest bool) {
 	if len(frame) == 0 || c.state == stDead {
 		return
 	}
+	if c.flags&fGathered != 0 {
+		st := c.state
+		l.flushGathered(c)
+		if c.state != st {
+			return // cut as a slow consumer, or the socket failed: nothing follows
+		}
+	}
 	bump(&l.st.framesOut, 1)
+	l.put(c, frame, copyRest)
+}
+
+// put is send without the gathered frames: the write path of one frame.
+func (l *loop) put(c *Conn, frame []byte, copyRest bool) {
 	x := c.ext
 	if x == nil || len(x.out) == 0 {
 		// Nothing queued: one write syscall, no allocation when the kernel takes it all.
 		n, err := unix.Write(int(c.fd), frame)
+		bump(&l.st.writes, 1)
 		if n < 0 {
 			n = 0
 		}
@@ -36,6 +50,7 @@ func (l *loop) send(c *Conn, frame []byte, copyRest bool) {
 		}
 		frame = frame[n:]
 		x = c.extOrNew()
+		x.headRest = n > 0
 	}
 	if copyRest {
 		frame = append([]byte(nil), frame...)
@@ -43,14 +58,31 @@ func (l *loop) send(c *Conn, frame []byte, copyRest bool) {
 	x.out = append(x.out, frame)
 	x.outBytes += len(frame)
 	if c.state == stOpen && x.outBytes > l.cfg.MaxPendingBytes {
-		// A slow consumer: it is not reading, so a close frame would not reach it
-		// either. Drop the queue and the socket.
-		l.log.Debug("transport: slow consumer", "conn", c.id, "pending", x.outBytes)
-		x.out, x.outBytes = nil, 0
-		l.finish(c, l.cfg.SlowConsumer)
+		l.cutSlow(c)
 		return
 	}
 	l.armOut(c)
+}
+
+// writev writes iov in one writev(2) and reports how many bytes the kernel took; ok
+// is false when the socket failed (EAGAIN and EINTR are not failures: 0 taken). It
+// clears iov afterwards so that the scratch array keeps no frame alive.
+func (l *loop) writev(c *Conn, iov []unix.Iovec) (taken int, ok bool) {
+	// unix.Writev would build a fresh []Iovec on every call; the loop reuses one.
+	r, _, errno := unix.Syscall(unix.SYS_WRITEV, uintptr(c.fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
+	clear(iov)
+	bump(&l.st.writes, 1)
+	if errno != 0 {
+		return 0, errno == unix.EAGAIN || errno == unix.EINTR
+	}
+	bump(&l.st.bytesOut, uint64(r))
+	return int(r), true
+}
+
+func iovec(b []byte) unix.Iovec {
+	v := unix.Iovec{Base: &b[0]}
+	v.SetLen(len(b))
+	return v
 }
 
 // flush writes everything queued for c in one writev (up to IOV_MAX frames).
@@ -68,23 +100,14 @@ func (l *loop) flush(c *Conn) {
 		if len(iov) == maxIovecs {
 			break
 		}
-		v := unix.Iovec{Base: &b[0]}
-		v.SetLen(len(b))
-		iov = append(iov, v)
+		iov = append(iov, iovec(b))
 	}
-	// unix.Writev would build a fresh []Iovec on every call; the loop reuses one.
-	r, _, errno := unix.Syscall(unix.SYS_WRITEV, uintptr(c.fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
-	clear(iov) // do not keep frames alive through the scratch array
+	n, ok := l.writev(c, iov)
 	l.iov = iov[:0]
-	if errno != 0 {
-		if errno == unix.EAGAIN || errno == unix.EINTR {
-			return
-		}
+	if !ok {
 		l.finish(c, CloseConnLost)
 		return
 	}
-	n := int(r)
-	bump(&l.st.bytesOut, uint64(n))
 	x.outBytes -= n
 	for n > 0 {
 		b := x.out[0][x.outOff:]
@@ -96,11 +119,12 @@ func (l *loop) flush(c *Conn) {
 		x.out[0] = nil
 		x.out = x.out[1:]
 		x.outOff = 0
+		x.headRest = false
 	}
 	if len(x.out) > 0 {
 		return
 	}
-	x.out, x.outOff, x.outBytes = nil, 0, 0
+	x.out, x.outOff, x.outBytes, x.headRest = nil, 0, 0, false
 	l.disarmOut(c)
 	switch c.state {
 	case stClosing:
@@ -108,6 +132,48 @@ func (l *loop) flush(c *Conn) {
 	case stOpen:
 		c.maybeRelease()
 	}
+}
+
+// cutSlow closes a slow consumer: c's queue passed MaxPendingBytes. The queue is
+// dropped, and the close frame of Config.SlowConsumer is offered to the kernel once,
+// without waiting: with the rest of a frame whose start already went out in front
+// of it (the peer must be able to parse up to it), in one writev. If the kernel takes
+// it all, the peer will read the close code, and the close goes on as after Close
+// (write side shut, CloseTimeout for the peer's answer); otherwise the socket is
+// closed at once, and the peer sees the connection end without a close frame (1006
+// in a browser). Stats.SlowCloseSent and SlowCloseUnsent count the two outcomes.
+func (l *loop) cutSlow(c *Conn) {
+	x := c.ext
+	r := l.cfg.SlowConsumer
+	l.log.Debug("transport: slow consumer", "conn", c.id, "pending", x.outBytes)
+	var rest []byte
+	if len(x.out) > 0 && (x.headRest || x.outOff > 0) {
+		rest = x.out[0][x.outOff:]
+	}
+	x.out, x.outOff, x.outBytes, x.headRest = nil, 0, 0, false
+	if r.Code == 0 {
+		bump(&l.st.slowUnsent, 1)
+		l.finish(c, r)
+		return
+	}
+	l.closeBuf = appendCloseFrame(l.closeBuf[:0], r.Code, r.Text)
+	iov := l.iov[:0]
+	if len(rest) > 0 {
+		iov = append(iov, iovec(rest))
+	}
+	iov = append(iov, iovec(l.closeBuf))
+	want := len(rest) + len(l.closeBuf)
+	n, ok := l.writev(c, iov)
+	l.iov = iov[:0]
+	if !ok || n < want {
+		bump(&l.st.slowUnsent, 1)
+		l.finish(c, r)
+		return
+	}
+	bump(&l.st.slowSent, 1)
+	bump(&l.st.framesOut, 1)
+	l.enterClosing(c, r)
+	l.afterFlush(c)
 }
 
 func (l *loop) armOut(c *Conn) {
@@ -137,13 +203,14 @@ func (l *loop) ctl(c *Conn, events uint32) {
 // queued output, then the write side is shut and the peer has CloseTimeout (counted
 // from now) to answer before the socket is closed. reason is what OnClose will get.
 func (l *loop) beginClose(c *Conn, reason CloseReason, code uint16, text string) {
-	x := c.extOrNew()
-	x.reason = reason
-	x.msg, x.msgActive = nil, false
-	c.state = stClosing
-	c.flags &^= fPinged
-	c.mark = l.tickNow()
-	l.schedule(c, l.now+int64(l.cfg.CloseTimeout))
+	if c.flags&fGathered != 0 {
+		// The frames gathered for c in this turn go before its close frame.
+		l.flushGathered(c)
+		if c.state != stOpen {
+			return
+		}
+	}
+	x := l.enterClosing(c, reason)
 	if code != 0 || c.flags&fCloseRcvd != 0 {
 		l.closeBuf = appendCloseFrame(l.closeBuf[:0], code, text)
 		l.send(c, l.closeBuf, true)
@@ -151,6 +218,18 @@ func (l *loop) beginClose(c *Conn, reason CloseReason, code uint16, text string)
 	if c.state == stClosing && len(x.out) == 0 {
 		l.afterFlush(c)
 	}
+}
+
+// enterClosing moves c to stClosing with reason and starts the CloseTimeout.
+func (l *loop) enterClosing(c *Conn, reason CloseReason) *connExt {
+	x := c.extOrNew()
+	x.reason = reason
+	x.msg, x.msgActive = nil, false
+	c.state = stClosing
+	c.flags &^= fPinged
+	c.mark = l.tickNow()
+	l.schedule(c, l.now+int64(l.cfg.CloseTimeout))
+	return x
 }
 
 // afterFlush runs when a closing connection's output is all written.
