@@ -17,6 +17,9 @@ package hub
 //   - event data over MaxEventBytes → 413;
 //   - the broker or the presence store unavailable (Redis down or too slow) → 503 with
 //     Retry-After: 1, so that the publisher retries; nothing was published;
+//   - a publish while this node's loops are past their high-water mark (its fan-out
+//     backlog; overload.go) → 503 "server busy" with Retry-After: 1; nothing was
+//     published;
 //   - any other core failure → 500.
 // Every error is JSON {"error":"<message>","code":<status>} (Soketi's shape), every
 // success is JSON, except GET / and GET /up, which answer "OK" unsigned for load balancers.
@@ -328,6 +331,10 @@ func (s *apiServer) publish(ctx context.Context, a *appState, ev apiEvent) error
 // is unavailable or too slow (a retry will do), 500 otherwise. The caller holds the app
 // secret, so the core's reason is theirs to see.
 func coreError(err error, kind error, what string) *apiError {
+	if errors.Is(err, ErrServerBusy) {
+		// Nothing was published: this node's loops are behind (overload.go).
+		return newAPIError(http.StatusServiceUnavailable, errAPIUnavailable, "%s: server busy, retry later", what)
+	}
 	if errors.Is(err, pubsub.ErrUnavailable) || errors.Is(err, presence.ErrUnavailable) ||
 		errors.Is(err, context.DeadlineExceeded) {
 		return newAPIError(http.StatusServiceUnavailable, errAPIUnavailable, "%s: service unavailable, retry later: %v", what, err)

@@ -173,6 +173,7 @@ type appState struct {
 	cfg   atomic.Pointer[App] // with defaults applied; replaced whole by a reload, never modified
 	stats *appStats
 	auth  authQueue // connections waiting for user_authentication_timeout
+	drops dropTable // the channels with the most dropped deliveries (overload.go)
 }
 
 func newAppState(cfg App, stats *appStats) *appState {

@@ -14,16 +14,21 @@ import (
 // cost one round trip to the broker, not a thousand. While one batch is with the
 // broker, the next one gathers.
 //
-// Queue bound: subscribe requests past maxQueuedSubs are refused (the client gets a
-// 503 subscription error); unsubscribes are always admitted, because dropping one would
-// leak a broker subscription, and there are never more of them than channels.
+// Queue bounds: subscribe requests past maxQueuedSubs are refused (the client gets a
+// 503 subscription error). Unsubscribes have their own bound, maxQueuedUnsubs: one is
+// queued each time a channel loses its last local subscriber, so the bound is reached
+// only when the broker has not answered for a long time; past it an unsubscribe is dropped
+// and counted (broker_unsubscribe_dropped). What that leaves is traffic, not a wrong
+// answer: the node stays subscribed to a channel it has no subscriber for, and drops
+// what arrives for it, until the channel is used and left again.
 type brokerSubs struct {
 	h *Hub
 
-	mu     sync.Mutex
-	queue  []subRequest
-	nsubs  int // subscribe requests in queue
-	closed bool
+	mu      sync.Mutex
+	queue   []subRequest
+	nsubs   int // subscribe requests in queue
+	nunsubs int // unsubscribe requests in queue
+	closed  bool
 
 	wake chan struct{} // capacity 1
 	done chan struct{} // closed when run returns
@@ -38,7 +43,10 @@ type subRequest struct {
 	done func(error)
 }
 
-const maxQueuedSubs = 1 << 16
+const (
+	maxQueuedSubs   = 1 << 16
+	maxQueuedUnsubs = 1 << 16
+)
 
 var (
 	errSuperseded = errors.New("hub: broker subscription superseded by an unsubscribe")
@@ -73,7 +81,13 @@ func (b *brokerSubs) unsubscribe(key string) {
 		b.mu.Unlock()
 		return // the broker is about to be closed, which drops every subscription
 	}
+	if b.nunsubs >= maxQueuedUnsubs {
+		b.mu.Unlock()
+		b.h.cleanupDropped(dropBrokerUnsub, key)
+		return
+	}
 	b.queue = append(b.queue, subRequest{key: key})
+	b.nunsubs++
 	b.mu.Unlock()
 	b.kick()
 }
@@ -104,7 +118,7 @@ func (b *brokerSubs) run() {
 	for {
 		b.mu.Lock()
 		batch := b.queue
-		b.queue, b.nsubs = nil, 0
+		b.queue, b.nsubs, b.nunsubs = nil, 0, 0
 		closed := b.closed
 		b.mu.Unlock()
 		if len(batch) > 0 {
@@ -135,7 +149,7 @@ func (b *brokerSubs) apply(batch []subRequest) {
 	if len(unsubs) > 0 {
 		ctx, cancel := b.h.opContext()
 		if err := b.h.broker.Unsubscribe(ctx, unsubs...); err != nil {
-			b.h.log.Debug("broker unsubscribe failed", "channels", len(unsubs), "err", err)
+			b.h.warns.warn(warnBrokerUnsubscribe, "broker unsubscribe failed", "channels", len(unsubs), "err", err)
 		}
 		cancel()
 	}

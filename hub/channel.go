@@ -73,11 +73,14 @@ type channel struct {
 	snap    [][]*transport.Conn // members' conns grouped by loop; nil when members changed since
 }
 
-// addLocked makes s a recipient of the channel's messages (ch.mu held).
+// addLocked makes s a recipient of the channel's messages (ch.mu held). The app's
+// subscription count follows every add and remove, so that Stats never walks the
+// channels.
 func (ch *channel) addLocked(s *subscription) {
 	s.idx = int32(len(ch.members))
 	ch.members = append(ch.members, s)
 	ch.snap = nil
+	ch.app.stats.subscriptions.Add(1)
 }
 
 // removeLocked stops s receiving (ch.mu held); a no-op when it is not a member.
@@ -94,6 +97,7 @@ func (ch *channel) removeLocked(s *subscription) {
 	ch.members = ch.members[:last]
 	s.idx = -1
 	ch.snap = nil
+	ch.app.stats.subscriptions.Add(-1)
 	if cap(ch.members) > 1024 && len(ch.members) < cap(ch.members)/4 {
 		ch.members = append([]*subscription(nil), ch.members...) // give back what a crowd grew
 	}
@@ -168,6 +172,7 @@ func (x *index) acquire(a *appState, name string) *channel {
 		k, cache := channelKind(name)
 		ch = &channel{app: a, name: name, key: key, kind: k, cache: cache}
 		s.m[key] = ch
+		a.stats.channels.Add(1)
 	}
 	ch.refs++
 	s.mu.Unlock()
@@ -186,6 +191,7 @@ func (x *index) release(ch *channel) bool {
 	}
 	if s.m[ch.key] == ch {
 		delete(s.m, ch.key)
+		ch.app.stats.channels.Add(-1)
 	}
 	return true
 }

@@ -3,6 +3,7 @@ package hub
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/herald-rt/herald/presence"
 	"github.com/herald-rt/herald/transport"
@@ -27,12 +28,37 @@ type clientExt struct {
 	// over a limit): it gets that close, and it is not in the open counts.
 	reject *transport.CloseReason
 	userID string // signed-in user, "" if none
-	// client-event rate limit: a fixed one-second window.
-	evWindow int64
-	evCount  int32
+	// evTAT is the client-event rate limit's state: a token bucket kept as its
+	// theoretical arrival time (GCRA), in ns on the limiter's clock (allowEvent).
+	evTAT int64
 	// authed: signed in, or subscribed to an authorized channel (for the app's
 	// user_authentication_timeout; set only when the app has one).
 	authed bool
+}
+
+// allowEvent takes one client event from the connection's token bucket: rate tokens
+// per second, refilled continuously, holding at most rate (the burst). It is a GCRA,
+// one int64 of state: evTAT is when the bucket would be full again, and an event
+// passes while that is at most (rate-1) intervals ahead of now. So 10 per second
+// allow 10 at once, then one every 100 ms; a burst across a second boundary gets
+// the refill, never a new window of 10. now is in ns on a clock that does not go
+// back (monotonic); a bucket ahead of now by more than it can hold is reset, so that
+// a clock that jumped back never locks a connection out.
+func (x *clientExt) allowEvent(now int64, rate int) bool {
+	if rate <= 0 {
+		rate = 1
+	}
+	interval := max(int64(time.Second)/int64(rate), 1)
+	limit := int64(rate-1) * interval // how far ahead of now the bucket may be
+	tat := max(x.evTAT, now)
+	if tat-now > limit+interval { // ahead by more than the bucket holds
+		tat = now
+	}
+	if tat-now > limit {
+		return false
+	}
+	x.evTAT = tat + interval
+	return true
 }
 
 func (c *client) x() *clientExt {

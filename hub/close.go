@@ -15,6 +15,7 @@ var (
 	closeUnauthorized = transport.CloseReason{Code: 4009, Text: "connection is unauthorized: sign in or subscribe to a private channel in time", Label: "unauthorized"}
 	closeOverCapacity = transport.CloseReason{Code: 4100, Text: "over capacity", Label: "over_capacity"}
 	closeSlowConsumer = transport.CloseReason{Code: 4100, Text: "slow consumer", Label: "slow_consumer"}
+	closeOverloaded   = transport.CloseReason{Code: 4100, Text: "server overloaded", Label: "overloaded"}
 	closeShutdown     = transport.CloseReason{Code: 4200, Text: "server shutting down, reconnect", Label: "shutdown"}
 	closePongTimeout  = transport.CloseReason{Code: 4201, Text: "pong reply not received", Label: "pong_timeout"}
 )

@@ -10,7 +10,9 @@
 // cluster; cmd/herald chooses). Run serves; Drain and Shutdown stop (below); Reload
 // replaces the apps. APIHandler is the HTTP API, served on the same port as the
 // WebSockets (the transport hands it every plain HTTP request). Stats feeds the admin
-// server and the Prometheus collector registered through Config.Registerer.
+// server and the Prometheus collector registered through Config.Registerer; it reads
+// counters kept where things change (channels and subscriptions per app follow the
+// index and the channels' members), so it costs O(apps) at any number of channels.
 //
 // The hub is the engines' handler: pubsub.Handler (HandleMessage, HandleControl,
 // HandleBrokerState) and presence.Handler (HandleDepartures, HandleReset).
@@ -119,7 +121,68 @@
 // events are dropped and counted (herald_dropped_total{reason="client_event_unpublished"}),
 // presence subscriptions are refused with 503; member events are retried for
 // memberRetryFor in their channel's order, so that a short outage leaves no ghost in
-// clients' member lists.
+// clients' member lists. The warnings that would repeat once per failed call (a
+// publish, a join, a count report, a member event lost) are rate-limited per kind
+// (warn.go): the first at once, then one line per 10 s carrying the number held back,
+// so an outage cannot fill a disk; the counters (broker and store errors, drops by
+// reason) count every one.
+//
+// # Overload and queues
+//
+// When publishers outrun this node's loops (overload.go), nothing is lost without a
+// word. A local publish is refused before anything is published while a loop's
+// fan-out backlog is past its high-water mark (half of transport.Config's
+// MailboxDeliveries or MailboxSize; transport.Server.Congested): the HTTP API answers
+// 503 "server busy" with Retry-After: 1, a client event gets pusher:error 4301
+// "server busy". A broker message (another node's publish) cannot be refused, so the
+// receive path waits for room, at most Config.DeliveryWait per message, which slows
+// the broker's delivery to this node: that is what backpressure between nodes can be
+// over pub/sub. Deliveries still refused then (delivery_timeout), or refused to a local
+// publish that raced past the check (delivery_overflow), are counted per app, one per
+// subscriber missed; /stats lists the worst channels per app (dropped_channels); a
+// warning is logged, rate-limited. herald_messages_sent_total counts only deliveries
+// handed to a loop, so for every publish taken, sent + dropped = subscribers.
+//
+// Every queue the hub feeds or owns, its bound, what happens when it is full, and what
+// shows it (herald_ metrics; drops are herald_dropped_total{app,reason}):
+//
+//	queue                    bound                                 when full                                    shows it
+//	loop mailboxes:          MailboxDeliveries (1,048,576) and     API publish 503 + Retry-After (from half),   dropped{publish_busy,
+//	  fan-out (transport)    MailboxSize (8192) jobs per loop       client event 4301 (from half); broker        client_event_busy,
+//	                                                               message waits DeliveryWait (1 s), then       delivery_timeout,
+//	                                                               its deliveries there are dropped             delivery_overflow},
+//	                                                                                                            fanout_dropped_total
+//	loop mailboxes: Do       DoMailboxSize (65,536) per loop       the connection is closed with 4100 "server   connections_closed_total
+//	  (transport)                                                  overloaded" (pusher-js backs off, then       {reason="overloaded"}
+//	                                                               reconnects), instead of a lost confirmation
+//	output per connection    MaxPendingBytes (1 MiB)               slow consumer: close 4100 if it fits, else   connections_closed_total
+//	  (transport)                                                  a plain close                                {reason="slow_consumer"}
+//	ops shards: new work     OpsQueue (4096) per shard             refused: subscribe 503 subscription_error,   dropped{ops_queue_full},
+//	                                                               client event pusher:error 4100               ops_pending
+//	ops shards: clean-up     8 × OpsQueue per shard (32,768)       dropped: a presence entry left behind stays  dropped{cleanup_dropped}
+//	                                                               until the node leaves the cluster (its
+//	                                                               lease), a member_removed is not sent
+//	brokerSubs: subscribes   65,536 queued                         subscribe refused: 503 subscription_error    -
+//	brokerSubs: unsubscribes 65,536 queued                         dropped: the node stays subscribed in the    dropped{broker_unsubscribe_
+//	                                                               broker (traffic only) until the channel is   dropped}
+//	                                                               used and left again
+//	departure-grace timers   65,536 waiting (afterGrace)           the confirmation runs at once, without the   dropped{webhook_grace_
+//	                                                               grace                                        skipped}
+//	countSync dirty set      one entry per channel changed since   - (a set: bounded by the node's channels)    -
+//	                         the last report
+//	webhook queues           QueueSize events and QueueBytes per   the event is dropped (queue_full)            webhooks_dropped_total
+//	  (package webhook)      hook, plus one batch in flight                                                     {reason}
+//	auth queues              one entry per connection of an app    - (bounded by connections; each leaves at    -
+//	                         with a timeout, until its deadline    its deadline)
+//	per-IP table             entries for addresses with an open    - (swept; transport's ipLimiter)             -
+//	  (transport)            connection or a refilling bucket
+//	dropped_channels table   32 channels per app (Space-Saving)    the least-dropped entry is replaced          /stats
+//	warnLimiter              one entry per warning kind            -                                            -
+//
+// The clean-up bounds are far above what a healthy node queues: there is at most one
+// clean-up job per subscription that ended, and new subscriptions are refused long
+// before. Reaching one means the store or the broker has stopped answering for a long
+// time; the node then keeps its memory bounded and says what it gave up.
 //
 // # Concurrency
 //
@@ -131,7 +194,8 @@
 //   - presence store calls, cache reads, client-event and member-event publishes go
 //     to the ops shards (ops.go), one goroutine per shard, sharded by channel key so
 //     that the jobs of one channel run in order; new work is refused when a shard's
-//     queue is full (the client gets an error), clean-up work is always admitted;
+//     queue is full (the client gets an error), clean-up work has a larger bound of
+//     its own (see Overload and queues);
 //   - subscription counts go to countSync, one goroutine, which also announces
 //     subscription_count and settles nothing itself (vacancies wait on timers whose
 //     confirmations run on the ops shards);
@@ -144,8 +208,8 @@
 // for it; Reload runs on its caller's goroutine, one at a time.
 //
 // Locks, in the order they may be taken: Hub.reloadMu (Reload), then an index shard's
-// mutex, then a channel's mu. userTable, authQueue, brokerSubs, countSync and appStats
-// have leaf locks that are never held while taking another (countSync's is taken
+// mutex, then a channel's mu. userTable, authQueue, brokerSubs, countSync, appStats
+// and warnLimiter have leaf locks that are never held while taking another (countSync's is taken
 // under a channel's mu, by activate; userTable's and authQueue's under reloadMu, by
 // closeApp).
 //

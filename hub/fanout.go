@@ -41,10 +41,34 @@ func (h *Hub) envelope(js []byte, exceptNode uint32, exceptConn uint64) []byte {
 	return transport.AppendTextFrame(b, js)
 }
 
-// opContext bounds one broker or presence call; it ends early when Shutdown's deadline
-// passes.
+// opContext bounds one broker or presence call: Config.OpTimeout, and never past the
+// stop's deadline (StopBy). The deadline, not only a cancellation, matters: a call
+// blocked on a frozen Redis ends at its deadline, and a cancellation is not seen
+// until then.
 func (h *Hub) opContext() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(h.base, h.cfg.OpTimeout)
+	d := time.Now().Add(h.cfg.OpTimeout)
+	if by := h.stopBy.Load(); by != 0 && by < d.UnixNano() {
+		d = time.Unix(0, by)
+	}
+	return context.WithDeadline(h.base, d)
+}
+
+// StopBy tells the hub the time by which the process will have stopped (the
+// shutdown's deadline, known from the first signal, before the drain). Every broker
+// and presence call made after it ends by then, so that a frozen Redis cannot hold
+// the stop past its deadline. Shutdown calls it with its context's deadline. Safe
+// from any goroutine; an earlier time wins.
+func (h *Hub) StopBy(t time.Time) {
+	by := t.UnixNano()
+	for {
+		old := h.stopBy.Load()
+		if old != 0 && old <= by {
+			return
+		}
+		if h.stopBy.CompareAndSwap(old, by) {
+			return
+		}
+	}
 }
 
 // publishEnvelope hands an envelope to the broker and, once the broker took it, delivers
@@ -61,7 +85,7 @@ func (h *Hub) publishEnvelope(ctx context.Context, key string, env []byte, keep 
 		h.metrics.brokerError()
 		return err
 	}
-	h.deliver(key, env)
+	h.deliver(key, env, false)
 	return nil
 }
 
@@ -72,14 +96,15 @@ func (h *Hub) publishAsync(a *appState, key string, env []byte, reason string) b
 	defer cancel()
 	if err := h.publishEnvelope(ctx, key, env, 0); err != nil {
 		a.stats.dropped(reason)
-		h.log.Debug("broker publish failed", "channel", key, "err", err)
+		h.warns.warn(warnBrokerPublish, "broker publish failed", "channel", key, "err", err)
 		return false
 	}
 	return true
 }
 
 // HandleMessage delivers a broker message to this node's subscribers of the channel:
-// the frame inside the envelope is written as is to every one of them.
+// the frame inside the envelope is written as is to every one of them. A loop whose
+// fan-out backlog is full is waited for, at most Config.DeliveryWait (overload.go).
 func (h *Hub) HandleMessage(key string, data []byte) {
 	if len(data) <= envHeader || data[0] != envVersion {
 		h.metrics.badEnvelope()
@@ -88,11 +113,15 @@ func (h *Hub) HandleMessage(key string, data []byte) {
 	if binary.BigEndian.Uint32(data[1:5]) == h.nodeID {
 		return // ours: delivered locally when it was published
 	}
-	h.deliver(key, data)
+	h.deliver(key, data, true)
 }
 
-// deliver writes the envelope's frame to this node's subscribers of the channel.
-func (h *Hub) deliver(key string, env []byte) {
+// deliver writes the envelope's frame to this node's subscribers of the channel. A
+// broker message (remote) waits for a full loop, at most Config.DeliveryWait; a local
+// publish never waits (it was checked against the high-water mark before it was
+// published). Subscribers in a share a full loop refused are counted as dropped, the
+// others as sent.
+func (h *Hub) deliver(key string, env []byte, remote bool) {
 	ch := h.index.get(key)
 	if ch == nil {
 		return
@@ -108,8 +137,21 @@ func (h *Hub) deliver(key string, env []byte) {
 		except = binary.BigEndian.Uint64(env[9:17])
 		n-- // deliveries attempted: the sender is normally a subscriber
 	}
-	h.srv.Fanout(env[envHeader:], byLoop, except)
-	ch.app.stats.sent(uint64(n))
+	var dropped int
+	if remote {
+		dropped = h.srv.FanoutWait(h.base, h.cfg.DeliveryWait, env[envHeader:], byLoop, except)
+	} else {
+		dropped = h.srv.Fanout(env[envHeader:], byLoop, except)
+	}
+	if dropped > 0 {
+		reason := dropDeliveryOverflow
+		if remote {
+			reason = dropDeliveryTimeout
+		}
+		h.droppedDeliveries(ch, reason, dropped)
+		n -= dropped
+	}
+	ch.app.stats.sent(uint64(max(n, 0)))
 }
 
 // HandleBrokerState logs the broker's outages; the broker resubscribes by itself, and
@@ -127,8 +169,12 @@ var ErrUnknownSocket = errors.New("hub: invalid socket_id")
 
 // publish implements the HTTP API's trigger (see internal_api.go). It stops at the first
 // channel the broker refuses, so that the publisher's retry repeats as little as
-// possible.
+// possible. While this node's loops are past their high-water mark it publishes
+// nothing and returns ErrServerBusy (503 with Retry-After; overload.go).
 func (h *Hub) publish(ctx context.Context, a *appState, channels []string, name string, data json.RawMessage, excludeSocketID string) error {
+	if h.busy(a, dropPublishBusy) {
+		return ErrServerBusy
+	}
 	var node uint32
 	var conn uint64
 	if excludeSocketID != "" {

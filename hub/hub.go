@@ -62,6 +62,11 @@ type Config struct {
 	// OpTimeout bounds one broker or presence call made for a client (subscribe,
 	// presence join, client event); default 5 s.
 	OpTimeout time.Duration
+	// DeliveryWait is how long a broker message (another node's publish) waits for
+	// room in a loop whose fan-out backlog is full before its deliveries there are
+	// dropped and counted (delivery_timeout); default 1 s. It slows the broker's
+	// delivery to this node, so keep it under the broker's probe timeout (3 s).
+	DeliveryWait time.Duration
 	// DepartureGrace is how long channel_vacated and member_removed webhooks wait for
 	// the channel or user to come back (then neither is sent); default 3 s, Pusher's.
 	// A cluster's stores must be made with the same grace.
@@ -87,6 +92,7 @@ var (
 type Hub struct {
 	cfg     Config
 	log     *slog.Logger
+	warns   *warnLimiter // the warnings that repeat per event during an outage (warn.go)
 	clock   func() time.Time
 	nodeID  uint32
 	nodeStr string
@@ -122,8 +128,9 @@ type Hub struct {
 	settling atomic.Int64 // webhook confirmations waiting out the departure grace
 
 	shutdownOnce sync.Once
-	draining     atomic.Bool // Drain or Shutdown began: readiness fails
-	closed       atomic.Bool // Shutdown began
+	stopBy       atomic.Int64 // UnixNano by which broker and presence calls end (StopBy); 0 for none
+	draining     atomic.Bool  // Drain or Shutdown began: readiness fails
+	closed       atomic.Bool  // Shutdown began
 
 	stopAuth chan struct{} // closed by Shutdown: ends authLoop
 	authDone chan struct{} // closed when authLoop returned
@@ -159,6 +166,9 @@ func New(cfg Config) (*Hub, error) {
 	if cfg.OpTimeout <= 0 {
 		cfg.OpTimeout = 5 * time.Second
 	}
+	if cfg.DeliveryWait <= 0 {
+		cfg.DeliveryWait = time.Second
+	}
 	if cfg.DepartureGrace <= 0 {
 		cfg.DepartureGrace = presence.DefaultDepartureGrace
 	}
@@ -176,6 +186,7 @@ func New(cfg Config) (*Hub, error) {
 	h := &Hub{
 		cfg:   cfg,
 		log:   cfg.Logger,
+		warns: newWarnLimiter(cfg.Logger, warnEvery),
 		clock: time.Now,
 		known: make(map[string]*appState),
 		index: newIndex(),
@@ -224,6 +235,7 @@ func New(cfg Config) (*Hub, error) {
 	tc.PongTimeout = cfg.PongTimeout
 	tc.IdleClose = closePongTimeout
 	tc.SlowConsumer = closeSlowConsumer
+	tc.Overloaded = closeOverloaded
 	if tc.FirstConnID == 0 {
 		// Socket ids are "<node>.<conn>": counting conns from the clock keeps a
 		// restarted node with the same id from handing out its former ids again.
@@ -240,6 +252,7 @@ func New(cfg Config) (*Hub, error) {
 		return nil, err
 	}
 	h.ops = newOps(cfg.OpsShards, cfg.OpsQueue)
+	h.ops.dropped = func(key string) { h.cleanupDropped(dropCleanup, key) }
 	h.bsubs = newBrokerSubs(h)
 	h.counts = newCountSync(h)
 	h.stopAuth, h.authDone = make(chan struct{}), make(chan struct{})
@@ -348,6 +361,9 @@ func (h *Hub) Drain(ctx context.Context, window time.Duration) error {
 func (h *Hub) Shutdown(ctx context.Context) error {
 	var err error
 	h.shutdownOnce.Do(func() {
+		if d, ok := ctx.Deadline(); ok {
+			h.StopBy(d)
+		}
 		h.draining.Store(true)
 		h.closed.Store(true)
 		stop := context.AfterFunc(ctx, h.cancelBase)
@@ -375,6 +391,7 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 		if herr := h.hooks.Close(ctx); herr != nil {
 			h.log.Warn("webhooks still queued at shutdown were dropped", "err", herr)
 		}
+		h.warns.close() // logs the warnings still held back
 		h.cancelBase()
 	})
 	return err

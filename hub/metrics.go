@@ -22,6 +22,13 @@ type appStats struct {
 	msgsOut       atomic.Uint64
 	publishAPI    atomic.Uint64
 	publishClient atomic.Uint64
+	// channels and subscriptions follow the channel index: channels counts the app's
+	// channels in it (index.acquire creates, index.release deletes), subscriptions
+	// their members (channel.addLocked, removeLocked). Stats reads them instead of
+	// walking a million channels under the shard locks; each changes only where the
+	// index or a channel's members change, never on the fan-out path.
+	channels      atomic.Int64
+	subscriptions atomic.Int64
 
 	mu      sync.Mutex
 	closes  map[string]uint64 // by close reason label
@@ -295,6 +302,10 @@ type AppStats struct {
 	Closes            map[string]uint64 `json:"closes"`
 	Dropped           map[string]uint64 `json:"dropped,omitempty"`
 	Rejected          map[string]uint64 `json:"rejected,omitempty"`
+
+	// DroppedChannels are the channels with the most deliveries dropped on this
+	// node (the delivery_ reasons of Dropped), most first, at most 10 (overload.go).
+	DroppedChannels []ChannelDrops `json:"dropped_channels,omitempty"`
 }
 
 // errorLabels are the close reasons that mean something went wrong (as opposed to a
@@ -304,7 +315,9 @@ var errorLabels = map[string]bool{
 	"pong_timeout": true, "conn_lost": true, "invalid_version": true, "unsupported_protocol": true,
 }
 
-// Stats returns a snapshot. It walks the channel index, so it costs O(channels).
+// Stats returns a snapshot. It costs O(apps), whatever the number of channels and
+// connections: every figure is a counter kept where it changes (the admin server calls
+// Stats every second, and the Prometheus collector on every scrape).
 func (h *Hub) Stats() Stats {
 	apps := h.apps.Load().byID
 	st := Stats{Apps: make(map[string]AppStats, len(apps))}
@@ -319,12 +332,11 @@ func (h *Hub) Stats() Stats {
 			PublishedClient:   s.publishClient.Load(),
 			Closes:            s.copyMap(&s.closes),
 			Dropped:           s.copyMap(&s.drops),
+			DroppedChannels:   a.drops.top(dropTop),
 			Rejected:          s.copyMap(&s.rejects),
 		}
-		h.index.each(a, func(ch *channel) {
-			as.Channels++
-			as.Subscriptions += ch.count()
-		})
+		as.Channels = int(s.channels.Load())
+		as.Subscriptions = int(s.subscriptions.Load())
 		as.SlowConsumers = as.Closes[closeSlowConsumer.Label]
 		for l, v := range as.Closes {
 			if errorLabels[l] {

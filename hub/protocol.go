@@ -8,6 +8,7 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/herald-rt/herald/presence"
 	"github.com/herald-rt/herald/pubsub"
@@ -390,7 +391,12 @@ func (h *Hub) signin(c *client, d *signinData) {
 	}
 }
 
-// clientEvent relays a client-* event to the channel's other subscribers.
+// clockBase is the origin of the client-event limiter's clock: h.clock() minus it is
+// monotonic while the clock is time.Now (both carry a monotonic reading).
+var clockBase = time.Now()
+
+// clientEvent relays a client-* event to the channel's other subscribers, at most the
+// app's MaxClientEventsPerSecond per connection (a token bucket, clientExt.allowEvent).
 func (h *Hub) clientEvent(c *client, m *clientMessage) {
 	a := c.app
 	cfg := a.conf()
@@ -417,17 +423,14 @@ func (h *Hub) clientEvent(c *client, m *clientMessage) {
 		c.conn.WriteText(errorJSON(4301, "client event before subscription_succeeded"))
 		return
 	}
-	now := h.clock().Unix()
-	x := c.x()
-	if now != x.evWindow {
-		x.evWindow, x.evCount = now, 0
-	}
-	if int(x.evCount) >= cfg.MaxClientEventsPerSecond {
+	if !c.x().allowEvent(int64(h.clock().Sub(clockBase)), cfg.MaxClientEventsPerSecond) {
 		a.stats.dropped("client_event_rate")
 		c.conn.WriteText(errorJSON(4301, "client event rate limit exceeded"))
 		return
 	}
-	x.evCount++
+	if h.refuseBusyEvent(c) { // overload.go
+		return
+	}
 	data := m.Data
 	if data == nil {
 		data = json.RawMessage("null")

@@ -211,7 +211,7 @@ func TestClientSize(t *testing.T) {
 // Members are removed by swapping in the last one: every index must stay right
 // through any sequence of adds and removes.
 func TestChannelMembersSwapRemove(t *testing.T) {
-	ch := &channel{}
+	ch := &channel{app: &appState{stats: &appStats{}}}
 	rng := rand.New(rand.NewPCG(1, 2))
 	in := map[*subscription]bool{}
 	var all []*subscription
@@ -226,8 +226,8 @@ func TestChannelMembersSwapRemove(t *testing.T) {
 			ch.removeLocked(s) // also when already removed: a no-op
 			delete(in, s)
 		}
-		if len(ch.members) != len(in) {
-			t.Fatalf("step %d: %d members, want %d", i, len(ch.members), len(in))
+		if len(ch.members) != len(in) || ch.app.stats.subscriptions.Load() != int64(len(in)) {
+			t.Fatalf("step %d: %d members, app counts %d, want %d", i, len(ch.members), ch.app.stats.subscriptions.Load(), len(in))
 		}
 	}
 	for i, s := range ch.members {

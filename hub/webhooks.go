@@ -54,20 +54,35 @@ func internalChannel(name string) bool { return strings.HasPrefix(name, "#") }
 
 // afterGrace runs fn on the ops shard of key once the departure grace has passed.
 // h.settling counts them until they ran, so that Shutdown can let them finish (a node
-// that drains is often the last one with the channel).
+// that drains is often the last one with the channel). At most maxSettling wait: past
+// that, fn is queued at once, without the grace (counted: webhook_grace_skipped), so
+// that a storm of departures cannot hold an unbounded number of timers; the app then
+// hears of a departure and a quick return as two events instead of none.
 func (h *Hub) afterGrace(key string, fn func(ctx context.Context)) {
-	h.settling.Add(1)
-	time.AfterFunc(h.cfg.DepartureGrace, func() {
+	grace := h.cfg.DepartureGrace
+	if h.settling.Add(1) > maxSettling {
+		h.cleanupDropped(dropGraceSkipped, key)
+		grace = 0
+	}
+	run := func() {
 		if !h.ops.submit(key, true, func() {
 			defer h.settling.Add(-1)
 			ctx, cancel := h.opContext()
 			defer cancel()
 			fn(ctx)
 		}) {
-			h.settling.Add(-1) // shut down: the confirmation is lost with the node
+			h.settling.Add(-1) // shut down (or the clean-up bound): the confirmation is lost
 		}
-	})
+	}
+	if grace == 0 {
+		run()
+		return
+	}
+	time.AfterFunc(grace, run)
 }
+
+// maxSettling bounds the confirmations waiting out the departure grace (afterGrace).
+const maxSettling = 1 << 16
 
 // settle waits until no queued work and no confirmation is left, or ctx ends
 // (Shutdown, after the last connection closed).

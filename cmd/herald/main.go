@@ -422,6 +422,9 @@ func (n *node) stop(sigs <-chan os.Signal) error {
 	defer n.close()
 	sctx, cancel := context.WithTimeout(context.Background(), n.o.shutdownTimeout)
 	defer cancel()
+	if d, ok := sctx.Deadline(); ok {
+		n.h.StopBy(d) // from now on no Redis call outlives the stop
+	}
 	drainFor := n.o.drainWindow + (n.o.shutdownTimeout-n.o.drainWindow)/2
 	dctx, cut := context.WithTimeout(sctx, drainFor)
 	defer cut()
