@@ -23,10 +23,10 @@
 // E2E_LB_PLAIN_FRONTEND and E2E_LB_BACKEND (the proxies' names in its stats),
 // E2E_NODE_IDS (the nodes' --node-id, in order) and NODE_EXTRA_CA_CERTS (the test CA).
 //
-// Nine instances, each with its own files (TestPusherJS, TestLimits, TestDrain,
-// TestCluster, TestClusterOnRedisCluster, TestClusterFailures, TestWebhooks,
-// TestClusterWebhooks and TestHAProxy, run in parallel; the files of one instance run
-// one after another):
+// Eleven instances, each with its own files or Go subtests (TestPusherJS, TestLimits,
+// TestDrain, TestCluster, TestClusterOnRedisCluster, TestClusterFailures, TestWebhooks,
+// TestClusterWebhooks, TestHAProxy, TestFaultsToxics and TestFaultsStops, run in
+// parallel; the files and subtests of one instance run one after another):
 //
 //	main    apps.json with three apps: the first with client events and the default
 //	        limits, the second with max_presence_members 3, the third with
@@ -70,6 +70,28 @@
 //	        second with and without TLS, and a drain of 1,000 clients
 //	        (SIGTERM to the node holding most; they must all come
 //	        back on the other one). They print what they measure.
+//	faults  three nodes (faults_*_test.go), Go subtests only, each     (Go)
+//	        node reaching a Redis of the instance's own through a
+//	        toxiproxy proxy of its own (github.com/Shopify/toxiproxy/v2
+//	        as a library, in the test process; --node-lease 3s,
+//	        --shutdown-timeout 6s). Go clients (coder/websocket), one
+//	        per node, each subscribed to a channel per node, while a
+//	        signed publisher sends numbered events through every node:
+//	        100 ms of latency on what Redis sends; 64 KB/s each way
+//	        under 180 KB/s of events (the probe times out); a
+//	        reset_peer held 1.5 s in the middle of a back-to-back
+//	        burst; a blackhole (the timeout toxic) for 6 s with a
+//	        presence channel. Each checks every event was delivered
+//	        at most once, in order, never when refused, lost only
+//	        where and when a node's broker was down, and measures the
+//	        time to detect and to get back to normal
+//	stops   three more such nodes: node 2 frozen (SIGSTOP) for 20 s   (Go)
+//	        with presence users on it (the others drop them within
+//	        the lease, and all is right again after SIGCONT); then
+//	        SIGTERM of node 3 with its Redis blackholed, and of node
+//	        2 with the Redis frozen: each stops within
+//	        --shutdown-timeout and exits 0, and node 1 cleans up
+//	        after it
 //
 // The JS files pick a node with connect({node: n}), sdk({node: n}), stats(n) and
 // admin(path, n) (nodes are numbered from 1; 1 is the default). A cluster instance also
@@ -78,8 +100,11 @@
 // node; kill, restart, freeze (SIGSTOP) or thaw the Redis; CLIENT KILL TYPE pubsub. Every
 // process is started and stopped by the Go test by its PID; the Redis and the nodes are
 // thawed (the Redis restarted) before the nodes are stopped, whatever state a failed
-// test left them in. cluster_failures.test.mjs and the webhook files print the figures
-// they measure ("measured: ..." lines in the test log).
+// test left them in. cluster_failures.test.mjs, the webhook files and the fault tests
+// print the figures they measure ("measured: ..." lines in the test log; go test -v
+// shows them). The fault instances act on their processes and proxies from Go directly,
+// remove every toxic and thaw what is frozen before their nodes stop, and log the
+// Redis registry of nodes, claims and counts when a test failed.
 //
 // The webhook files run the endpoint herald posts to (lib.mjs WebhookReceiver) on a
 // loopback port that the Go side reserved and wrote into apps.json, and release just
