@@ -17,7 +17,7 @@ SUDO := $(shell [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null && echo sudo)
 TEST_PKGS := node:nodejs npm:npm chromium:chromium redis-server:redis-server redis-cli:redis-tools \
 	haproxy:haproxy openssl:openssl promtool:prometheus
 
-.PHONY: all build run test test-deps go-test lint fuzz conformance bench bench-loadgen bench-cluster bench-1m loadgen clean
+.PHONY: all build run test test-deps go-test lint fuzz conformance bench bench-burst bench-loadgen bench-cluster bench-1m soak loadgen clean
 
 all: build
 
@@ -76,13 +76,24 @@ loadgen: build
 
 ## bench: benchmarks and the load figures (memory per connection, fan-out against the
 ## raw write floor, upgrades per second; one node and a 3-node cluster side by side),
-## a loadgen broadcast run against Herald, then the cluster runs (bench-cluster).
-## About 5 minutes; redis-server must be installed (make test-deps).
+## fan-out under load against today's code (bench-burst), a loadgen broadcast run
+## against Herald, then the cluster runs (bench-cluster).
+## About 13 minutes; redis-server must be installed (make test-deps).
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem ./transport ./pubsub ./hub
 	$(GO) run ./bench/cmd/benchrun
+	$(MAKE) bench-burst
 	$(MAKE) bench-loadgen
 	$(MAKE) bench-cluster
+
+## bench-burst: fan-out to 15,000 subscribers at 1, 10 and 100 publishes/s and in
+## bursts of 100 back-to-back publishes, today's code (herald built from BASELINE, the
+## last commit before gathering, by git archive) against this tree, in the same run:
+## deliveries/s, publish-to-delivery p50/p99/max, publishes refused (503), peak RSS,
+## and every delivery accounted for. About 8 minutes. It prints the command it ran.
+BASELINE ?= dc108f2
+bench-burst:
+	$(GO) run ./bench/cmd/benchburst -baseline $(BASELINE) $(ARGS)
 
 ## bench-loadgen: 15,000 clients over 2 loadgen workers, broadcast on 10 channels.
 bench-loadgen: build
@@ -106,6 +117,14 @@ bench-cluster:
 ## SO_REUSEPORT and 52 client workers); see bench/BENCH-1M.md. Never part of make test.
 bench-1m: build
 	$(GO) run ./bench/cmd/bench1m $(ARGS)
+
+## soak: an hour of mixed load on 3 nodes and a redis-server (loadgen churn, presence
+## joins and leaves, client events and broadcasts, a slow consumer and a reconnecting
+## client), sampling each node's RSS, goroutines and fds; checks that none grew and
+## that the quiet channels lost and duplicated nothing. Reports: bin/soak.html and
+## bin/soak-*.html. Shorter: make soak ARGS="--duration 10m". Never part of make test.
+soak:
+	$(GO) run ./bench/cmd/soak -out-dir bin $(ARGS)
 
 clean:
 	rm -rf bin
