@@ -242,8 +242,13 @@ return out
 // each; the claimers hash records who holds each claim, by node id (which, unlike the
 // name, survives a re-registration). It also returns the claims the caller already
 // holds: a claim whose reply was lost (the call timed out while Redis was frozen, and
-// Redis ran it when it woke up) would otherwise wait claimTTL for another sweeper. The
-// caller's own name is never claimed by itself: a late renewal still saves it.
+// Redis ran it when it woke up) would otherwise wait claimTTL for another sweeper. And
+// it takes over the claims of a claimer with no live name (its id is no live node's):
+// a sweeper that died, or stopped, between its claim and its cleaning would otherwise
+// leave the dead node's entries counted for claimTTL. (A claim taken over from a
+// claimer that is only slow is cleaned twice, harmlessly: each entry is removed, and
+// reported, once.) The caller's own name is never claimed by itself: a late renewal
+// still saves it.
 // KEYS: nodes, claims, claimers. ARGV: own name, claim ms, limit, own id.
 var claimScript = redis.NewScript(nowMS + `
 local until_ = now + tonumber(ARGV[2])
@@ -266,8 +271,15 @@ for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. now, 'LIM
   claim(m)
 end
 local held = redis.call('HGETALL', KEYS[3])
-for i = 1, #held, 2 do
-  if held[i + 1] == ARGV[4] and redis.call('ZSCORE', KEYS[2], held[i]) then claim(held[i]) end
+if #held > 0 then
+  local live = {}
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')) do
+    live[string.match(m, '^[^-]*')] = true
+  end
+  for i = 1, #held, 2 do
+    local by = held[i + 1]
+    if (by == ARGV[4] or not live[by]) and redis.call('ZSCORE', KEYS[2], held[i]) then claim(held[i]) end
+  end
 end
 return out
 `)

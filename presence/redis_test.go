@@ -340,6 +340,30 @@ func TestRedisLostClaimReply(t *testing.T) {
 	mustCount(t, b, "room", 0)
 }
 
+// TestRedisDeadClaimerTakenOver: a sweeper that claimed a dead node and then died (or
+// stopped) before cleaning it leaves the claim to the next live sweeper at once, not
+// after claimTTL (30 s); until then the dead node's entries would still be counted.
+func TestRedisDeadClaimerTakenOver(t *testing.T) {
+	t.Parallel()
+	e := sharedEnv(t)
+	ha, hb, hc := &handler{}, &handler{}, &handler{}
+	a, b, c := e.node(1, ha), e.node(2, hb), e.node(3, hc)
+	mustAdd(t, a, "room", "a1", "alice", true)
+	b.PauseLoops()
+	c.PauseLoops()
+	a.Kill()
+	time.Sleep(testLease + 200*time.Millisecond) // a's lease runs out; nobody sweeps
+	if err := c.ClaimLostReply(); err != nil {   // c claims a, and never cleans it
+		t.Fatal(err)
+	}
+	c.Kill()
+	start := time.Now()
+	b.ResumeLoops()
+	waitDepartures(t, testLease+3*time.Second, []presence.Departure{{Channel: "room", UserID: "alice"}}, hb, hc)
+	t.Logf("cleaned %v after the live sweeper resumed", time.Since(start).Round(time.Millisecond))
+	mustCount(t, b, "room", 0)
+}
+
 // TestRedisReassertWinsOverRacingSweep: a sweeper that claimed a frozen node's old name
 // cleans it only after the node has re-Added its connections under its new name; the
 // re-Added entries survive, and nobody is reported gone.
