@@ -75,16 +75,22 @@ func (r *run) subscribers(i int) int64 {
 
 // merge adds a worker's snapshot: histograms and counts exactly, gauges replaced.
 func (r *run) merge(w *workerState, s *Snapshot) error {
+	if h := r.c.mergeHook; h != nil {
+		h()
+	}
 	m := r.spec.Channels
 	for _, v := range [][]int64{s.ChanSubs, s.ChanSent, s.ChanDelivered, s.ChanDups} {
 		if len(v) != m {
 			return fmt.Errorf("%w: snapshot has %d channels, want %d", ErrProtocol, len(v), m)
 		}
 	}
-	if err := w.total.Merge(s.Stats); err != nil {
-		return err
-	}
-	if err := r.total.Merge(s.Stats); err != nil {
+	w.counts.add(s.Stats.Counts)
+	w.deliv += s.Stats.Delivered
+	// The latency delta goes to the interval only; sample adds the interval to the
+	// total once a second (one merge per second instead of one per snapshot).
+	rest := *s.Stats
+	rest.Latency = NewHistogram()
+	if err := r.total.Merge(&rest); err != nil {
 		return err
 	}
 	if err := r.interval.Merge(s.Stats.Latency); err != nil {
@@ -177,6 +183,7 @@ func (r *run) sample(now time.Time, phase string) {
 		}
 		r.loadLast, r.loadLastT = r.total.Counts, now
 	}
+	_ = r.total.Latency.Merge(r.interval) // same geometry by construction
 	r.interval.Reset()
 	r.intDeliv, r.intPub = 0, 0
 	r.lastSample = now
@@ -237,8 +244,11 @@ func (r *run) report() *Report {
 	for _, w := range r.workers {
 		ws := WorkerSummary{ID: w.id, Addr: w.addr, Source: w.source, Connections: w.conns,
 			State: w.state, Error: w.err, PID: w.hello.PID, Host: w.hello.Host,
-			Connected: uint64(w.total.Counts.Established), Delivered: uint64(w.total.Delivered),
+			Connected: uint64(w.counts.Established), Delivered: uint64(w.deliv),
 			HeapBytes: w.heap, RSSBytes: w.rss}
+		w.l.mu.Lock()
+		ws.Coalesced = w.l.coalesced
+		w.l.mu.Unlock()
 		if ws.State == stateRunning || ws.State == stateJoined {
 			ws.State = stateLost
 		}

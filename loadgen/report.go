@@ -103,6 +103,9 @@ type WorkerSummary struct {
 	Delivered   uint64 `json:"delivered"`  // sequenced events received
 	HeapBytes   int64  `json:"heap_bytes"` // peak Go heap in use
 	RSSBytes    int64  `json:"rss_bytes"`  // peak resident set size
+	// Coalesced counts its snapshots that the coordinator folded into the next one
+	// because it was behind (exact: deltas add).
+	Coalesced int `json:"coalesced,omitempty"`
 }
 
 // Totals are whole-run counts, merged exactly across workers.

@@ -34,6 +34,10 @@ const (
 	workerTick     = 10 * time.Millisecond // pacing of dials, churn and client events
 	snapshotEvery  = time.Second
 	protoWriteWait = 5 * time.Second
+	// snapshotWriteWait bounds one snapshot's write to a coordinator that does not
+	// read (it is behind, on a starved machine): meanwhile the worker skips its
+	// snapshots (the next one carries their deltas) and keeps its connections.
+	snapshotWriteWait = 2 * time.Minute
 )
 
 // RunWorker joins a coordinator, runs the share it is given, streams snapshots and
@@ -230,8 +234,8 @@ func (w *worker) clientEvent(id uint64, dst []byte) []byte {
 	return dst
 }
 
-// run executes the plan. Its reader goroutine is stopped (conn closed) and waited
-// for before it returns.
+// run executes the plan. Its reader and sender goroutines are stopped (conn
+// closed) and waited for before it returns.
 func (w *worker) run(ctx context.Context, cd *codec) error {
 	if err := w.pool.Run(); err != nil {
 		return err
@@ -258,7 +262,9 @@ func (w *worker) run(ctx context.Context, cd *codec) error {
 			}
 		}
 	}()
+	out := newSnapSender(cd, &wg)
 	defer func() {
+		out.close()
 		_ = cd.conn.Close()
 		wg.Wait()
 	}()
@@ -290,10 +296,25 @@ func (w *worker) run(ctx context.Context, cd *codec) error {
 		churnDue, chatterDue float64
 		sn                   = &snapshotter{w: w}
 	)
+	// offer sends a periodic snapshot unless the previous one is still on its way
+	// (the coordinator is behind): then it is skipped, and the next one carries its
+	// deltas.
+	offer := func() error {
+		if out.busy() {
+			sn.thinned++
+			return nil
+		}
+		m := sn.build(false, "")
+		if m == nil {
+			return sn.err
+		}
+		out.offer(m)
+		return nil
+	}
 	for {
 		select {
 		case <-ctx.Done():
-			w.finish(cd, sn, "interrupted")
+			w.finish(out, sn, "interrupted")
 			return ctx.Err()
 		case err := <-readErr:
 			// The coordinator is gone: stop without a final snapshot.
@@ -301,6 +322,13 @@ func (w *worker) run(ctx context.Context, cd *codec) error {
 			_ = w.pool.Shutdown(sctx)
 			cancel()
 			return fmt.Errorf("%w: coordinator connection: %w", ErrWorkerLost, err)
+		case err := <-out.errc:
+			// A snapshot could not be written for snapshotWriteWait: the
+			// coordinator is gone or hung.
+			sctx, cancel := context.WithTimeout(context.Background(), w.spec.CloseTimeout.D())
+			_ = w.pool.Shutdown(sctx)
+			cancel()
+			return fmt.Errorf("%w: %w", ErrWorkerLost, err)
 		case c := <-cmds:
 			switch c {
 			case msgLoad:
@@ -308,10 +336,10 @@ func (w *worker) run(ctx context.Context, cd *codec) error {
 			case msgQuiesce:
 				loading = false
 			case msgStop:
-				return w.finish(cd, sn, "")
+				return w.finish(out, sn, "")
 			}
 		case <-snap.C:
-			if err := sn.send(cd, false, ""); err != nil {
+			if err := offer(); err != nil {
 				return err
 			}
 		case now := <-tick.C:
@@ -339,7 +367,7 @@ func (w *worker) run(ctx context.Context, cd *codec) error {
 				if up+c.Failed >= int64(share) {
 					rampSent = true
 					sn.ramp = time.Since(start).Seconds()
-					if err := sn.send(cd, false, ""); err != nil {
+					if err := offer(); err != nil {
 						return err
 					}
 				}
@@ -369,15 +397,86 @@ func (w *worker) run(ctx context.Context, cd *codec) error {
 	}
 }
 
-// finish closes the connections (bounded) and sends the final snapshot.
-func (w *worker) finish(cd *codec, sn *snapshotter, why string) error {
+// finish closes the connections (bounded) and sends the final snapshot after any
+// periodic one still on its way.
+func (w *worker) finish(out *snapSender, sn *snapshotter, why string) error {
 	sctx, cancel := context.WithTimeout(context.Background(), w.spec.CloseTimeout.D())
 	err := w.pool.CloseConns(sctx)
 	cancel()
 	if err != nil {
 		w.log.Warn("closing connections", "err", err)
 	}
-	return sn.send(cd, true, why)
+	if sn.thinned > 0 {
+		w.log.Info("snapshots thinned: the coordinator was behind", "skipped", sn.thinned)
+	}
+	m := sn.build(true, why)
+	if m == nil {
+		return sn.err
+	}
+	return out.last(m)
+}
+
+// snapSender writes snapshots on its own goroutine, so that a coordinator that
+// reads slowly delays them (the worker then skips some) but never the worker's
+// pacing. One snapshot is in flight at most, one more may wait.
+type snapSender struct {
+	cd       *codec
+	q        chan *ctrlMsg
+	errc     chan error // the first write error
+	inFlight atomic.Int32
+	closed   bool
+	done     chan struct{}
+}
+
+func newSnapSender(cd *codec, wg *sync.WaitGroup) *snapSender {
+	s := &snapSender{cd: cd, q: make(chan *ctrlMsg, 1), errc: make(chan error, 1), done: make(chan struct{})}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer close(s.done)
+		failed := false
+		for m := range s.q {
+			if !failed {
+				if err := cd.send(m, snapshotWriteWait); err != nil {
+					failed = true
+					s.errc <- err
+				}
+			}
+			s.inFlight.Add(-1)
+		}
+	}()
+	return s
+}
+
+// busy reports whether a snapshot is still queued or being written.
+func (s *snapSender) busy() bool { return s.inFlight.Load() > 0 }
+
+// offer queues m; the caller checked busy, so there is room.
+func (s *snapSender) offer(m *ctrlMsg) {
+	s.inFlight.Add(1)
+	s.q <- m
+}
+
+// last queues m after what is in flight, then waits until everything is written
+// (each write bounded) and returns the first write error.
+func (s *snapSender) last(m *ctrlMsg) error {
+	s.inFlight.Add(1)
+	s.q <- m
+	s.close()
+	<-s.done
+	select {
+	case err := <-s.errc:
+		return err
+	default:
+		return nil
+	}
+}
+
+func (s *snapSender) close() {
+	if !s.closed {
+		s.closed = true
+		close(s.q)
+	}
 }
 
 // snapshotter turns the pool's cumulative figures into deltas.
@@ -388,9 +487,13 @@ type snapshotter struct {
 	prev                            *Stats
 	prevSent                        int64
 	prevChanSent, prevDeliv, prevDu []int64
+	thinned                         int   // periodic snapshots skipped: the previous one was not written yet
+	err                             error // why build returned nil
 }
 
-func (s *snapshotter) send(cd *codec, final bool, why string) error {
+// build returns the next snapshot message, or nil when there is none to send now
+// (statistics not ready in time: skipped; or an error, in s.err).
+func (s *snapshotter) build(final bool, why string) *ctrlMsg {
 	w := s.w
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	st, err := w.pool.Stats(ctx, 0, 0)
@@ -405,7 +508,8 @@ func (s *snapshotter) send(cd *codec, final bool, why string) error {
 			return nil
 		}
 		if !errors.Is(err, ErrClosed) {
-			return err
+			s.err = err
+			return nil
 		}
 		st = newStats() // the pool is closed: nothing more to count
 		if s.prev != nil {
@@ -415,7 +519,8 @@ func (s *snapshotter) send(cd *codec, final bool, why string) error {
 	d := st
 	if s.prev != nil {
 		if d, err = st.Sub(s.prev); err != nil {
-			return err
+			s.err = err
+			return nil
 		}
 	}
 	s.prev = st
@@ -444,7 +549,7 @@ func (s *snapshotter) send(cd *codec, final bool, why string) error {
 	snap.TargetConnected = w.pool.AddrCounts()
 	snap.HeapBytes = heapInUse()
 	snap.RSSBytes = readRSS()
-	return cd.send(&ctrlMsg{Type: msgSnapshot, Snapshot: snap}, protoWriteWait)
+	return &ctrlMsg{Type: msgSnapshot, Snapshot: snap}
 }
 
 // heapInUse is the Go heap in use (objects plus the unused part of their spans), as

@@ -82,6 +82,31 @@ type Snapshot struct {
 	RampSeconds float64 `json:"ramp_seconds,omitempty"`
 }
 
+// coalesce folds t, the next snapshot of the same worker, into s: deltas add
+// (histograms exactly), gauges take t's values, peaks the larger.
+func (s *Snapshot) coalesce(t *Snapshot) error {
+	if len(t.ChanSubs) != len(s.ChanSubs) || len(t.ChanSent) != len(s.ChanSent) ||
+		len(t.ChanDelivered) != len(s.ChanDelivered) || len(t.ChanDups) != len(s.ChanDups) {
+		return fmt.Errorf("%w: snapshots with different channel counts", ErrProtocol)
+	}
+	if err := s.Stats.Merge(t.Stats); err != nil {
+		return err
+	}
+	s.N, s.Open, s.Sent = t.N, t.Open, s.Sent+t.Sent
+	s.ChanSubs = t.ChanSubs
+	for i := range s.ChanSent {
+		s.ChanSent[i] += t.ChanSent[i]
+		s.ChanDelivered[i] += t.ChanDelivered[i]
+		s.ChanDups[i] += t.ChanDups[i]
+	}
+	s.HeapBytes, s.RSSBytes = max(s.HeapBytes, t.HeapBytes), max(s.RSSBytes, t.RSSBytes)
+	if t.TargetConnected != nil {
+		s.TargetConnected = t.TargetConnected
+	}
+	s.RampSeconds = max(s.RampSeconds, t.RampSeconds)
+	return nil
+}
+
 // codec reads and writes protocol lines on one connection, each write bounded by a
 // deadline. It is used by one reader and one writer goroutine at a time.
 type codec struct {
@@ -90,8 +115,11 @@ type codec struct {
 	w    *bufio.Writer
 }
 
-func newCodec(c net.Conn) *codec {
-	return &codec{conn: c, r: bufio.NewReaderSize(c, 64<<10), w: bufio.NewWriterSize(c, 64<<10)}
+func newCodec(c net.Conn) *codec { return newCodecReader(c, c) }
+
+// newCodecReader reads from r (c, or a wrapper of c) and writes to c.
+func newCodecReader(c net.Conn, r io.Reader) *codec {
+	return &codec{conn: c, r: bufio.NewReaderSize(r, 64<<10), w: bufio.NewWriterSize(c, 64<<10)}
 }
 
 func (c *codec) send(m *ctrlMsg, timeout time.Duration) error {

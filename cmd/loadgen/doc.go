@@ -84,5 +84,5 @@
 //
 // LOADGEN_CPUPROFILE_DIR=DIR makes every worker (spawned ones inherit the
 // environment) write a CPU profile to DIR/worker-<pid>.pprof when it ends, for
-// `go tool pprof`.
+// `go tool pprof`. --cpuprofile FILE does the same for the coordinator (loadgen run).
 package main

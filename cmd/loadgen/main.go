@@ -96,6 +96,7 @@ type runOpts struct {
 	progressEvery time.Duration
 	logLevel      string
 	workerCmd     string
+	cpuProfile    string
 }
 
 // rateFlag is a rate per second, or "max" (loadgen.PublishRateMax).
@@ -168,13 +169,14 @@ func runFlags(spec *loadgen.Spec, o *runOpts, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.sourceBase, "source-base", "127.0.1.1", "first source address for workers when the target is on loopback: worker i binds the i-th address from here")
 	fs.BoolVar(&o.noSources, "no-source-ips", false, "let the kernel choose source addresses")
 	fs.DurationVar(&o.joinTimeout, "join-timeout", 30*time.Second, "bound on the wait for every worker to join")
-	fs.DurationVar(&o.heartbeat, "heartbeat-timeout", 5*time.Second, "a worker silent this long is lost")
+	fs.DurationVar(&o.heartbeat, "heartbeat-timeout", 5*time.Second, "a worker from which nothing arrives this long while the others are heard from is lost (10x as long: in any case)")
 	fs.Var(&o.thresholds, "threshold", "pass/fail criterion, repeatable: p99<250ms, connect_p95<1s, errors<0.1%, missing==0, deliveries_per_sec>1000 (breach: exit 99)")
 	fs.StringVar(&o.out, "out", "", "write the JSON report here")
 	fs.StringVar(&o.html, "html", "", "write the self-contained HTML report here")
 	fs.StringVar(&o.progress, "progress", "auto", "live progress: auto (a bar on a terminal, lines otherwise), bar, lines or none")
 	fs.DurationVar(&o.progressEvery, "progress-every", 5*time.Second, "interval of plain progress lines")
 	fs.StringVar(&o.logLevel, "log-level", "warn", "coordinator log on stderr: debug, info, warn or error")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write the coordinator's CPU profile to this file when the run ends (for go tool pprof; workers: LOADGEN_CPUPROFILE_DIR)")
 	fs.StringVar(&o.workerCmd, "worker-command", "", "program to spawn as a worker (default: this executable); \"worker --join addr\" is appended")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), "Usage: loadgen run [flags]\n\nRun a scenario with spawned and/or remote workers.\n\nFlags:\n")
@@ -272,6 +274,19 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "loadgen: waiting for %d remote workers: loadgen worker --join %s\n", o.expect, coord.Addr())
 	}
 
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err != nil {
+			fmt.Fprintln(stderr, "loadgen run: --cpuprofile:", err)
+			return exitUsage
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(stderr, "loadgen run: --cpuprofile:", err)
+			return exitError
+		}
+		defer pprof.StopCPUProfile()
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	rep, runErr := coord.Run(ctx)
