@@ -392,6 +392,7 @@ func (r *run) lose(w *workerState, why error) {
 	w.state = stateLost
 	w.err = why.Error()
 	w.subs = nil
+	r.lostConns += w.open // its connections went with it
 	w.open = 0
 	r.lostErrors++
 	r.c.log.Warn("worker lost", "worker", w.id, "addr", w.addr, "pid", w.hello.PID, "err", why)

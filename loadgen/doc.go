@@ -59,7 +59,18 @@
 //     that samples the server) and, on presence channels, Presence: joins and
 //     leaves per second over the load phase, member events received, and
 //     join-to-member_added latency over the whole run and over the load phase.
+//   - Broadcast completion: the coordinator records each API publish it makes
+//     (the first 10,000: sequence number, channel, time) and workers report, per
+//     API sequence number, unique deliveries, duplicates and the latest receive
+//     time in their snapshots; Report.Broadcasts gives each publish's expected
+//     and unique deliveries and publish-to-last-delivery time, with p50 and max
+//     over the publishes. Spec.PublishSchedule publishes in groups ("10x10s,10x1m")
+//     instead of at a rate.
 //   - ParseThresholds / EvaluateThresholds: k6-style pass/fail criteria.
+//     Totals.LostConnections (closed before the stop, not by loadgen) and the
+//     reasons counted during loadgen's own final close (Totals.AtClose, not
+//     errors) let a run demand lost_connections==0 and error_count==0.
+//   - NewJSONProgress: the progress as JSON lines (ProgressLine), for wrappers.
 //   - NewProgressPrinter (live bar on a terminal via
 //     github.com/schollz/progressbar/v3, pinned at v3.19.1, the version tried;
 //     plain lines otherwise) and WriteSummary (the final table). progressbar was

@@ -127,6 +127,54 @@ type worker struct {
 	subs, sent, delivered, dups []atomic.Int64
 	sentTotal                   atomic.Int64
 	nextSeq                     atomic.Uint64
+
+	bmu    sync.Mutex // guards bcast (OnEvent runs on every loop)
+	bcast  map[uint64]*SeqDeliveries
+	bextra int64 // API deliveries not tracked: bcast was full
+}
+
+// maxBcastPending bounds the API sequence numbers a worker follows between two
+// snapshots.
+const maxBcastPending = 4096
+
+// noteBroadcast counts a delivery of an API publish (slot 0 of the sequence).
+func (w *worker) noteBroadcast(ev *Event) {
+	if (ev.Seq-1)%w.stride != 0 {
+		return
+	}
+	w.bmu.Lock()
+	d := w.bcast[ev.Seq]
+	if d == nil {
+		if len(w.bcast) >= maxBcastPending {
+			w.bextra++
+			w.bmu.Unlock()
+			return
+		}
+		d = &SeqDeliveries{Seq: ev.Seq}
+		w.bcast[ev.Seq] = d
+	}
+	if ev.Duplicate {
+		d.Dups++
+	} else {
+		d.N++
+	}
+	d.Last = max(d.Last, ev.Received)
+	w.bmu.Unlock()
+}
+
+// takeBroadcasts returns the API deliveries since the last call, by seq.
+func (w *worker) takeBroadcasts() []SeqDeliveries {
+	w.bmu.Lock()
+	defer w.bmu.Unlock()
+	if len(w.bcast) == 0 {
+		return nil
+	}
+	out := make([]SeqDeliveries, 0, len(w.bcast))
+	for _, d := range w.bcast {
+		out = append(out, *d)
+	}
+	clear(w.bcast)
+	return out
 }
 
 func newWorker(plan *Plan, log *slog.Logger) (*worker, error) {
@@ -144,6 +192,7 @@ func newWorker(plan *Plan, log *slog.Logger) (*worker, error) {
 		index:  make(map[string]int, spec.Channels),
 		stride: uint64(plan.Workers) + 1,
 		slot:   uint64(plan.WorkerID) + 1,
+		bcast:  map[uint64]*SeqDeliveries{},
 	}
 	for i, n := range w.names {
 		w.index[n] = i
@@ -194,6 +243,7 @@ func newWorker(plan *Plan, log *slog.Logger) (*worker, error) {
 					w.dups[i].Add(1)
 				}
 			}
+			w.noteBroadcast(ev)
 		},
 	}
 	if w.pool, err = New(cfg); err != nil {
@@ -400,9 +450,16 @@ func (w *worker) run(ctx context.Context, cd *codec) error {
 // finish closes the connections (bounded) and sends the final snapshot after any
 // periodic one still on its way.
 func (w *worker) finish(out *snapSender, sn *snapshotter, why string) error {
+	// What the pool counted before loadgen closes its own connections: closes
+	// then were losses (but churn's), reasons after it come from the close.
+	var before *Stats
 	sctx, cancel := context.WithTimeout(context.Background(), w.spec.CloseTimeout.D())
+	if st, err := w.pool.Stats(sctx, 0, 0); err == nil {
+		before = st
+	}
 	err := w.pool.CloseConns(sctx)
 	cancel()
+	sn.before = before
 	if err != nil {
 		w.log.Warn("closing connections", "err", err)
 	}
@@ -487,8 +544,9 @@ type snapshotter struct {
 	prev                            *Stats
 	prevSent                        int64
 	prevChanSent, prevDeliv, prevDu []int64
-	thinned                         int   // periodic snapshots skipped: the previous one was not written yet
-	err                             error // why build returned nil
+	thinned                         int    // periodic snapshots skipped: the previous one was not written yet
+	err                             error  // why build returned nil
+	before                          *Stats // the pool's figures just before the final close
 }
 
 // build returns the next snapshot message, or nil when there is none to send now
@@ -547,6 +605,20 @@ func (s *snapshotter) build(final bool, why string) *ctrlMsg {
 		snap.ChanDups[i], s.prevDu[i] = v-s.prevDu[i], v
 	}
 	snap.TargetConnected = w.pool.AddrCounts()
+	snap.Broadcasts = w.takeBroadcasts()
+	if final && s.before != nil {
+		b := s.before
+		// Before the stop, loadgen closes connections only for churn.
+		snap.LostBeforeStop = max(b.Counts.Closed-b.Reasons["client_close"]-b.Reasons["close_timeout"], 0)
+		for k, v := range st.Reasons {
+			if v -= b.Reasons[k]; v > 0 {
+				if snap.AtClose == nil {
+					snap.AtClose = map[string]int64{}
+				}
+				snap.AtClose[k] = v
+			}
+		}
+	}
 	snap.HeapBytes = heapInUse()
 	snap.RSSBytes = readRSS()
 	return &ctrlMsg{Type: msgSnapshot, Snapshot: snap}

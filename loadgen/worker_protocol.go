@@ -80,6 +80,24 @@ type Snapshot struct {
 	// RampSeconds, in the snapshot sent when this worker's share was all
 	// established (or failed), is the time its ramp took; 0 otherwise.
 	RampSeconds float64 `json:"ramp_seconds,omitempty"`
+	// Broadcasts are, per API publish (sequence number) delivered since the
+	// previous snapshot, the unique deliveries, duplicates and the latest receive
+	// time: the coordinator adds them up into each broadcast's completion.
+	Broadcasts []SeqDeliveries `json:"broadcasts,omitempty"`
+	// LostBeforeStop, in the final snapshot, is the connections that closed
+	// before the coordinator said stop, not by loadgen's doing (churn).
+	LostBeforeStop int64 `json:"lost_before_stop,omitempty"`
+	// AtClose, in the final snapshot, is the reasons counted while loadgen closed
+	// its own connections at the end (close_timeout, ...): not errors of the run.
+	AtClose map[string]int64 `json:"at_close,omitempty"`
+}
+
+// SeqDeliveries is what a worker received of one sequence number in an interval.
+type SeqDeliveries struct {
+	Seq  uint64 `json:"seq"`
+	N    int64  `json:"n"`              // unique deliveries (one per connection)
+	Dups int64  `json:"dups,omitempty"` // duplicates
+	Last int64  `json:"last"`           // unix ns of the latest delivery
 }
 
 // coalesce folds t, the next snapshot of the same worker, into s: deltas add
@@ -104,6 +122,7 @@ func (s *Snapshot) coalesce(t *Snapshot) error {
 		s.TargetConnected = t.TargetConnected
 	}
 	s.RampSeconds = max(s.RampSeconds, t.RampSeconds)
+	s.Broadcasts = append(s.Broadcasts, t.Broadcasts...) // the coordinator adds by seq
 	return nil
 }
 

@@ -74,11 +74,24 @@
 //	    summary and reports were still written
 //
 // Thresholds: p50 p90 p95 p99 p999 max mean min (publish-to-receive latency),
-// connect_p50 … connect_min and member_p50 … member_min (presence join to
-// member_added in the load phase) with units ms (default), s, us; errors (a rate: 0.1%
-// or 0.001); error_count, missing, duplicated, delivered, published, connections
-// (peak open), connected, deliveries_per_sec, publishes_per_sec. Operators
-// < <= > >= ==.
+// connect_p50 … connect_min, member_p50 … member_min (presence join to
+// member_added in the load phase) and broadcast_p50 … broadcast_max (an API
+// publish to its last delivery over all workers, over the complete publishes) with
+// units ms (default), s, us; errors (a rate: 0.1% or 0.001); error_count, missing,
+// duplicated, delivered, published, connections (peak open), connected,
+// deliveries_per_sec, publishes_per_sec, broadcast_incomplete (publishes that did
+// not reach every subscriber), lost_connections (closed before the end, not by
+// loadgen). Operators < <= > >= ==. What goes wrong while loadgen closes its own
+// connections at the end (close_timeout: a close frame that came late) is listed
+// apart (at_close) and counts in no threshold.
+//
+// Publishing on a schedule: --publish-schedule 10x10s,10x1m (instead of
+// --publish-rate) sends 10 publishes 10 s apart from the start of the load phase,
+// then 10 a minute apart.
+//
+// --progress json writes a JSON object per line on stdout (type "progress" about
+// once a second, fields as loadgen.ProgressLine; then one of type "end" with the
+// verdict, totals and broadcasts) instead of the bar or lines and the summary.
 //
 // # Profiling
 //
