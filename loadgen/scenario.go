@@ -88,7 +88,8 @@ type Spec struct {
 	PublishRate float64 `json:"publish_rate"`
 	// PublishSchedule, instead of PublishRate, publishes in groups from the start
 	// of the load phase: "10x10s,10x1m" is 10 requests 10 s apart (the first at
-	// once), then 10 more 1 min apart (the first 1 min after the group before).
+	// once), then 10 more 1 min apart (the first 1 min after the group before); a
+	// leading "+30s," delays the first request by 30 s.
 	PublishSchedule string `json:"publish_schedule,omitempty"`
 	// PublishBatch is how many events one HTTP request carries: 1 (default) posts
 	// to /apps/{id}/events, more to /apps/{id}/batch_events, each event on the next
@@ -354,10 +355,19 @@ type scheduleStep struct {
 	Every time.Duration
 }
 
-// parseSchedule parses "NxDURATION[,NxDURATION...]".
+// parseSchedule parses "[+DELAY,]NxDURATION[,NxDURATION...]"; a delay is a step
+// with N 0.
 func parseSchedule(v string) ([]scheduleStep, error) {
 	var out []scheduleStep
-	for _, part := range strings.Split(v, ",") {
+	for i, part := range strings.Split(v, ",") {
+		if d, ok := strings.CutPrefix(strings.TrimSpace(part), "+"); ok && i == 0 {
+			delay, err := time.ParseDuration(d)
+			if err != nil || delay < 0 {
+				return nil, fmt.Errorf("%q: want +DURATION, e.g. +30s", part)
+			}
+			out = append(out, scheduleStep{N: 0, Every: delay})
+			continue
+		}
 		ns, ds, ok := strings.Cut(strings.TrimSpace(part), "x")
 		n, err := strconv.Atoi(ns)
 		if !ok || err != nil || n < 1 || n > 1_000_000 {
@@ -376,9 +386,13 @@ func parseSchedule(v string) ([]scheduleStep, error) {
 func scheduleOffsets(steps []scheduleStep) []time.Duration {
 	var out []time.Duration
 	var at time.Duration
-	for i, st := range steps {
+	for _, st := range steps {
+		if st.N == 0 { // the initial delay
+			at += st.Every
+			continue
+		}
 		for j := 0; j < st.N; j++ {
-			if i > 0 || j > 0 {
+			if len(out) > 0 {
 				at += st.Every
 			}
 			out = append(out, at)

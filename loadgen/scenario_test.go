@@ -190,7 +190,11 @@ func TestParseSchedule(t *testing.T) {
 	if len(off) != 12 || off[0] != 0 || off[9] != 90*time.Second || off[10] != 150*time.Second || off[11] != 210*time.Second {
 		t.Errorf("offsets %v", off)
 	}
-	for _, bad := range []string{"", "10", "x10s", "0x1s", "3x0s", "3x-1s", "3xfoo", "3x1s,"} {
+	steps, err = parseSchedule("+30s,2x10s")
+	if off := scheduleOffsets(steps); err != nil || len(off) != 2 || off[0] != 30*time.Second || off[1] != 40*time.Second {
+		t.Errorf("delayed: %v %v", off, err)
+	}
+	for _, bad := range []string{"", "10", "x10s", "0x1s", "3x0s", "3x-1s", "3xfoo", "3x1s,", "2x1s,+5s", "+x"} {
 		if _, err := parseSchedule(bad); err == nil {
 			t.Errorf("%q: no error", bad)
 		}

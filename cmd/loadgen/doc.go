@@ -87,7 +87,7 @@
 //
 // Publishing on a schedule: --publish-schedule 10x10s,10x1m (instead of
 // --publish-rate) sends 10 publishes 10 s apart from the start of the load phase,
-// then 10 a minute apart.
+// then 10 a minute apart; --publish-schedule +30s,10x10s waits 30 s first.
 //
 // --progress json writes a JSON object per line on stdout (type "progress" about
 // once a second, fields as loadgen.ProgressLine; then one of type "end" with the

@@ -150,7 +150,7 @@ func runFlags(spec *loadgen.Spec, o *runOpts, out io.Writer) *flag.FlagSet {
 	fs.Float64Var(&spec.ZipfS, "zipf-s", spec.ZipfS, "Zipf exponent, > 1 (0: 1.1); channel 0 is the hottest")
 	fs.StringVar(&spec.Kind, "kind", spec.Kind, "channel kind: public, private or presence (empty: public; private for client-events; presence for presence-storm)")
 	fs.StringVar(&spec.ChannelPrefix, "channel-prefix", spec.ChannelPrefix, "channel names are [private-|presence-]<prefix><n> (empty: loadgen-)")
-	fs.StringVar(&spec.PublishSchedule, "publish-schedule", spec.PublishSchedule, "instead of --publish-rate: groups of requests from the start of the load phase, NxINTERVAL,...: 10x10s,10x1m is 10 publishes 10 s apart (the first at once), then 10 more a minute apart")
+	fs.StringVar(&spec.PublishSchedule, "publish-schedule", spec.PublishSchedule, "instead of --publish-rate: groups of requests from the start of the load phase, NxINTERVAL,...: 10x10s,10x1m is 10 publishes 10 s apart (the first at once), then 10 more a minute apart; a leading +30s, delays the first")
 	fs.Var((*rateFlag)(&spec.PublishRate), "publish-rate", "HTTP API publishes (events) per second during the load phase, or max: as fast as --publish-concurrency requests in flight are answered (0: 10 for broadcast, else none)")
 	fs.IntVar(&spec.PublishBatch, "publish-batch", spec.PublishBatch, "events per HTTP request: 1 posts to /events, more to /batch_events, each event on the next channel (0: 1; Pusher allows 10)")
 	fs.IntVar(&spec.PublishChannels, "publish-channels", spec.PublishChannels, "publish round-robin to channels 0..n-1 (0: all M)")
