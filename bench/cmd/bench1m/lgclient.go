@@ -352,6 +352,9 @@ func (r *runner) lgArgs(addr, out, html string) []string {
 		"--threshold", "error_count==0", "--threshold", "broadcast_incomplete==0",
 		"--out", out, "--html", html,
 	}
+	if o.lgProfile != "" {
+		args = append(args, "--cpuprofile", o.lgProfile)
+	}
 	if o.channels > 1 {
 		// Broadcasts go to the hottest channel and down the list.
 		args = append(args, "--publish-channels", strconv.Itoa(o.channels))
@@ -753,8 +756,12 @@ func (g *lgResult) print(row func(k, format string, a ...any), res *result) {
 	if bs := g.Broadcasts; bs != nil {
 		c := bs.Completion
 		row("broadcasts", "%d through one node's HTTP API: %d complete (every subscriber), %d incomplete", bs.Count, bs.Complete, bs.Incomplete)
-		row("broadcast completion", "publish to the last of %s deliveries: p50 %.0f ms, max %.0f ms (target: <= 12 s)",
-			thousands(int64(res.Target)), c.P50Ms, c.MaxMs)
+		var expected uint64
+		for _, it := range bs.Items {
+			expected += it.Expected
+		}
+		row("broadcast completion", "publish to the last delivery to its channel's subscribers (%s on average): p50 %.0f ms, max %.0f ms (target: <= 12 s)",
+			thousands(int64(expected/uint64(max(len(bs.Items), 1)))), c.P50Ms, c.MaxMs)
 		row("deliveries/s", "%s /s per broadcast (median of delivered/completion), best 1-s interval %s /s; %s delivered in all",
 			thousands(int64(g.BroadcastRate)), thousands(int64(g.PeakDeliveries)), thousands(int64(g.Delivered)))
 	}

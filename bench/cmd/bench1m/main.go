@@ -97,6 +97,7 @@ type options struct {
 
 	lgRamp     float64
 	lgDuration time.Duration
+	lgProfile  string // loadgen run --cpuprofile: the coordinator's CPU profile
 }
 
 // Redis modes.
@@ -152,6 +153,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.broadcastHold, "broadcast-hold", 10*time.Minute, "then hold this long with one broadcast a minute (0: none)")
 	fs.Float64Var(&o.lgRamp, "lg-ramp", 4000, "loadgen's --ramp, connections per second over all its workers")
 	fs.DurationVar(&o.lgDuration, "lg-duration", 0, "loadgen's --duration (0: 2 x conns/lg-ramp + hold + broadcasts + 45 s)")
+	fs.StringVar(&o.lgProfile, "lg-cpuprofile", "", "write loadgen's coordinator CPU profile to this file (loadgen run --cpuprofile)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
