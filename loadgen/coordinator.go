@@ -471,7 +471,10 @@ func (r *run) execute(ctx context.Context) {
 	endAt := r.start.Add(spec.Duration.D())
 	drainAt := endAt.Add(-spec.Drain.D())
 	rampFor := time.Duration(float64(spec.Connections) / spec.Ramp * float64(time.Second))
-	rampDeadline := r.start.Add(rampFor + 10*time.Second)
+	// A ramp may take up to twice its planned time (a machine that slows as the
+	// count grows: at a million on 2 cores, about 1.4 times) before the load phase
+	// starts without it.
+	rampDeadline := r.start.Add(2*rampFor + 10*time.Second)
 	if rampDeadline.After(drainAt) {
 		rampDeadline = drainAt
 	}

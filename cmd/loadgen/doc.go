@@ -22,7 +22,8 @@
 // events, e.g. herald --client-events). Any scenario accepts the other rates too.
 // A JSON file (--config) holds the same options (names as in the report's
 // scenario.params); flags given on the command line override it. Every run is
-// bounded by --duration: connections ramp, then (once all are up) the load phase
+// bounded by --duration: connections ramp, then (once all are up, or at twice the
+// ramp's planned time plus 10 s) the load phase
 // runs until --drain before the end, then connections close with a bounded close
 // handshake.
 //
