@@ -126,7 +126,6 @@ func (r *run) merge(w *workerState, s *Snapshot) error {
 	r.clientSent += s.Sent
 	w.open = s.Open
 	r.rampSeconds = max(r.rampSeconds, s.RampSeconds)
-	w.subs = s.ChanSubs
 	if s.TargetConnected != nil {
 		w.targets = s.TargetConnected
 	}
@@ -150,10 +149,13 @@ func (r *run) merge(w *workerState, s *Snapshot) error {
 		r.delivered[i] += s.ChanDelivered[i]
 		r.dups[i] += s.ChanDups[i]
 		if s.ChanSent[i] > 0 {
-			// Client events reach every subscriber but the sender.
+			// Client events reach every subscriber but the sender. The gauges are
+			// those of the previous snapshots, when the events were sent: a final
+			// snapshot's are taken after the connections closed.
 			r.expected[i] += float64(s.ChanSent[i]) * float64(max(r.subscribers(i)-1, 0))
 		}
 	}
+	w.subs = s.ChanSubs
 	return nil
 }
 
