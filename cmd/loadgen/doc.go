@@ -56,7 +56,10 @@
 // ephemeral ports do not run out. To use other machines, start the coordinator with
 // --listen 0.0.0.0:7000 --expect-workers N (and --workers 0 if none are local) and
 // run "loadgen worker --join coordinator:7000" on each. A worker that dies or goes
-// silent (--heartbeat-timeout) is reported as lost; the run goes on and exits 1.
+// silent (nothing arrives from it for --heartbeat-timeout while the others are heard
+// from) is reported as lost; the run goes on and exits 1. A coordinator that falls
+// behind (a starved machine) folds the snapshots it has not merged yet into one and
+// loses nobody; the report's workers[].coalesced counts them.
 //
 // # Output
 //
