@@ -113,8 +113,10 @@ bench-loadgen: build
 bench-cluster:
 	$(GO) run ./bench/cmd/benchcluster -out-dir bin $(ARGS)
 
-## bench-1m: hold 1,000,000 connections on this host (about 52 herald processes with
-## SO_REUSEPORT and 52 client workers); see bench/BENCH-1M.md. Never part of make test.
+## bench-1m: 1,000,000 connections on this host as one cluster (55 herald processes with
+## SO_REUSEPORT joined through a redis-server, or --redis cluster: a 3-master Redis
+## Cluster), loadgen as the client (110 workers), then broadcasts to all of them; see
+## bench/BENCH-1M.md. Never part of make test.
 bench-1m: build
 	$(GO) run ./bench/cmd/bench1m $(ARGS)
 

@@ -18,9 +18,11 @@
 //   - cmd/benchclient: a client worker process: a loadgen.Pool driven over its stdin
 //     and stdout by the orchestrator (package worker).
 //   - worker: the line protocol between the orchestrator and its client workers.
-//   - cmd/bench1m: a million connections held on one machine, about 55 herald
-//     processes sharing a port with SO_REUSEPORT and 55 client workers (make bench-1m;
-//     see BENCH-1M.md).
+//   - cmd/bench1m: a million connections on one machine as one cluster: about 55
+//     herald processes sharing a port with SO_REUSEPORT, joined through a redis-server
+//     (or a 3-master Redis Cluster) it starts, with one `loadgen run` (110 workers) as
+//     the client, then broadcasts through one node's API (make bench-1m; see
+//     BENCH-1M.md).
 //
 // Nothing here imports Herald's server packages: Herald is measured as a black box,
 // through its public port, its admin port (/metrics) and /proc.

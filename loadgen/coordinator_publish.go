@@ -27,9 +27,33 @@ type apiPublisher struct {
 	n         atomic.Uint64
 	published []atomic.Int64 // per channel, accepted by the server
 	total     atomic.Int64
-	mu        sync.Mutex // guards errs, stopped
+	mu        sync.Mutex // guards errs, stopped, recs, tracked
 	errs      map[string]uint64
 	stopped   bool
+	recs      []pubRecord // accepted publishes not yet taken by the run
+	tracked   int         // publishes recorded in recs over the run
+	schedule  []time.Duration
+}
+
+// maxTrackedBroadcasts bounds the publishes whose completion is followed one by
+// one (the first ones of a run): a broadcast benchmark makes tens, a rate run
+// many more, of which the first are a fair sample.
+const maxTrackedBroadcasts = 10000
+
+// pubRecord is one publish accepted by the server, for its completion.
+type pubRecord struct {
+	seq uint64
+	ch  int
+	at  int64 // unix ns: the payload's timestamp, taken just before the request
+}
+
+// takeRecords returns the accepted publishes recorded since the last call.
+func (a *apiPublisher) takeRecords() []pubRecord {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	r := a.recs
+	a.recs = nil
+	return r
 }
 
 func newAPIPublisher(spec *Spec, workers int) (*apiPublisher, error) {
@@ -42,8 +66,17 @@ func newAPIPublisher(spec *Spec, workers int) (*apiPublisher, error) {
 	if err != nil {
 		return nil, err
 	}
+	var sched []time.Duration
+	if spec.PublishSchedule != "" {
+		steps, err := parseSchedule(spec.PublishSchedule)
+		if err != nil {
+			return nil, err
+		}
+		sched = scheduleOffsets(steps)
+	}
 	return &apiPublisher{
 		spec: spec, pub: pub, names: spec.ChannelNames(), stride: uint64(workers) + 1,
+		schedule:  sched,
 		jobs:      make(chan int, 4*spec.PublishConcurrency),
 		published: make([]atomic.Int64, spec.Channels),
 		errs:      map[string]uint64{},
@@ -105,6 +138,17 @@ func (a *apiPublisher) pace(ctx context.Context) {
 			if stopped {
 				return
 			}
+			if a.schedule != nil {
+				for ; issued < len(a.schedule) && now.Sub(begin) >= a.schedule[issued]; issued++ {
+					select {
+					case a.jobs <- next:
+					default:
+						a.addErr("publish_overrun")
+					}
+					next = (next + a.spec.PublishBatch) % a.spec.PublishChannels
+				}
+				continue
+			}
 			if a.spec.PublishRate == PublishRateMax {
 				// Keep the queue full: the senders take jobs as fast as they are
 				// answered; the tick only bounds how long a stop waits.
@@ -144,16 +188,19 @@ func (a *apiPublisher) send(ctx context.Context) {
 	var events []BatchEvent
 	var chans []int
 	var bufs [][]byte
+	var seqs []uint64
 	for c := range a.jobs {
 		var err error
+		now := time.Now().UnixNano()
+		seqs = seqs[:0]
 		if batch == 1 {
 			seq := a.n.Add(1)*a.stride + 1 - a.stride
-			buf = AppendPayload(buf[:0], seq, time.Now().UnixNano(), a.spec.PayloadSize)
+			buf = AppendPayload(buf[:0], seq, now, a.spec.PayloadSize)
 			err = a.pub.Publish(ctx, a.names[c], "loadgen", buf)
 			chans = append(chans[:0], c)
+			seqs = append(seqs, seq)
 		} else {
 			events, chans = events[:0], chans[:0]
-			now := time.Now().UnixNano()
 			for i := 0; i < batch; i++ {
 				if len(bufs) <= i {
 					bufs = append(bufs, nil)
@@ -161,6 +208,7 @@ func (a *apiPublisher) send(ctx context.Context) {
 				ch := (c + i) % a.spec.PublishChannels
 				seq := a.n.Add(1)*a.stride + 1 - a.stride
 				bufs[i] = AppendPayload(bufs[i][:0], seq, now, a.spec.PayloadSize)
+				seqs = append(seqs, seq)
 				events = append(events, BatchEvent{Channel: a.names[ch], Name: "loadgen", Data: bufs[i]})
 				chans = append(chans, ch)
 			}
@@ -168,10 +216,16 @@ func (a *apiPublisher) send(ctx context.Context) {
 		}
 		switch {
 		case err == nil:
-			for _, ch := range chans {
+			a.mu.Lock()
+			for i, ch := range chans {
 				a.published[ch].Add(1)
+				if a.tracked < maxTrackedBroadcasts {
+					a.tracked++
+					a.recs = append(a.recs, pubRecord{seq: seqs[i], ch: ch, at: now})
+				}
 			}
 			a.total.Add(int64(len(chans)))
+			a.mu.Unlock()
 		case errors.Is(err, ErrPublish):
 			kind := "publish_refused"
 			if m := statusRE.FindStringSubmatch(publishStatus(err)); m != nil {

@@ -47,6 +47,23 @@ type run struct {
 	dups       []int64
 	lastPubbed []int64 // API publishes already accounted in expected
 	clientSent int64
+
+	// Broadcast completion: the API publishes followed (in publish order) and
+	// the deliveries of each, by sequence number.
+	pubs      []*bcastState
+	bySeq     map[uint64]*bcastState
+	early     map[uint64]*SeqDeliveries // deliveries merged before their publish's record
+	lostConns int64
+	atClose   map[string]int64
+}
+
+// bcastState is one followed API publish.
+type bcastState struct {
+	rec       pubRecord
+	expected  int64
+	delivered int64 // unique
+	dups      int64
+	last      int64 // unix ns
 }
 
 func newRun(c *Coordinator) *run {
@@ -58,6 +75,9 @@ func newRun(c *Coordinator) *run {
 		memberLoad: NewHistogram(),
 		expected:   make([]float64, m), delivered: make([]int64, m), dups: make([]int64, m),
 		lastPubbed: make([]int64, m),
+		bySeq:      map[uint64]*bcastState{},
+		early:      map[uint64]*SeqDeliveries{},
+		atClose:    map[string]int64{},
 	}
 }
 
@@ -75,16 +95,22 @@ func (r *run) subscribers(i int) int64 {
 
 // merge adds a worker's snapshot: histograms and counts exactly, gauges replaced.
 func (r *run) merge(w *workerState, s *Snapshot) error {
+	if h := r.c.mergeHook; h != nil {
+		h()
+	}
 	m := r.spec.Channels
 	for _, v := range [][]int64{s.ChanSubs, s.ChanSent, s.ChanDelivered, s.ChanDups} {
 		if len(v) != m {
 			return fmt.Errorf("%w: snapshot has %d channels, want %d", ErrProtocol, len(v), m)
 		}
 	}
-	if err := w.total.Merge(s.Stats); err != nil {
-		return err
-	}
-	if err := r.total.Merge(s.Stats); err != nil {
+	w.counts.add(s.Stats.Counts)
+	w.deliv += s.Stats.Delivered
+	// The latency delta goes to the interval only; sample adds the interval to the
+	// total once a second (one merge per second instead of one per snapshot).
+	rest := *s.Stats
+	rest.Latency = NewHistogram()
+	if err := r.total.Merge(&rest); err != nil {
 		return err
 	}
 	if err := r.interval.Merge(s.Stats.Latency); err != nil {
@@ -100,20 +126,36 @@ func (r *run) merge(w *workerState, s *Snapshot) error {
 	r.clientSent += s.Sent
 	w.open = s.Open
 	r.rampSeconds = max(r.rampSeconds, s.RampSeconds)
-	w.subs = s.ChanSubs
 	if s.TargetConnected != nil {
 		w.targets = s.TargetConnected
 	}
 	w.heap = max(w.heap, s.HeapBytes)
 	w.rss = max(w.rss, s.RSSBytes)
+	for _, b := range s.Broadcasts {
+		if st := r.bySeq[b.Seq]; st != nil {
+			st.add(b)
+		} else if e := r.early[b.Seq]; e != nil {
+			e.N, e.Dups, e.Last = e.N+b.N, e.Dups+b.Dups, max(e.Last, b.Last)
+		} else if len(r.early) < maxTrackedBroadcasts {
+			c := b
+			r.early[b.Seq] = &c
+		}
+	}
+	r.lostConns += s.LostBeforeStop
+	for k, v := range s.AtClose {
+		r.atClose[k] += v
+	}
 	for i := 0; i < m; i++ {
 		r.delivered[i] += s.ChanDelivered[i]
 		r.dups[i] += s.ChanDups[i]
 		if s.ChanSent[i] > 0 {
-			// Client events reach every subscriber but the sender.
+			// Client events reach every subscriber but the sender. The gauges are
+			// those of the previous snapshots, when the events were sent: a final
+			// snapshot's are taken after the connections closed.
 			r.expected[i] += float64(s.ChanSent[i]) * float64(max(r.subscribers(i)-1, 0))
 		}
 	}
+	w.subs = s.ChanSubs
 	return nil
 }
 
@@ -123,6 +165,16 @@ func (r *run) accountPublishes() {
 	if r.pub == nil {
 		return
 	}
+	// Followed publishes first, with the same subscriber counts.
+	for _, rec := range r.pub.takeRecords() {
+		st := &bcastState{rec: rec, expected: r.subscribers(rec.ch)}
+		if e := r.early[rec.seq]; e != nil {
+			st.add(*e)
+			delete(r.early, rec.seq)
+		}
+		r.pubs = append(r.pubs, st)
+		r.bySeq[rec.seq] = st
+	}
 	for i := range r.lastPubbed {
 		n := r.pub.published[i].Load()
 		if d := n - r.lastPubbed[i]; d > 0 {
@@ -131,6 +183,41 @@ func (r *run) accountPublishes() {
 			r.lastPubbed[i] = n
 		}
 	}
+}
+
+func (b *bcastState) add(d SeqDeliveries) {
+	b.delivered += d.N
+	b.dups += d.Dups
+	b.last = max(b.last, d.Last)
+}
+
+// broadcasts summarises the followed publishes, nil when there were none.
+func (r *run) broadcasts() *BroadcastSummary {
+	if len(r.pubs) == 0 {
+		return nil
+	}
+	bs := &BroadcastSummary{Count: len(r.pubs)}
+	h := NewHistogram()
+	for i, st := range r.pubs {
+		complete := st.delivered >= st.expected
+		var took time.Duration
+		if st.last > 0 {
+			took = time.Duration(st.last - st.rec.at)
+		}
+		if complete {
+			bs.Complete++
+			h.Record(took)
+		} else {
+			bs.Incomplete++
+		}
+		if i < 1000 {
+			bs.Items = append(bs.Items, BroadcastItem{Seq: st.rec.seq, Channel: r.spec.ChannelName(st.rec.ch),
+				Published: time.Unix(0, st.rec.at), Expected: uint64(st.expected), Delivered: uint64(st.delivered),
+				Duplicated: uint64(st.dups), CompletionMs: ms(took), Complete: complete})
+		}
+	}
+	bs.Completion = distribution(h)
+	return bs
 }
 
 // sample closes a reporting interval.
@@ -177,6 +264,7 @@ func (r *run) sample(now time.Time, phase string) {
 		}
 		r.loadLast, r.loadLastT = r.total.Counts, now
 	}
+	_ = r.total.Latency.Merge(r.interval) // same geometry by construction
 	r.interval.Reset()
 	r.intDeliv, r.intPub = 0, 0
 	r.lastSample = now
@@ -190,7 +278,7 @@ var benign = map[string]bool{"client_close": true, "shutdown": true}
 func (r *run) errorKinds() map[string]uint64 {
 	out := map[string]uint64{}
 	for k, v := range r.total.Reasons {
-		if !benign[k] && v > 0 {
+		if v -= r.atClose[k]; !benign[k] && v > 0 {
 			out[k] += uint64(v)
 		}
 	}
@@ -237,8 +325,11 @@ func (r *run) report() *Report {
 	for _, w := range r.workers {
 		ws := WorkerSummary{ID: w.id, Addr: w.addr, Source: w.source, Connections: w.conns,
 			State: w.state, Error: w.err, PID: w.hello.PID, Host: w.hello.Host,
-			Connected: uint64(w.total.Counts.Established), Delivered: uint64(w.total.Delivered),
+			Connected: uint64(w.counts.Established), Delivered: uint64(w.deliv),
 			HeapBytes: w.heap, RSSBytes: w.rss}
+		w.l.mu.Lock()
+		ws.Coalesced = w.l.coalesced
+		w.l.mu.Unlock()
 		if ws.State == stateRunning || ws.State == stateJoined {
 			ws.State = stateLost
 		}
@@ -284,6 +375,16 @@ func (r *run) report() *Report {
 	}
 	t.Expected = uint64(math.Round(expected))
 	t.Errors = r.errorKinds()
+	t.LostConnections = uint64(r.lostConns)
+	for k, v := range r.atClose {
+		if v > 0 && !benign[k] {
+			if t.AtClose == nil {
+				t.AtClose = map[string]uint64{}
+			}
+			t.AtClose[k] = uint64(v)
+		}
+	}
+	rep.Broadcasts = r.broadcasts()
 	var nerr uint64
 	for _, v := range t.Errors {
 		nerr += v

@@ -125,7 +125,7 @@ func testSpec(addr string) Spec {
 
 // runCoordinator runs spec with n in-process workers and returns the report. The
 // run must end within its duration plus a bound.
-func runCoordinator(t *testing.T, spec Spec, n int, tweak func(*CoordinatorConfig)) *Report {
+func runCoordinator(t *testing.T, spec Spec, n int, tweak func(*CoordinatorConfig), hooks ...func(*Coordinator)) *Report {
 	t.Helper()
 	cfg := CoordinatorConfig{Spec: spec, Expect: n, JoinTimeout: 10 * time.Second,
 		Logger: slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))}
@@ -135,6 +135,9 @@ func runCoordinator(t *testing.T, spec Spec, n int, tweak func(*CoordinatorConfi
 	c, err := NewCoordinator(cfg)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, h := range hooks {
+		h(c)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -239,6 +242,7 @@ func TestRunBroadcast(t *testing.T) {
 	if chExpected != tot.Expected || len(rep.Channels) != 5 {
 		t.Errorf("channels: %+v", rep.Channels)
 	}
+	checkBroadcasts(t, rep)
 	if rep.Workers[0].Source == rep.Workers[1].Source || rep.Workers[0].Source == "" {
 		t.Errorf("sources %q %q: want distinct loopback addresses", rep.Workers[0].Source, rep.Workers[1].Source)
 	}
@@ -421,5 +425,97 @@ func TestCoordinatorJoinTimeout(t *testing.T) {
 	}
 	if err := <-done; err != nil {
 		t.Error(err)
+	}
+}
+
+// TestCoordinatorBehindLosesNobody slows every merge of the coordinator's run
+// goroutine to 250 ms for the first 6 s, as a coordinator starved of CPU on a loaded machine: with
+// 6 workers sending a snapshot a second it can merge only two thirds of them. Its
+// workers keep sending, so none may be lost, and what they sent is merged exactly.
+// Before the readers stamped arrivals and coalesced snapshots, liveness was judged
+// on the merges, the backlog grew without bound and workers were lost.
+func TestCoordinatorBehindLosesNobody(t *testing.T) {
+	addr := startHerald(t)
+	spec := testSpec(addr)
+	spec.Scenario, spec.Connections, spec.Ramp = ScenarioBroadcast, 150, 75
+	spec.PublishRate, spec.Duration = 20, Duration(8*time.Second)
+	start := time.Now()
+	slowed := 0 // touched by the run goroutine only, read after Run
+	rep := runCoordinator(t, spec, 6, func(cfg *CoordinatorConfig) {
+		cfg.HeartbeatTimeout = 2 * time.Second // workers send every second
+	}, func(c *Coordinator) {
+		c.mergeHook = func() {
+			if time.Since(start) < 6*time.Second { // then the stop is quick again
+				slowed++
+				time.Sleep(250 * time.Millisecond)
+			}
+		}
+	})
+	if slowed < 8 {
+		t.Fatalf("only %d merges were slowed", slowed)
+	}
+	checkReport(t, rep, 150)
+	if tot := rep.Totals; tot.Missing != 0 || tot.Duplicated != 0 || tot.Delivered != tot.Expected {
+		t.Errorf("delivered %d expected %d missing %d duplicated %d", tot.Delivered, tot.Expected, tot.Missing, tot.Duplicated)
+	}
+	coalesced := 0
+	for _, w := range rep.Workers {
+		coalesced += w.Coalesced
+	}
+	if coalesced == 0 {
+		t.Error("no snapshot was coalesced: the coordinator was never behind")
+	}
+}
+
+// checkBroadcasts checks that every API publish of a quiet run was followed to all
+// of its subscribers.
+func checkBroadcasts(t *testing.T, rep *Report) {
+	t.Helper()
+	bs := rep.Broadcasts
+	if bs == nil {
+		t.Fatal("no broadcast summary")
+	}
+	if uint64(bs.Count) != rep.Totals.Published || bs.Complete != bs.Count || bs.Incomplete != 0 ||
+		bs.Completion.Count != uint64(bs.Count) || len(bs.Items) != bs.Count {
+		t.Errorf("broadcasts %+v (items %d), published %d", bs, len(bs.Items), rep.Totals.Published)
+	}
+	var delivered uint64
+	for _, it := range bs.Items {
+		if !it.Complete || it.Delivered != it.Expected || it.Expected == 0 || it.Duplicated != 0 ||
+			it.CompletionMs <= 0 || it.CompletionMs > bs.Completion.MaxMs*1.001 {
+			t.Errorf("broadcast %+v", it)
+		}
+		delivered += it.Delivered
+	}
+	if delivered != rep.Totals.Delivered {
+		t.Errorf("broadcasts delivered %d, totals %d", delivered, rep.Totals.Delivered)
+	}
+	if rep.Totals.LostConnections != 0 {
+		t.Errorf("lost connections %d", rep.Totals.LostConnections)
+	}
+}
+
+// TestRunPublishSchedule publishes on a schedule (3 at once-then-300 ms, 2 more
+// 600 ms apart) to one channel that every connection holds, and follows each
+// publish to its last delivery.
+func TestRunPublishSchedule(t *testing.T) {
+	addr := startHerald(t)
+	spec := testSpec(addr)
+	spec.Scenario, spec.Connections, spec.Spread, spec.Channels = ScenarioBroadcast, 120, SpreadOne, 1
+	spec.PublishSchedule = "3x300ms,2x600ms"
+	rep := runCoordinator(t, spec, 3, nil)
+	checkReport(t, rep, 120)
+	if rep.Totals.Published != 5 || rep.Totals.Delivered != 5*120 || rep.Totals.Missing != 0 {
+		t.Fatalf("published %d delivered %d missing %d", rep.Totals.Published, rep.Totals.Delivered, rep.Totals.Missing)
+	}
+	checkBroadcasts(t, rep)
+	it := rep.Broadcasts.Items
+	// The schedule: offsets 0, 300, 600, 1200, 1800 ms from the first (no upper
+	// bound: a loaded machine only delays them; the first may be late by a tick).
+	for i, ms := range []int{0, 300, 600, 1200, 1800} {
+		want := time.Duration(ms)*time.Millisecond - 100*time.Millisecond
+		if got := it[i].Published.Sub(it[0].Published); got < want {
+			t.Errorf("publish %d at +%v, before +%v", i, got, want)
+		}
 	}
 }

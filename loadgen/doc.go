@@ -59,7 +59,18 @@
 //     that samples the server) and, on presence channels, Presence: joins and
 //     leaves per second over the load phase, member events received, and
 //     join-to-member_added latency over the whole run and over the load phase.
+//   - Broadcast completion: the coordinator records each API publish it makes
+//     (the first 10,000: sequence number, channel, time) and workers report, per
+//     API sequence number, unique deliveries, duplicates and the latest receive
+//     time in their snapshots; Report.Broadcasts gives each publish's expected
+//     and unique deliveries and publish-to-last-delivery time, with p50 and max
+//     over the publishes. Spec.PublishSchedule publishes in groups ("10x10s,10x1m")
+//     instead of at a rate.
 //   - ParseThresholds / EvaluateThresholds: k6-style pass/fail criteria.
+//     Totals.LostConnections (closed before the stop, not by loadgen) and the
+//     reasons counted during loadgen's own final close (Totals.AtClose, not
+//     errors) let a run demand lost_connections==0 and error_count==0.
+//   - NewJSONProgress: the progress as JSON lines (ProgressLine), for wrappers.
 //   - NewProgressPrinter (live bar on a terminal via
 //     github.com/schollz/progressbar/v3, pinned at v3.19.1, the version tried;
 //     plain lines otherwise) and WriteSummary (the final table). progressbar was
@@ -90,10 +101,22 @@
 // deltas, so totals and percentiles are exact merges, never averages; each
 // 1-second Series sample is the merge of that interval's deltas.
 //
-// A worker that hangs up, sends garbage, fails a write, or sends nothing for
-// HeartbeatTimeout is lost: its state becomes "lost", the error kind
+// A coordinator that falls behind (a machine starved of CPU) thins the snapshots,
+// never loses a worker for it. Each worker's reader goroutine stamps the time
+// whenever bytes arrive and folds the periodic snapshots that the run goroutine
+// has not merged yet into one (Snapshot.coalesce: deltas add, histograms exactly;
+// WorkerSummary.Coalesced counts them), so the run goroutine merges at most one
+// per worker per turn, whatever the backlog. A worker writes its snapshots from a
+// goroutine of its own and skips one while the previous is still being written
+// (the next carries its deltas), so a coordinator that does not read slows the
+// snapshots, not the worker; a single write may take up to 2 minutes.
+//
+// A worker that hangs up, sends garbage, fails a write, or from which nothing has
+// arrived for HeartbeatTimeout while other workers were heard from (or for ten
+// times as long in any case) is lost: its state becomes "lost", the error kind
 // "worker_lost" is counted, what it sent so far stays in the totals, and the run
-// goes on. After "stop", workers get CloseTimeout+5 s for their final snapshot. So
+// goes on. Silence is judged on the bytes received, relative to the other
+// workers, so that a coordinator that is itself descheduled loses nobody. After "stop", workers get CloseTimeout+5 s for their final snapshot. So
 // every wait of the coordinator is bounded, and spawned processes that are still
 // running 3 s after the end are killed by PID (SIGKILL). Spawned workers run in
 // their own process group, so a terminal's Ctrl-C reaches the coordinator only,
@@ -145,11 +168,13 @@
 // # Concurrency
 //
 // Coordinator: Run's goroutine owns the run state; one accept goroutine and one
-// reader goroutine per worker connection feed it through a bounded channel and
+// reader goroutine per worker connection feed it (periodic snapshots through the
+// link's pending slot under link.mu, the rest through a bounded channel) and
 // stop when Run closes the listener and connections; the API publisher has a
 // pacer and PublishConcurrency senders, stopped at the drain. Worker: RunWorker's
-// goroutine paces dials, churn and client events (10 ms ticks) and sends
-// snapshots; one reader goroutine takes the coordinator's commands. Both are
+// goroutine paces dials, churn and client events (10 ms ticks) and builds
+// snapshots; one sender goroutine writes them; one reader goroutine takes the
+// coordinator's commands. Both are
 // stopped and waited for before Run/RunWorker return.
 //
 // Pool:

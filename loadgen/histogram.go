@@ -19,14 +19,18 @@ const (
 
 // Histogram is a latency distribution: an HdrHistogram of microseconds. It is not
 // safe for concurrent use; each loop records into its own and they are merged.
+//
+// An empty Histogram holds no counters (h is nil until the first value): a worker
+// sends a delta every second and most deltas are empty, so decoding, merging and
+// subtracting them must not allocate and clear 190 KB each time.
 type Histogram struct {
-	h *hdrhistogram.Histogram
+	h *hdrhistogram.Histogram // nil while empty
 }
 
 // NewHistogram returns an empty Histogram.
-func NewHistogram() *Histogram {
-	return &Histogram{h: hdrhistogram.New(histLowest, histHighest, histDigits)}
-}
+func NewHistogram() *Histogram { return &Histogram{} }
+
+func newHdr() *hdrhistogram.Histogram { return hdrhistogram.New(histLowest, histHighest, histDigits) }
 
 // Record adds one duration, clamped to [1 µs, 1 h].
 func (h *Histogram) Record(d time.Duration) {
@@ -36,16 +40,35 @@ func (h *Histogram) Record(d time.Duration) {
 	} else if v > histHighest {
 		v = histHighest
 	}
+	if h.h == nil {
+		h.h = newHdr()
+	}
 	_ = h.h.RecordValue(v) // in range by construction
+}
+
+func checkGeometry(o *hdrhistogram.Histogram) error {
+	if o.LowestTrackableValue() != histLowest || o.HighestTrackableValue() != histHighest ||
+		o.SignificantFigures() != histDigits {
+		return fmt.Errorf("%w: geometry %d..%d/%d", ErrHistogram,
+			o.LowestTrackableValue(), o.HighestTrackableValue(), o.SignificantFigures())
+	}
+	return nil
 }
 
 // Merge adds every count of o to h. Both have this package's geometry, so nothing is
 // approximated or dropped; an error means o did not come from this package.
 func (h *Histogram) Merge(o *Histogram) error {
-	if o.h.LowestTrackableValue() != histLowest || o.h.HighestTrackableValue() != histHighest ||
-		o.h.SignificantFigures() != histDigits {
-		return fmt.Errorf("%w: geometry %d..%d/%d", ErrHistogram,
-			o.h.LowestTrackableValue(), o.h.HighestTrackableValue(), o.h.SignificantFigures())
+	if o.h == nil {
+		return nil
+	}
+	if err := checkGeometry(o.h); err != nil {
+		return err
+	}
+	if o.h.TotalCount() == 0 {
+		return nil
+	}
+	if h.h == nil {
+		h.h = newHdr()
 	}
 	if dropped := h.h.Merge(o.h); dropped != 0 {
 		return fmt.Errorf("%w: %d values dropped in merge", ErrHistogram, dropped)
@@ -54,23 +77,43 @@ func (h *Histogram) Merge(o *Histogram) error {
 }
 
 // Count is the number of recorded values.
-func (h *Histogram) Count() int64 { return h.h.TotalCount() }
+func (h *Histogram) Count() int64 {
+	if h.h == nil {
+		return 0
+	}
+	return h.h.TotalCount()
+}
 
 // Quantile returns the value at quantile q in [0, 1] (0 when empty).
 func (h *Histogram) Quantile(q float64) time.Duration {
+	if h.Count() == 0 {
+		return 0
+	}
 	return time.Duration(h.h.ValueAtQuantile(q*100)) * time.Microsecond
 }
 
 // Max returns the largest recorded value (to the histogram's precision).
 func (h *Histogram) Max() time.Duration {
+	if h.Count() == 0 {
+		return 0
+	}
 	return time.Duration(h.h.Max()) * time.Microsecond
 }
 
-// Reset empties h.
-func (h *Histogram) Reset() { h.h.Reset() }
+// Reset empties h (keeping its counters for reuse).
+func (h *Histogram) Reset() {
+	if h.h != nil {
+		h.h.Reset()
+	}
+}
 
 // Equal reports whether both hold the same counts.
-func (h *Histogram) Equal(o *Histogram) bool { return h.h.Equals(o.h) }
+func (h *Histogram) Equal(o *Histogram) bool {
+	if h.Count() == 0 || o.Count() == 0 {
+		return h.Count() == o.Count()
+	}
+	return h.h.Equals(o.h)
+}
 
 // MarshalText encodes h in the HdrHistogram V2 compressed base64 format, which other
 // HdrHistogram implementations read too. An empty histogram encodes as "": most
@@ -91,18 +134,19 @@ func (h *Histogram) MarshalText() ([]byte, error) {
 // package's.
 func (h *Histogram) UnmarshalText(b []byte) error {
 	if len(b) == 0 {
-		h.h = NewHistogram().h
+		h.h = nil
 		return nil
 	}
 	d, err := hdrhistogram.Decode(b)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrHistogram, err)
 	}
-	n := NewHistogram()
-	if err := n.Merge(&Histogram{h: d}); err != nil {
+	// The decoded histogram has the encoder's geometry: used as it is once checked,
+	// rather than copied into a new one.
+	if err := checkGeometry(d); err != nil {
 		return err
 	}
-	h.h = n.h
+	h.h = d
 	return nil
 }
 
@@ -118,6 +162,12 @@ func (h *Histogram) String() string {
 // everything o did), so that h becomes the exact difference: how cumulative
 // snapshots become per-interval deltas without approximation.
 func (h *Histogram) Sub(o *Histogram) error {
+	if o.Count() == 0 {
+		return nil
+	}
+	if h.Count() < o.Count() {
+		return fmt.Errorf("%w: sub of a histogram that is not an earlier snapshot", ErrHistogram)
+	}
 	a, b := h.h.Export(), o.h.Export()
 	if len(a.Counts) != len(b.Counts) {
 		return fmt.Errorf("%w: sub of another geometry", ErrHistogram)
@@ -166,6 +216,9 @@ type HistBucket struct {
 // Buckets returns the non-empty buckets in ascending order.
 func (h *Histogram) Buckets() []HistBucket {
 	var out []HistBucket
+	if h.Count() == 0 {
+		return nil
+	}
 	for _, b := range h.h.Distribution() {
 		if b.Count > 0 {
 			out = append(out, HistBucket{UpTo: time.Duration(b.To) * time.Microsecond, Count: b.Count})

@@ -103,6 +103,15 @@ type Counts struct {
 	Closed      int64 // established connections that ended
 }
 
+// add adds o to c.
+func (c *Counts) add(o Counts) {
+	c.Dialed += o.Dialed
+	c.Established += o.Established
+	c.Subscribed += o.Subscribed
+	c.Failed += o.Failed
+	c.Closed += o.Closed
+}
+
 // Open is the number of established connections still open.
 func (c Counts) Open() int64 { return c.Established - c.Closed }
 

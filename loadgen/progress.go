@@ -1,6 +1,7 @@
 package loadgen
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"time"
@@ -116,3 +117,40 @@ func shortDur(d time.Duration) string {
 	}
 	return fmt.Sprintf("%.2fs", d.Seconds())
 }
+
+// NewJSONProgress writes every Progress as one JSON object per line (JSON lines),
+// for wrappers that follow a run: fields as in ProgressLine.
+func NewJSONProgress(w io.Writer) ProgressPrinter { return &jsonProgress{enc: json.NewEncoder(w)} }
+
+// ProgressLine is one line of the JSON progress stream (loadgen run --progress
+// json), about one a second. The field names are a stable interface.
+type ProgressLine struct {
+	Type             string  `json:"type"` // "progress"
+	Time             string  `json:"time"` // RFC 3339, UTC
+	Elapsed          float64 `json:"elapsed_s"`
+	Duration         float64 `json:"duration_s"`
+	Phase            string  `json:"phase"`
+	Target           int     `json:"target"`
+	Open             int64   `json:"open"`
+	Established      int64   `json:"established"`
+	Failed           int64   `json:"failed"`
+	DeliveriesPerSec float64 `json:"deliveries_per_sec"`
+	PublishesPerSec  float64 `json:"publishes_per_sec"`
+	P50Ms            float64 `json:"p50_ms"`
+	P99Ms            float64 `json:"p99_ms"`
+	Errors           uint64  `json:"errors"`
+	Workers          int     `json:"workers"`
+	Lost             int     `json:"lost"`
+}
+
+type jsonProgress struct{ enc *json.Encoder }
+
+func (j *jsonProgress) Update(p Progress) {
+	_ = j.enc.Encode(ProgressLine{Type: "progress", Time: time.Now().UTC().Format(time.RFC3339Nano),
+		Elapsed: p.Elapsed.Seconds(), Duration: p.Duration.Seconds(), Phase: p.Phase, Target: p.Target,
+		Open: p.Open, Established: p.Established, Failed: p.Failed,
+		DeliveriesPerSec: p.DeliveriesPerSec, PublishesPerSec: p.PublishesPerSec,
+		P50Ms: ms(p.P50), P99Ms: ms(p.P99), Errors: p.Errors, Workers: p.Workers, Lost: p.Lost})
+}
+
+func (j *jsonProgress) Finish() {}

@@ -44,6 +44,33 @@ type Report struct {
 	LoadEnded   time.Time `json:"load_ended,omitzero"`
 	// Presence is filled for runs on presence channels.
 	Presence *PresenceSummary `json:"presence,omitempty"`
+	// Broadcasts is filled for runs that published through the HTTP API.
+	Broadcasts *BroadcastSummary `json:"broadcasts,omitempty"`
+}
+
+// BroadcastSummary follows each API publish (the first maxTrackedBroadcasts of a
+// run) to its last delivery over all workers. Expected deliveries are the
+// channel's subscribers when the publish was accounted (within a second of it).
+type BroadcastSummary struct {
+	Count      int `json:"count"`      // publishes followed
+	Complete   int `json:"complete"`   // every expected delivery arrived
+	Incomplete int `json:"incomplete"` // fewer unique deliveries than expected
+	// Completion is publish (the payload's timestamp, just before the request) to
+	// the last delivery, over the complete broadcasts.
+	Completion Distribution    `json:"completion"`
+	Items      []BroadcastItem `json:"items,omitempty"` // the first 1,000, in publish order
+}
+
+// BroadcastItem is one API publish.
+type BroadcastItem struct {
+	Seq          uint64    `json:"seq"`
+	Channel      string    `json:"channel"`
+	Published    time.Time `json:"published"`
+	Expected     uint64    `json:"expected"`
+	Delivered    uint64    `json:"delivered"` // unique
+	Duplicated   uint64    `json:"duplicated"`
+	CompletionMs float64   `json:"completion_ms"` // to the last delivery received
+	Complete     bool      `json:"complete"`
 }
 
 // PresenceSummary is what a run on presence channels measured. Joins and leaves
@@ -103,6 +130,9 @@ type WorkerSummary struct {
 	Delivered   uint64 `json:"delivered"`  // sequenced events received
 	HeapBytes   int64  `json:"heap_bytes"` // peak Go heap in use
 	RSSBytes    int64  `json:"rss_bytes"`  // peak resident set size
+	// Coalesced counts its snapshots that the coordinator folded into the next one
+	// because it was behind (exact: deltas add).
+	Coalesced int `json:"coalesced,omitempty"`
 }
 
 // Totals are whole-run counts, merged exactly across workers.
@@ -118,9 +148,16 @@ type Totals struct {
 	Missing           uint64            `json:"missing"`    // expected but never received
 	Duplicated        uint64            `json:"duplicated"` // received more than once
 	Errors            map[string]uint64 `json:"errors"`     // by kind: "dial", "handshake", "close_4100", "publish_http_500", …
-	ErrorRate         float64           `json:"error_rate"` // errors / (connections attempted + publishes)
-	DeliveriesPerSec  float64           `json:"deliveries_per_sec"`
-	PublishesPerSec   float64           `json:"publishes_per_sec"`
+	// LostConnections is established connections that ended before the stop
+	// without loadgen closing them (churn excluded), plus those open on a worker
+	// that was lost.
+	LostConnections uint64 `json:"lost_connections"`
+	// AtClose is what went wrong while loadgen closed its own connections at the
+	// end (e.g. close_timeout: the server's close frame came late): not in Errors.
+	AtClose          map[string]uint64 `json:"at_close,omitempty"`
+	ErrorRate        float64           `json:"error_rate"` // errors / (connections attempted + publishes)
+	DeliveriesPerSec float64           `json:"deliveries_per_sec"`
+	PublishesPerSec  float64           `json:"publishes_per_sec"`
 }
 
 // Distribution summarises a latency histogram. Buckets are enough to redraw it.

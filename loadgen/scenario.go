@@ -86,6 +86,11 @@ type Spec struct {
 	// publishes as fast as PublishConcurrency requests in flight allow, each sent as
 	// soon as the previous one of its sender was answered.
 	PublishRate float64 `json:"publish_rate"`
+	// PublishSchedule, instead of PublishRate, publishes in groups from the start
+	// of the load phase: "10x10s,10x1m" is 10 requests 10 s apart (the first at
+	// once), then 10 more 1 min apart (the first 1 min after the group before); a
+	// leading "+30s," delays the first request by 30 s.
+	PublishSchedule string `json:"publish_schedule,omitempty"`
 	// PublishBatch is how many events one HTTP request carries: 1 (default) posts
 	// to /apps/{id}/events, more to /apps/{id}/batch_events, each event on the next
 	// channel round-robin with its own sequence number (Pusher allows 10).
@@ -262,7 +267,15 @@ func (s *Spec) Normalize() error {
 	if s.ChannelPrefix == "" {
 		s.ChannelPrefix = "loadgen-"
 	}
-	if s.PublishRate == 0 && s.Scenario == ScenarioBroadcast {
+	if s.PublishSchedule != "" {
+		if _, err := parseSchedule(s.PublishSchedule); err != nil {
+			return bad("publish_schedule: %v", err)
+		}
+		if s.PublishRate != 0 {
+			return bad("publish_schedule and publish_rate exclude each other")
+		}
+	}
+	if s.PublishRate == 0 && s.Scenario == ScenarioBroadcast && s.PublishSchedule == "" {
 		s.PublishRate = 10
 	}
 	if s.PublishRate < 0 && s.PublishRate != PublishRateMax {
@@ -332,7 +345,61 @@ func (s *Spec) Normalize() error {
 const PublishRateMax = -1
 
 // publishing reports whether the run publishes through the HTTP API.
-func (s *Spec) publishing() bool { return s.PublishRate > 0 || s.PublishRate == PublishRateMax }
+func (s *Spec) publishing() bool {
+	return s.PublishRate > 0 || s.PublishRate == PublishRateMax || s.PublishSchedule != ""
+}
+
+// scheduleStep is a group of a PublishSchedule: N requests, Every apart.
+type scheduleStep struct {
+	N     int
+	Every time.Duration
+}
+
+// parseSchedule parses "[+DELAY,]NxDURATION[,NxDURATION...]"; a delay is a step
+// with N 0.
+func parseSchedule(v string) ([]scheduleStep, error) {
+	var out []scheduleStep
+	for i, part := range strings.Split(v, ",") {
+		if d, ok := strings.CutPrefix(strings.TrimSpace(part), "+"); ok && i == 0 {
+			delay, err := time.ParseDuration(d)
+			if err != nil || delay < 0 {
+				return nil, fmt.Errorf("%q: want +DURATION, e.g. +30s", part)
+			}
+			out = append(out, scheduleStep{N: 0, Every: delay})
+			continue
+		}
+		ns, ds, ok := strings.Cut(strings.TrimSpace(part), "x")
+		n, err := strconv.Atoi(ns)
+		if !ok || err != nil || n < 1 || n > 1_000_000 {
+			return nil, fmt.Errorf("%q: want NxDURATION, e.g. 10x10s", part)
+		}
+		d, err := time.ParseDuration(ds)
+		if err != nil || d <= 0 {
+			return nil, fmt.Errorf("%q: want NxDURATION, e.g. 10x10s", part)
+		}
+		out = append(out, scheduleStep{N: n, Every: d})
+	}
+	return out, nil
+}
+
+// scheduleOffsets lists the offsets of a schedule's requests from its start.
+func scheduleOffsets(steps []scheduleStep) []time.Duration {
+	var out []time.Duration
+	var at time.Duration
+	for _, st := range steps {
+		if st.N == 0 { // the initial delay
+			at += st.Every
+			continue
+		}
+		for j := 0; j < st.N; j++ {
+			if len(out) > 0 {
+				at += st.Every
+			}
+			out = append(out, at)
+		}
+	}
+	return out
+}
 
 // targetList splits Target into its servers.
 func (s *Spec) targetList() []string {

@@ -180,3 +180,27 @@ func TestStatsSubIsExact(t *testing.T) {
 		t.Errorf("sub of a histogram that is not an earlier snapshot: %v", err)
 	}
 }
+
+func TestParseSchedule(t *testing.T) {
+	steps, err := parseSchedule("10x10s, 2x1m")
+	if err != nil || len(steps) != 2 || steps[0] != (scheduleStep{10, 10 * time.Second}) || steps[1] != (scheduleStep{2, time.Minute}) {
+		t.Fatalf("%+v %v", steps, err)
+	}
+	off := scheduleOffsets(steps)
+	if len(off) != 12 || off[0] != 0 || off[9] != 90*time.Second || off[10] != 150*time.Second || off[11] != 210*time.Second {
+		t.Errorf("offsets %v", off)
+	}
+	steps, err = parseSchedule("+30s,2x10s")
+	if off := scheduleOffsets(steps); err != nil || len(off) != 2 || off[0] != 30*time.Second || off[1] != 40*time.Second {
+		t.Errorf("delayed: %v %v", off, err)
+	}
+	for _, bad := range []string{"", "10", "x10s", "0x1s", "3x0s", "3x-1s", "3xfoo", "3x1s,", "2x1s,+5s", "+x"} {
+		if _, err := parseSchedule(bad); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+	s := Spec{Target: "ws://127.0.0.1:1", Key: "k", AppID: "1", Secret: "s", PublishSchedule: "2x1s", PublishRate: 5}
+	if err := s.Normalize(); !errors.Is(err, ErrScenario) {
+		t.Errorf("schedule and rate: %v", err)
+	}
+}

@@ -49,11 +49,7 @@ func newStats() *Stats {
 // Merge adds o's figures to s (counts included), as when combining the Stats of
 // several worker processes.
 func (s *Stats) Merge(o *Stats) error {
-	s.Counts.Dialed += o.Counts.Dialed
-	s.Counts.Established += o.Counts.Established
-	s.Counts.Subscribed += o.Counts.Subscribed
-	s.Counts.Failed += o.Counts.Failed
-	s.Counts.Closed += o.Counts.Closed
+	s.Counts.add(o.Counts)
 	return s.merge(o)
 }
 

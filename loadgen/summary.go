@@ -32,6 +32,7 @@ func WriteSummary(out io.Writer, r *Report) error {
 	p("  connected\t%d", t.Connected)
 	p("  subscribed\t%d", t.Subscribed)
 	p("  connect errors\t%d", t.ConnectErrors)
+	p("  lost before the stop\t%d", t.LostConnections)
 	if r.RampSeconds > 0 {
 		p("  ramp\t%.2fs\t%.0f connections/s", r.RampSeconds, r.ConnectRate)
 	}
@@ -44,6 +45,12 @@ func WriteSummary(out io.Writer, r *Report) error {
 	p("  duplicated\t%d", t.Duplicated)
 	if r.Members > 0 {
 		p("  presence member events\t%d", r.Members)
+	}
+	if bs := r.Broadcasts; bs != nil {
+		c := bs.Completion
+		p("")
+		p("BROADCASTS\t%d followed\t%d complete, %d incomplete", bs.Count, bs.Complete, bs.Incomplete)
+		p("  publish→last delivery\tp50 %.1f ms\tmax %.1f ms", c.P50Ms, c.MaxMs)
 	}
 	if ps := r.Presence; ps != nil {
 		p("")
@@ -76,6 +83,9 @@ func WriteSummary(out io.Writer, r *Report) error {
 	p("ERRORS\t%d\trate %.4f%%", sumErrors(t.Errors), 100*t.ErrorRate)
 	for _, k := range slices.Sorted(maps.Keys(t.Errors)) {
 		p("  %s\t%d", k, t.Errors[k])
+	}
+	for _, k := range slices.Sorted(maps.Keys(t.AtClose)) {
+		p("  (at the final close, not an error) %s\t%d", k, t.AtClose[k])
 	}
 	p("")
 	p("WORKERS\tpid\tsource\tconns\tconnected\tdelivered\theap MiB\tstate")

@@ -44,7 +44,7 @@ const (
 )
 
 func metricOf(name string) (metricKind, bool) {
-	base := strings.TrimPrefix(strings.TrimPrefix(name, "connect_"), "member_")
+	base := strings.TrimPrefix(strings.TrimPrefix(strings.TrimPrefix(name, "connect_"), "member_"), "broadcast_")
 	switch base {
 	case "p50", "p90", "p95", "p99", "p999", "max", "mean", "min":
 		return kindTime, true
@@ -53,7 +53,7 @@ func metricOf(name string) (metricKind, bool) {
 	case "errors":
 		return kindRate, true
 	case "error_count", "missing", "duplicated", "delivered", "published", "connections", "connected",
-		"deliveries_per_sec", "publishes_per_sec":
+		"deliveries_per_sec", "publishes_per_sec", "lost_connections", "broadcast_incomplete":
 		return kindCount, true
 	}
 	return 0, false
@@ -123,6 +123,12 @@ func (t Threshold) Measure(r *Report) (float64, bool) {
 		if strings.HasPrefix(name, "connect_") {
 			d, name = r.Connect, strings.TrimPrefix(name, "connect_")
 		}
+		if strings.HasPrefix(name, "broadcast_") {
+			d, name = Distribution{}, strings.TrimPrefix(name, "broadcast_")
+			if r.Broadcasts != nil {
+				d = r.Broadcasts.Completion
+			}
+		}
 		if strings.HasPrefix(name, "member_") {
 			d, name = Distribution{}, strings.TrimPrefix(name, "member_")
 			if r.Presence != nil {
@@ -171,6 +177,13 @@ func (t Threshold) Measure(r *Report) (float64, bool) {
 		return tot.DeliveriesPerSec, true
 	case "publishes_per_sec":
 		return tot.PublishesPerSec, true
+	case "lost_connections":
+		return float64(tot.LostConnections), true
+	case "broadcast_incomplete":
+		if r.Broadcasts == nil {
+			return 0, true
+		}
+		return float64(r.Broadcasts.Incomplete), true
 	}
 	return 0, false
 }

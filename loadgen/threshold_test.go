@@ -26,6 +26,10 @@ func TestParseThreshold(t *testing.T) {
 		{"deliveries_per_sec>1000", "deliveries_per_sec", ">", "", 1000},
 		{"deliveries_per_sec>1e3", "deliveries_per_sec", ">", "", 1000},
 		{"connections>=15000", "connections", ">=", "", 15000},
+		{"broadcast_max<12s", "broadcast_max", "<", "s", 12},
+		{"broadcast_p50<5000", "broadcast_p50", "<", "ms", 5000},
+		{"broadcast_incomplete==0", "broadcast_incomplete", "==", "", 0},
+		{"lost_connections==0", "lost_connections", "==", "", 0},
 	}
 	for _, g := range good {
 		th, err := ParseThreshold(g.expr)
@@ -40,7 +44,7 @@ func TestParseThreshold(t *testing.T) {
 	bad := []string{
 		"", "p99", "p99<", "<250ms", "p99<250 ms ms", "p99=250ms", "p99!=250", "p99<-1ms",
 		"p98<250ms", "P99<250ms", "p99<250%", "p99<250m", "errors<1ms", "missing==0%",
-		"deliveries_per_sec>1000/s", "connections>1k", "p99<<250ms", "p99<250ms;rm", "p99 <250ms extra",
+		"deliveries_per_sec>1000/s", "broadcast_incomplete<1%", "lost_connections==0ms", "broadcast_p98<1s", "connections>1k", "p99<<250ms", "p99<250ms;rm", "p99 <250ms extra",
 	}
 	for _, b := range bad {
 		if th, err := ParseThreshold(b); !errors.Is(err, ErrThreshold) {

@@ -34,6 +34,10 @@ const (
 	workerTick     = 10 * time.Millisecond // pacing of dials, churn and client events
 	snapshotEvery  = time.Second
 	protoWriteWait = 5 * time.Second
+	// snapshotWriteWait bounds one snapshot's write to a coordinator that does not
+	// read (it is behind, on a starved machine): meanwhile the worker skips its
+	// snapshots (the next one carries their deltas) and keeps its connections.
+	snapshotWriteWait = 2 * time.Minute
 )
 
 // RunWorker joins a coordinator, runs the share it is given, streams snapshots and
@@ -123,6 +127,54 @@ type worker struct {
 	subs, sent, delivered, dups []atomic.Int64
 	sentTotal                   atomic.Int64
 	nextSeq                     atomic.Uint64
+
+	bmu    sync.Mutex // guards bcast (OnEvent runs on every loop)
+	bcast  map[uint64]*SeqDeliveries
+	bextra int64 // API deliveries not tracked: bcast was full
+}
+
+// maxBcastPending bounds the API sequence numbers a worker follows between two
+// snapshots.
+const maxBcastPending = 4096
+
+// noteBroadcast counts a delivery of an API publish (slot 0 of the sequence).
+func (w *worker) noteBroadcast(ev *Event) {
+	if (ev.Seq-1)%w.stride != 0 {
+		return
+	}
+	w.bmu.Lock()
+	d := w.bcast[ev.Seq]
+	if d == nil {
+		if len(w.bcast) >= maxBcastPending {
+			w.bextra++
+			w.bmu.Unlock()
+			return
+		}
+		d = &SeqDeliveries{Seq: ev.Seq}
+		w.bcast[ev.Seq] = d
+	}
+	if ev.Duplicate {
+		d.Dups++
+	} else {
+		d.N++
+	}
+	d.Last = max(d.Last, ev.Received)
+	w.bmu.Unlock()
+}
+
+// takeBroadcasts returns the API deliveries since the last call, by seq.
+func (w *worker) takeBroadcasts() []SeqDeliveries {
+	w.bmu.Lock()
+	defer w.bmu.Unlock()
+	if len(w.bcast) == 0 {
+		return nil
+	}
+	out := make([]SeqDeliveries, 0, len(w.bcast))
+	for _, d := range w.bcast {
+		out = append(out, *d)
+	}
+	clear(w.bcast)
+	return out
 }
 
 func newWorker(plan *Plan, log *slog.Logger) (*worker, error) {
@@ -140,6 +192,7 @@ func newWorker(plan *Plan, log *slog.Logger) (*worker, error) {
 		index:  make(map[string]int, spec.Channels),
 		stride: uint64(plan.Workers) + 1,
 		slot:   uint64(plan.WorkerID) + 1,
+		bcast:  map[uint64]*SeqDeliveries{},
 	}
 	for i, n := range w.names {
 		w.index[n] = i
@@ -190,6 +243,7 @@ func newWorker(plan *Plan, log *slog.Logger) (*worker, error) {
 					w.dups[i].Add(1)
 				}
 			}
+			w.noteBroadcast(ev)
 		},
 	}
 	if w.pool, err = New(cfg); err != nil {
@@ -230,8 +284,8 @@ func (w *worker) clientEvent(id uint64, dst []byte) []byte {
 	return dst
 }
 
-// run executes the plan. Its reader goroutine is stopped (conn closed) and waited
-// for before it returns.
+// run executes the plan. Its reader and sender goroutines are stopped (conn
+// closed) and waited for before it returns.
 func (w *worker) run(ctx context.Context, cd *codec) error {
 	if err := w.pool.Run(); err != nil {
 		return err
@@ -258,7 +312,9 @@ func (w *worker) run(ctx context.Context, cd *codec) error {
 			}
 		}
 	}()
+	out := newSnapSender(cd, &wg)
 	defer func() {
+		out.close()
 		_ = cd.conn.Close()
 		wg.Wait()
 	}()
@@ -280,6 +336,11 @@ func (w *worker) run(ctx context.Context, cd *codec) error {
 
 	tick := time.NewTicker(workerTick)
 	defer tick.Stop()
+	// The 10 ms tick paces dials, churn and client events; once the share is up
+	// and there is neither churn nor chatter it is stopped: 110 idle workers
+	// waking 100 times a second took 40% of a 2-core machine at 200,000
+	// connections, and slowed the deliveries being measured.
+	tickC := tick.C
 	snap := time.NewTicker(snapshotEvery)
 	defer snap.Stop()
 
@@ -290,10 +351,25 @@ func (w *worker) run(ctx context.Context, cd *codec) error {
 		churnDue, chatterDue float64
 		sn                   = &snapshotter{w: w}
 	)
+	// offer sends a periodic snapshot unless the previous one is still on its way
+	// (the coordinator is behind): then it is skipped, and the next one carries its
+	// deltas.
+	offer := func() error {
+		if out.busy() {
+			sn.thinned++
+			return nil
+		}
+		m := sn.build(false, "")
+		if m == nil {
+			return sn.err
+		}
+		out.offer(m)
+		return nil
+	}
 	for {
 		select {
 		case <-ctx.Done():
-			w.finish(cd, sn, "interrupted")
+			w.finish(out, sn, "interrupted")
 			return ctx.Err()
 		case err := <-readErr:
 			// The coordinator is gone: stop without a final snapshot.
@@ -301,6 +377,13 @@ func (w *worker) run(ctx context.Context, cd *codec) error {
 			_ = w.pool.Shutdown(sctx)
 			cancel()
 			return fmt.Errorf("%w: coordinator connection: %w", ErrWorkerLost, err)
+		case err := <-out.errc:
+			// A snapshot could not be written for snapshotWriteWait: the
+			// coordinator is gone or hung.
+			sctx, cancel := context.WithTimeout(context.Background(), w.spec.CloseTimeout.D())
+			_ = w.pool.Shutdown(sctx)
+			cancel()
+			return fmt.Errorf("%w: %w", ErrWorkerLost, err)
 		case c := <-cmds:
 			switch c {
 			case msgLoad:
@@ -308,13 +391,13 @@ func (w *worker) run(ctx context.Context, cd *codec) error {
 			case msgQuiesce:
 				loading = false
 			case msgStop:
-				return w.finish(cd, sn, "")
+				return w.finish(out, sn, "")
 			}
 		case <-snap.C:
-			if err := sn.send(cd, false, ""); err != nil {
+			if err := offer(); err != nil {
 				return err
 			}
-		case now := <-tick.C:
+		case now := <-tickC:
 			dt := now.Sub(last).Seconds()
 			last = now
 			if dialed < share {
@@ -339,10 +422,15 @@ func (w *worker) run(ctx context.Context, cd *codec) error {
 				if up+c.Failed >= int64(share) {
 					rampSent = true
 					sn.ramp = time.Since(start).Seconds()
-					if err := sn.send(cd, false, ""); err != nil {
+					if err := offer(); err != nil {
 						return err
 					}
 				}
+			}
+			if rampSent && churnRate == 0 && w.spec.ClientEventRate == 0 {
+				tick.Stop()
+				tickC = nil
+				continue
 			}
 			if !loading {
 				churnDue, chatterDue = 0, 0
@@ -369,15 +457,93 @@ func (w *worker) run(ctx context.Context, cd *codec) error {
 	}
 }
 
-// finish closes the connections (bounded) and sends the final snapshot.
-func (w *worker) finish(cd *codec, sn *snapshotter, why string) error {
+// finish closes the connections (bounded) and sends the final snapshot after any
+// periodic one still on its way.
+func (w *worker) finish(out *snapSender, sn *snapshotter, why string) error {
+	// What the pool counted before loadgen closes its own connections: closes
+	// then were losses (but churn's), reasons after it come from the close.
+	var before *Stats
 	sctx, cancel := context.WithTimeout(context.Background(), w.spec.CloseTimeout.D())
+	if st, err := w.pool.Stats(sctx, 0, 0); err == nil {
+		before = st
+	}
 	err := w.pool.CloseConns(sctx)
 	cancel()
+	sn.before = before
 	if err != nil {
 		w.log.Warn("closing connections", "err", err)
 	}
-	return sn.send(cd, true, why)
+	if sn.thinned > 0 {
+		w.log.Info("snapshots thinned: the coordinator was behind", "skipped", sn.thinned)
+	}
+	m := sn.build(true, why)
+	if m == nil {
+		return sn.err
+	}
+	return out.last(m)
+}
+
+// snapSender writes snapshots on its own goroutine, so that a coordinator that
+// reads slowly delays them (the worker then skips some) but never the worker's
+// pacing. One snapshot is in flight at most, one more may wait.
+type snapSender struct {
+	cd       *codec
+	q        chan *ctrlMsg
+	errc     chan error // the first write error
+	inFlight atomic.Int32
+	closed   bool
+	done     chan struct{}
+}
+
+func newSnapSender(cd *codec, wg *sync.WaitGroup) *snapSender {
+	s := &snapSender{cd: cd, q: make(chan *ctrlMsg, 1), errc: make(chan error, 1), done: make(chan struct{})}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer close(s.done)
+		failed := false
+		for m := range s.q {
+			if !failed {
+				if err := cd.send(m, snapshotWriteWait); err != nil {
+					failed = true
+					s.errc <- err
+				}
+			}
+			s.inFlight.Add(-1)
+		}
+	}()
+	return s
+}
+
+// busy reports whether a snapshot is still queued or being written.
+func (s *snapSender) busy() bool { return s.inFlight.Load() > 0 }
+
+// offer queues m; the caller checked busy, so there is room.
+func (s *snapSender) offer(m *ctrlMsg) {
+	s.inFlight.Add(1)
+	s.q <- m
+}
+
+// last queues m after what is in flight, then waits until everything is written
+// (each write bounded) and returns the first write error.
+func (s *snapSender) last(m *ctrlMsg) error {
+	s.inFlight.Add(1)
+	s.q <- m
+	s.close()
+	<-s.done
+	select {
+	case err := <-s.errc:
+		return err
+	default:
+		return nil
+	}
+}
+
+func (s *snapSender) close() {
+	if !s.closed {
+		s.closed = true
+		close(s.q)
+	}
 }
 
 // snapshotter turns the pool's cumulative figures into deltas.
@@ -388,9 +554,14 @@ type snapshotter struct {
 	prev                            *Stats
 	prevSent                        int64
 	prevChanSent, prevDeliv, prevDu []int64
+	thinned                         int    // periodic snapshots skipped: the previous one was not written yet
+	err                             error  // why build returned nil
+	before                          *Stats // the pool's figures just before the final close
 }
 
-func (s *snapshotter) send(cd *codec, final bool, why string) error {
+// build returns the next snapshot message, or nil when there is none to send now
+// (statistics not ready in time: skipped; or an error, in s.err).
+func (s *snapshotter) build(final bool, why string) *ctrlMsg {
 	w := s.w
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	st, err := w.pool.Stats(ctx, 0, 0)
@@ -405,7 +576,8 @@ func (s *snapshotter) send(cd *codec, final bool, why string) error {
 			return nil
 		}
 		if !errors.Is(err, ErrClosed) {
-			return err
+			s.err = err
+			return nil
 		}
 		st = newStats() // the pool is closed: nothing more to count
 		if s.prev != nil {
@@ -415,7 +587,8 @@ func (s *snapshotter) send(cd *codec, final bool, why string) error {
 	d := st
 	if s.prev != nil {
 		if d, err = st.Sub(s.prev); err != nil {
-			return err
+			s.err = err
+			return nil
 		}
 	}
 	s.prev = st
@@ -442,9 +615,23 @@ func (s *snapshotter) send(cd *codec, final bool, why string) error {
 		snap.ChanDups[i], s.prevDu[i] = v-s.prevDu[i], v
 	}
 	snap.TargetConnected = w.pool.AddrCounts()
+	snap.Broadcasts = w.takeBroadcasts()
+	if final && s.before != nil {
+		b := s.before
+		// Before the stop, loadgen closes connections only for churn.
+		snap.LostBeforeStop = max(b.Counts.Closed-b.Reasons["client_close"]-b.Reasons["close_timeout"], 0)
+		for k, v := range st.Reasons {
+			if v -= b.Reasons[k]; v > 0 {
+				if snap.AtClose == nil {
+					snap.AtClose = map[string]int64{}
+				}
+				snap.AtClose[k] = v
+			}
+		}
+	}
 	snap.HeapBytes = heapInUse()
 	snap.RSSBytes = readRSS()
-	return cd.send(&ctrlMsg{Type: msgSnapshot, Snapshot: snap}, protoWriteWait)
+	return &ctrlMsg{Type: msgSnapshot, Snapshot: snap}
 }
 
 // heapInUse is the Go heap in use (objects plus the unused part of their spans), as

@@ -80,6 +80,50 @@ type Snapshot struct {
 	// RampSeconds, in the snapshot sent when this worker's share was all
 	// established (or failed), is the time its ramp took; 0 otherwise.
 	RampSeconds float64 `json:"ramp_seconds,omitempty"`
+	// Broadcasts are, per API publish (sequence number) delivered since the
+	// previous snapshot, the unique deliveries, duplicates and the latest receive
+	// time: the coordinator adds them up into each broadcast's completion.
+	Broadcasts []SeqDeliveries `json:"broadcasts,omitempty"`
+	// LostBeforeStop, in the final snapshot, is the connections that closed
+	// before the coordinator said stop, not by loadgen's doing (churn).
+	LostBeforeStop int64 `json:"lost_before_stop,omitempty"`
+	// AtClose, in the final snapshot, is the reasons counted while loadgen closed
+	// its own connections at the end (close_timeout, ...): not errors of the run.
+	AtClose map[string]int64 `json:"at_close,omitempty"`
+}
+
+// SeqDeliveries is what a worker received of one sequence number in an interval.
+type SeqDeliveries struct {
+	Seq  uint64 `json:"seq"`
+	N    int64  `json:"n"`              // unique deliveries (one per connection)
+	Dups int64  `json:"dups,omitempty"` // duplicates
+	Last int64  `json:"last"`           // unix ns of the latest delivery
+}
+
+// coalesce folds t, the next snapshot of the same worker, into s: deltas add
+// (histograms exactly), gauges take t's values, peaks the larger.
+func (s *Snapshot) coalesce(t *Snapshot) error {
+	if len(t.ChanSubs) != len(s.ChanSubs) || len(t.ChanSent) != len(s.ChanSent) ||
+		len(t.ChanDelivered) != len(s.ChanDelivered) || len(t.ChanDups) != len(s.ChanDups) {
+		return fmt.Errorf("%w: snapshots with different channel counts", ErrProtocol)
+	}
+	if err := s.Stats.Merge(t.Stats); err != nil {
+		return err
+	}
+	s.N, s.Open, s.Sent = t.N, t.Open, s.Sent+t.Sent
+	s.ChanSubs = t.ChanSubs
+	for i := range s.ChanSent {
+		s.ChanSent[i] += t.ChanSent[i]
+		s.ChanDelivered[i] += t.ChanDelivered[i]
+		s.ChanDups[i] += t.ChanDups[i]
+	}
+	s.HeapBytes, s.RSSBytes = max(s.HeapBytes, t.HeapBytes), max(s.RSSBytes, t.RSSBytes)
+	if t.TargetConnected != nil {
+		s.TargetConnected = t.TargetConnected
+	}
+	s.RampSeconds = max(s.RampSeconds, t.RampSeconds)
+	s.Broadcasts = append(s.Broadcasts, t.Broadcasts...) // the coordinator adds by seq
+	return nil
 }
 
 // codec reads and writes protocol lines on one connection, each write bounded by a
@@ -90,8 +134,11 @@ type codec struct {
 	w    *bufio.Writer
 }
 
-func newCodec(c net.Conn) *codec {
-	return &codec{conn: c, r: bufio.NewReaderSize(c, 64<<10), w: bufio.NewWriterSize(c, 64<<10)}
+func newCodec(c net.Conn) *codec { return newCodecReader(c, c) }
+
+// newCodecReader reads from r (c, or a wrapper of c) and writes to c.
+func newCodecReader(c net.Conn, r io.Reader) *codec {
+	return &codec{conn: c, r: bufio.NewReaderSize(r, 64<<10), w: bufio.NewWriterSize(c, 64<<10)}
 }
 
 func (c *codec) send(m *ctrlMsg, timeout time.Duration) error {

@@ -22,7 +22,8 @@
 // events, e.g. herald --client-events). Any scenario accepts the other rates too.
 // A JSON file (--config) holds the same options (names as in the report's
 // scenario.params); flags given on the command line override it. Every run is
-// bounded by --duration: connections ramp, then (once all are up) the load phase
+// bounded by --duration: connections ramp, then (once all are up, or at twice the
+// ramp's planned time plus 10 s) the load phase
 // runs until --drain before the end, then connections close with a bounded close
 // handshake.
 //
@@ -55,7 +56,10 @@
 // ephemeral ports do not run out. To use other machines, start the coordinator with
 // --listen 0.0.0.0:7000 --expect-workers N (and --workers 0 if none are local) and
 // run "loadgen worker --join coordinator:7000" on each. A worker that dies or goes
-// silent (--heartbeat-timeout) is reported as lost; the run goes on and exits 1.
+// silent (nothing arrives from it for --heartbeat-timeout while the others are heard
+// from) is reported as lost; the run goes on and exits 1. A coordinator that falls
+// behind (a starved machine) folds the snapshots it has not merged yet into one and
+// loses nobody; the report's workers[].coalesced counts them.
 //
 // # Output
 //
@@ -74,15 +78,28 @@
 //	    summary and reports were still written
 //
 // Thresholds: p50 p90 p95 p99 p999 max mean min (publish-to-receive latency),
-// connect_p50 … connect_min and member_p50 … member_min (presence join to
-// member_added in the load phase) with units ms (default), s, us; errors (a rate: 0.1%
-// or 0.001); error_count, missing, duplicated, delivered, published, connections
-// (peak open), connected, deliveries_per_sec, publishes_per_sec. Operators
-// < <= > >= ==.
+// connect_p50 … connect_min, member_p50 … member_min (presence join to
+// member_added in the load phase) and broadcast_p50 … broadcast_max (an API
+// publish to its last delivery over all workers, over the complete publishes) with
+// units ms (default), s, us; errors (a rate: 0.1% or 0.001); error_count, missing,
+// duplicated, delivered, published, connections (peak open), connected,
+// deliveries_per_sec, publishes_per_sec, broadcast_incomplete (publishes that did
+// not reach every subscriber), lost_connections (closed before the end, not by
+// loadgen). Operators < <= > >= ==. What goes wrong while loadgen closes its own
+// connections at the end (close_timeout: a close frame that came late) is listed
+// apart (at_close) and counts in no threshold.
+//
+// Publishing on a schedule: --publish-schedule 10x10s,10x1m (instead of
+// --publish-rate) sends 10 publishes 10 s apart from the start of the load phase,
+// then 10 a minute apart; --publish-schedule +30s,10x10s waits 30 s first.
+//
+// --progress json writes a JSON object per line on stdout (type "progress" about
+// once a second, fields as loadgen.ProgressLine; then one of type "end" with the
+// verdict, totals and broadcasts) instead of the bar or lines and the summary.
 //
 // # Profiling
 //
 // LOADGEN_CPUPROFILE_DIR=DIR makes every worker (spawned ones inherit the
 // environment) write a CPU profile to DIR/worker-<pid>.pprof when it ends, for
-// `go tool pprof`.
+// `go tool pprof`. --cpuprofile FILE does the same for the coordinator (loadgen run).
 package main

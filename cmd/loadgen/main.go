@@ -96,6 +96,7 @@ type runOpts struct {
 	progressEvery time.Duration
 	logLevel      string
 	workerCmd     string
+	cpuProfile    string
 }
 
 // rateFlag is a rate per second, or "max" (loadgen.PublishRateMax).
@@ -149,6 +150,7 @@ func runFlags(spec *loadgen.Spec, o *runOpts, out io.Writer) *flag.FlagSet {
 	fs.Float64Var(&spec.ZipfS, "zipf-s", spec.ZipfS, "Zipf exponent, > 1 (0: 1.1); channel 0 is the hottest")
 	fs.StringVar(&spec.Kind, "kind", spec.Kind, "channel kind: public, private or presence (empty: public; private for client-events; presence for presence-storm)")
 	fs.StringVar(&spec.ChannelPrefix, "channel-prefix", spec.ChannelPrefix, "channel names are [private-|presence-]<prefix><n> (empty: loadgen-)")
+	fs.StringVar(&spec.PublishSchedule, "publish-schedule", spec.PublishSchedule, "instead of --publish-rate: groups of requests from the start of the load phase, NxINTERVAL,...: 10x10s,10x1m is 10 publishes 10 s apart (the first at once), then 10 more a minute apart; a leading +30s, delays the first")
 	fs.Var((*rateFlag)(&spec.PublishRate), "publish-rate", "HTTP API publishes (events) per second during the load phase, or max: as fast as --publish-concurrency requests in flight are answered (0: 10 for broadcast, else none)")
 	fs.IntVar(&spec.PublishBatch, "publish-batch", spec.PublishBatch, "events per HTTP request: 1 posts to /events, more to /batch_events, each event on the next channel (0: 1; Pusher allows 10)")
 	fs.IntVar(&spec.PublishChannels, "publish-channels", spec.PublishChannels, "publish round-robin to channels 0..n-1 (0: all M)")
@@ -168,13 +170,14 @@ func runFlags(spec *loadgen.Spec, o *runOpts, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.sourceBase, "source-base", "127.0.1.1", "first source address for workers when the target is on loopback: worker i binds the i-th address from here")
 	fs.BoolVar(&o.noSources, "no-source-ips", false, "let the kernel choose source addresses")
 	fs.DurationVar(&o.joinTimeout, "join-timeout", 30*time.Second, "bound on the wait for every worker to join")
-	fs.DurationVar(&o.heartbeat, "heartbeat-timeout", 5*time.Second, "a worker silent this long is lost")
+	fs.DurationVar(&o.heartbeat, "heartbeat-timeout", 5*time.Second, "a worker from which nothing arrives this long while the others are heard from is lost (10x as long: in any case)")
 	fs.Var(&o.thresholds, "threshold", "pass/fail criterion, repeatable: p99<250ms, connect_p95<1s, errors<0.1%, missing==0, deliveries_per_sec>1000 (breach: exit 99)")
 	fs.StringVar(&o.out, "out", "", "write the JSON report here")
 	fs.StringVar(&o.html, "html", "", "write the self-contained HTML report here")
-	fs.StringVar(&o.progress, "progress", "auto", "live progress: auto (a bar on a terminal, lines otherwise), bar, lines or none")
+	fs.StringVar(&o.progress, "progress", "auto", "live progress: auto (a bar on a terminal, lines otherwise), bar, lines, json (one JSON object a line, about one a second, and no summary table: stdout stays JSON lines) or none")
 	fs.DurationVar(&o.progressEvery, "progress-every", 5*time.Second, "interval of plain progress lines")
 	fs.StringVar(&o.logLevel, "log-level", "warn", "coordinator log on stderr: debug, info, warn or error")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write the coordinator's CPU profile to this file when the run ends (for go tool pprof; workers: LOADGEN_CPUPROFILE_DIR)")
 	fs.StringVar(&o.workerCmd, "worker-command", "", "program to spawn as a worker (default: this executable); \"worker --join addr\" is appended")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), "Usage: loadgen run [flags]\n\nRun a scenario with spawned and/or remote workers.\n\nFlags:\n")
@@ -240,9 +243,11 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 		pp = loadgen.NewProgressPrinter(stdout, true, o.progressEvery)
 	case "lines":
 		pp = loadgen.NewProgressPrinter(stdout, false, o.progressEvery)
+	case "json":
+		pp = loadgen.NewJSONProgress(stdout)
 	case "none":
 	default:
-		fmt.Fprintf(stderr, "loadgen run: --progress %q: want auto, bar, lines or none\n", o.progress)
+		fmt.Fprintf(stderr, "loadgen run: --progress %q: want auto, bar, lines, json or none\n", o.progress)
 		return exitUsage
 	}
 	cfg := loadgen.CoordinatorConfig{
@@ -272,6 +277,19 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "loadgen: waiting for %d remote workers: loadgen worker --join %s\n", o.expect, coord.Addr())
 	}
 
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err != nil {
+			fmt.Fprintln(stderr, "loadgen run: --cpuprofile:", err)
+			return exitUsage
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(stderr, "loadgen run: --cpuprofile:", err)
+			return exitError
+		}
+		defer pprof.StopCPUProfile()
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	rep, runErr := coord.Run(ctx)
@@ -286,7 +304,13 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 		return exitError
 	}
 	loadgen.EvaluateThresholds(rep, thresholds)
-	_ = loadgen.WriteSummary(stdout, rep)
+	if o.progress == "json" {
+		// The stream ends with the run's verdict; the full report is --out.
+		_ = json.NewEncoder(stdout).Encode(map[string]any{"type": "end", "passed": rep.Passed,
+			"stopped": rep.Stopped, "thresholds": rep.Thresholds, "totals": rep.Totals, "broadcasts": rep.Broadcasts})
+	} else {
+		_ = loadgen.WriteSummary(stdout, rep)
+	}
 	code := exitOK
 	if err := writeReports(rep, o.out, o.html); err != nil {
 		fmt.Fprintln(stderr, "loadgen run:", err)

@@ -437,3 +437,53 @@ func TestRateFlag(t *testing.T) {
 		}
 	}
 }
+
+// TestJSONProgress follows a scheduled broadcast run through --progress json:
+// stdout is JSON lines only (progress lines, then the verdict), and the broadcast
+// thresholds decide the exit code.
+func TestJSONProgress(t *testing.T) {
+	addr := startHerald(t)
+	out := filepath.Join(t.TempDir(), "r.json")
+	args := runArgs(addr, "--scenario", "broadcast", "--connections", "60", "--channels", "1", "--spread", "one",
+		"--publish-schedule", "3x400ms", "--duration", "5s", "--drain", "1s", "--out", out,
+		"--threshold", "broadcast_incomplete==0", "--threshold", "broadcast_max<10s",
+		"--threshold", "lost_connections==0", "--threshold", "missing==0", "--threshold", "duplicated==0",
+		"--threshold", "error_count==0")
+	for i, a := range args {
+		if a == "lines" {
+			args[i] = "json"
+		}
+	}
+	p := start(t, "loadgen", args...)
+	code := p.wait(t, 30*time.Second)
+	stdout, errs := p.output()
+	if code != exitOK {
+		t.Fatalf("exit %d\n%s\n%s", code, stdout, errs)
+	}
+	var progress int
+	var end map[string]any
+	for _, l := range strings.Split(strings.TrimSpace(stdout), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Fatalf("stdout line is not JSON: %q", l)
+		}
+		switch m["type"] {
+		case "progress":
+			progress++
+			if _, ok := m["open"].(float64); !ok {
+				t.Errorf("progress line without open: %q", l)
+			}
+		case "end":
+			end = m
+		default:
+			t.Errorf("line of type %v: %q", m["type"], l)
+		}
+	}
+	if progress < 3 || end == nil || end["passed"] != true {
+		t.Errorf("%d progress lines, end %v", progress, end)
+	}
+	r := readReport(t, out)
+	if r.Broadcasts == nil || r.Broadcasts.Count != 3 || r.Broadcasts.Complete != 3 || r.Totals.Delivered != 180 {
+		t.Errorf("broadcasts %+v delivered %d", r.Broadcasts, r.Totals.Delivered)
+	}
+}

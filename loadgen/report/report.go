@@ -257,6 +257,24 @@ func build(r *loadgen.Report) view {
 				Note: "ramp included; p99 " + distMs(ps.MemberLatency, ps.MemberLatency.P99Ms)},
 		}})
 	}
+	if bs := r.Broadcasts; bs != nil {
+		c := bs.Completion
+		var expected uint64
+		for _, it := range bs.Items {
+			expected += it.Expected
+		}
+		v.Summary = append(v.Summary, summaryGroup{Title: "Broadcasts", Rows: []summaryRow{
+			{Label: "Followed", Value: fmtInt(bs.Count), Note: "API publishes, each to its last delivery"},
+			{Label: "Complete", Value: fmtInt(bs.Complete), Note: "every subscriber received it"},
+			{Label: "Incomplete", Value: fmtInt(bs.Incomplete), Class: cond(bs.Incomplete > 0, clsBad, "")},
+			{Label: "Publish → last delivery p50", Value: distMs(c, c.P50Ms),
+				Note: "max " + distMs(c, c.MaxMs) + "; " + fmtInt(expected/uint64(max(len(bs.Items), 1))) + " subscribers on average"},
+		}})
+	}
+	if t.LostConnections > 0 {
+		v.Summary[0].Rows = append(v.Summary[0].Rows, summaryRow{Label: "Lost", Value: fmtInt(t.LostConnections),
+			Note: "closed before the end, not by loadgen", Class: clsBad})
+	}
 	v.Channels = channels(r.Channels)
 
 	for _, w := range r.Workers {

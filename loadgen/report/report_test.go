@@ -554,3 +554,20 @@ func TestClusterAndPresence(t *testing.T) {
 		}
 	}
 }
+
+// A run that published through the API has a Broadcasts group; lost connections
+// are shown when there are any.
+func TestBroadcasts(t *testing.T) {
+	r := loadFixture(t)
+	r.Totals.LostConnections = 3
+	r.Broadcasts = &loadgen.BroadcastSummary{Count: 20, Complete: 19, Incomplete: 1,
+		Completion: loadgen.Distribution{Count: 19, P50Ms: 4321.5, MaxMs: 9876},
+		Items:      []loadgen.BroadcastItem{{Seq: 1, Expected: 1000000}, {Seq: 2, Expected: 1000000}}}
+	out := render(t, r)
+	for _, want := range []string{"Broadcasts", "Publish → last delivery p50", "4,322 ms", "9,876", "1,000,000 subscribers",
+		"Incomplete", "Lost", "not by loadgen"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+}

@@ -17,8 +17,9 @@ func TestParseFlagsSizesTheFleet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.conns != 1_000_000 || o.hubs != 55 || o.workers != 55 {
-		t.Fatalf("defaults: conns %d hubs %d workers %d, want 1,000,000 55 55", o.conns, o.hubs, o.workers)
+	if o.conns != 1_000_000 || o.hubs != 55 || o.workers != 110 || o.redis != redisSingle || o.spread != "one" {
+		t.Fatalf("defaults: conns %d hubs %d workers %d redis %s spread %s, want 1,000,000 55 110 single one",
+			o.conns, o.hubs, o.workers, o.redis, o.spread)
 	}
 	p := makePlan(o)
 	if p.filesPerHub > 20000 || p.filesPerWorker > 20000 {
@@ -46,9 +47,12 @@ func TestParseFlagsKeepsToLoopback(t *testing.T) {
 		{"--host", "0.0.0.0"},
 		{"--host", "::1"},
 		{"--src-base", "192.168.1.1"},
-		{"--src-base", "127.255.255.250", "--conns", "10", "--workers", "5"}, // runs off the end of 127/8
+		{"--src-base", "127.255.255.250", "--conns", "10", "--workers", "8"}, // runs off the end of 127/8
 		{"--conns", "5", "--workers", "6"},
 		{"--handshakes", "10", "--workers", "20", "--conns", "100"},
+		{"--redis", "sentinel"},
+		{"--broadcasts", "10"},
+		{"--broadcasts", "0x10s"},
 	} {
 		if _, err := parseFlags(args, io.Discard); err == nil {
 			t.Errorf("parseFlags(%q) accepted", args)
@@ -71,26 +75,6 @@ func TestSourceAddrsSkipZeroAndBroadcastOctets(t *testing.T) {
 	}
 	if _, err := sourceAddrs(netip.MustParseAddr("127.255.255.254"), 2); err == nil {
 		t.Fatal("addresses past 127.255.255.255 accepted")
-	}
-}
-
-func TestDistribute(t *testing.T) {
-	for _, tc := range []struct {
-		n       int64
-		deficit []int64
-		want    []int64
-	}{
-		{10, []int64{100, 100}, []int64{5, 5}},
-		{11, []int64{100, 100, 100}, []int64{4, 4, 3}},
-		{10, []int64{2, 100}, []int64{2, 8}},
-		{10, []int64{0, 3, 3}, []int64{0, 3, 3}}, // less room than asked
-		{3, []int64{5, 5, 5, 5}, []int64{1, 1, 1, 0}},
-		{0, []int64{5}, []int64{0}},
-	} {
-		got := distribute(tc.n, tc.deficit)
-		if !slices.Equal(got, tc.want) {
-			t.Errorf("distribute(%d, %v) = %v, want %v", tc.n, tc.deficit, got, tc.want)
-		}
 	}
 }
 
@@ -128,16 +112,6 @@ func TestSlabGrowth(t *testing.T) {
 	}
 }
 
-func TestReasonsString(t *testing.T) {
-	s := reasonsString(map[string]int64{"close_4100": 3, "connect_EADDRNOTAVAIL": 1200, "eof": 3})
-	if !strings.HasPrefix(s, "connect_EADDRNOTAVAIL=1,200 (ephemeral ports") || !strings.Contains(s, "close_4100=3 (refused") {
-		t.Fatalf("%s", s)
-	}
-	if reasonsString(nil) != "none" {
-		t.Fatal("empty reasons")
-	}
-}
-
 func TestParseRSS(t *testing.T) {
 	rss, anon, err := parseRSS("Name:\therald\nVmRSS:\t   18832 kB\nRssAnon:\t    9544 kB\nRssFile:\t    9288 kB\n")
 	if err != nil {
@@ -167,28 +141,47 @@ func TestCPUBetween(t *testing.T) {
 }
 
 func TestParseLgProgress(t *testing.T) {
-	p, ok := parseLgProgress("loadgen: conns 123456/1000000 (failed 7) ramp        42s/460s | 0 deliv/s 0 pub/s | p50 - p99 - | errors 9 lost 2/55 workers")
+	p, ok := parseLgProgress(`{"type":"progress","time":"2026-11-30T18:00:00Z","elapsed_s":42.5,"duration_s":460,"phase":"ramp",` +
+		`"target":1000000,"open":123456,"established":123460,"failed":7,"deliveries_per_sec":5,"publishes_per_sec":0,` +
+		`"p50_ms":0,"p99_ms":0,"errors":9,"workers":110,"lost":2}`)
 	if !ok || p.open != 123456 || p.target != 1000000 || p.failed != 7 || p.phase != "ramp" ||
-		p.elapsed != 42 || p.duration != 460 || p.errors != 9 || p.lostWorkers != 2 {
+		p.elapsed != 42.5 || p.duration != 460 || p.errors != 9 || p.lostWorkers != 2 || p.deliveriesPerSec != 5 {
 		t.Fatalf("parsed %+v, %v", p, ok)
 	}
-	if p, ok = parseLgProgress("loadgen: conns 5/5 (failed 0) load         3s/46s | 0 deliv/s 0 pub/s | p50 - p99 - | errors 0"); !ok || p.phase != "load" || p.lostWorkers != 0 {
-		t.Fatalf("parsed %+v, %v", p, ok)
-	}
-	if _, ok := parseLgProgress("CONNECTIONS"); ok {
-		t.Fatal("a summary line parsed as progress")
+	for _, line := range []string{`{"type":"end","passed":true}`, "CONNECTIONS", ""} {
+		if _, ok := parseLgProgress(line); ok {
+			t.Errorf("%q parsed as progress", line)
+		}
 	}
 }
 
-func TestLoadgenFlags(t *testing.T) {
-	o, err := parseFlags([]string{"--client", "loadgen", "--conns", "1000000", "--hold", "30s"}, io.Discard)
+func TestBroadcastSchedule(t *testing.T) {
+	o, err := parseFlags([]string{"--conns", "1000000", "--hold", "30s"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.srcsPerWorker != 1 || o.workers != 110 || o.lgDuration != 560*time.Second {
-		t.Fatalf("srcs %d workers %d duration %v", o.srcsPerWorker, o.workers, o.lgDuration)
+	// The hold, 10 broadcasts 10 s apart, then one a minute for 10 minutes.
+	if got := o.schedule(); got != "+30s,10x10s,10x1m" {
+		t.Errorf("schedule %q", got)
 	}
-	if _, err := parseFlags([]string{"--client", "other"}, io.Discard); err == nil {
-		t.Fatal("--client other accepted")
+	// 2 x 1M / 4,000/s + 30 s + (90 s + 600 s) + 15 s + 30 s.
+	if o.lgDuration != 1265*time.Second {
+		t.Errorf("duration %v", o.lgDuration)
+	}
+	o, err = parseFlags([]string{"--conns", "20000", "--broadcasts", "3x2s", "--broadcast-hold", "0", "--channels", "1000",
+		"--redis", "cluster"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.schedule() != "+30s,3x2s" || o.spread != "zipf" || o.redis != redisCluster {
+		t.Errorf("schedule %q spread %s redis %s", o.schedule(), o.spread, o.redis)
+	}
+	r := &runner{o: o}
+	args := strings.Join(r.lgArgs("127.0.0.1:1", "o.json", "o.html"), " ")
+	for _, want := range []string{"--scenario broadcast", "--publish-schedule +30s,3x2s", "--progress json", "--spread zipf",
+		"--channels 1000", "--threshold lost_connections==0", "--threshold broadcast_incomplete==0", "--publish-concurrency 1"} {
+		if !strings.Contains(args, want) {
+			t.Errorf("loadgen args lack %q: %s", want, args)
+		}
 	}
 }

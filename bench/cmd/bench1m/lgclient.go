@@ -1,14 +1,13 @@
 package main
 
-// --client loadgen: the hubs are started, watched and stopped as in the default
-// mode, but the client side is the product load generator: one `loadgen run`
-// process (cmd/loadgen, the coordinator) that spawns --workers worker processes,
-// each holding its share of the connections from its own source address. bench1m
-// does not drive it: it starts it with a connect-and-hold scenario, a ramp rate, a
-// --duration that covers the ramp and the hold, thresholds, --out and --html; it
-// follows it through its progress lines and the hubs' /stats; and it reads its
-// report at the end. The loadgen processes' memory and CPU are those of the
-// coordinator and its children, found through /proc.
+// The client side is the product load generator: one `loadgen run` process
+// (cmd/loadgen, the coordinator) that spawns --workers worker processes, each
+// holding its share of the connections from its own source address. bench1m does
+// not drive it: it starts it with a broadcast scenario (a ramp, then a publish
+// schedule: the hold, the broadcasts), thresholds, --out and --html; it follows it
+// through its JSON progress stream (--progress json) and the hubs' /stats; and it
+// reads its report at the end. The loadgen processes' memory and CPU are those of
+// the coordinator and its children, found through /proc.
 
 import (
 	"bufio"
@@ -21,7 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,7 +37,7 @@ const (
 	lgStopGrace     = 10 * time.Second // after SIGINT, before SIGKILL by PID
 )
 
-// lgProgress is one parsed progress line of `loadgen run --progress lines`.
+// lgProgress is one line of `loadgen run --progress json`.
 type lgProgress struct {
 	at                   time.Time
 	open, target, failed int64
@@ -46,24 +45,20 @@ type lgProgress struct {
 	elapsed, duration    float64 // seconds
 	errors               int64
 	lostWorkers          int
+	deliveriesPerSec     float64
 	seen                 bool
 }
 
-// "loadgen: conns 123/1000 (failed 0) ramp        12s/60s | ... | errors 0 lost 1/4 workers"
-var lgProgressRE = regexp.MustCompile(`^loadgen: conns (\d+)/(\d+) \(failed (\d+)\) (\S+)\s+(\d+)s/(\d+)s .*\| errors (\d+)(?: lost (\d+)/\d+ workers)?`)
-
+// parseLgProgress reads one JSON line of loadgen's progress stream; other lines
+// (the final verdict) are not progress.
 func parseLgProgress(line string) (lgProgress, bool) {
-	m := lgProgressRE.FindStringSubmatch(line)
-	if m == nil {
+	var pl loadgen.ProgressLine
+	if json.Unmarshal([]byte(line), &pl) != nil || pl.Type != "progress" {
 		return lgProgress{}, false
 	}
-	n := func(s string) int64 { v, _ := strconv.ParseInt(s, 10, 64); return v }
-	p := lgProgress{open: n(m[1]), target: n(m[2]), failed: n(m[3]), phase: m[4],
-		elapsed: float64(n(m[5])), duration: float64(n(m[6])), errors: n(m[7]), seen: true}
-	if m[8] != "" {
-		p.lostWorkers = int(n(m[8]))
-	}
-	return p, true
+	return lgProgress{open: pl.Open, target: int64(pl.Target), failed: pl.Failed, phase: pl.Phase,
+		elapsed: pl.Elapsed, duration: pl.Duration, errors: int64(pl.Errors), lostWorkers: pl.Lost,
+		deliveriesPerSec: pl.DeliveriesPerSec, seen: true}, true
 }
 
 // plannedEnd is when loadgen's --duration ends, from its last progress line.
@@ -76,7 +71,7 @@ type lgProc struct {
 	cmd      *exec.Cmd
 	pid      int
 	started  time.Time
-	log      string // stdout: progress lines and the summary
+	log      string // stdout: the JSON progress stream and its verdict
 	errLog   string // stderr: the coordinator's and its workers' logs
 	done     chan struct{}
 	err      error     // after done
@@ -86,7 +81,7 @@ type lgProc struct {
 	mu         sync.Mutex
 	last       lgProgress
 	stoppingAt time.Time      // first progress line in phase "stopping"
-	summary    []string       // stdout lines that are not progress lines
+	peakDeliv  float64        // most deliveries/s in one progress interval
 	children   map[int]uint64 // worker PID -> start time (/proc/<pid>/stat field 22)
 	childSeen  int            // most worker processes seen at once
 }
@@ -148,11 +143,10 @@ func startLoadgen(bin string, args []string, dir string) (*lgProc, error) {
 			if ok {
 				p.at = time.Now()
 				l.last = p
+				l.peakDeliv = max(l.peakDeliv, p.deliveriesPerSec)
 				if p.phase == "stopping" && l.stoppingAt.IsZero() {
 					l.stoppingAt = p.at
 				}
-			} else {
-				l.summary = append(l.summary, line)
 			}
 			l.mu.Unlock()
 		}
@@ -306,7 +300,15 @@ type lgResult struct {
 	ReportJSON   string                    `json:"report_json"`
 	ReportHTML   string                    `json:"report_html"`
 	Log          string                    `json:"log"`
-	Summary      []string                  `json:"-"` // loadgen's own summary table
+
+	LostConnections uint64                    `json:"lost_connections"`
+	Missing         uint64                    `json:"missing"`
+	Duplicated      uint64                    `json:"duplicated"`
+	Delivered       uint64                    `json:"delivered"`
+	AtClose         map[string]uint64         `json:"at_close,omitempty"`
+	Broadcasts      *loadgen.BroadcastSummary `json:"broadcasts,omitempty"`       // completion buckets dropped
+	BroadcastRate   float64                   `json:"broadcast_deliveries_per_s"` // median over the broadcasts of delivered/completion
+	PeakDeliveries  float64                   `json:"peak_deliveries_per_s"`      // best 1-s interval of loadgen's series
 }
 
 func (g *lgResult) exitMeaning() string {
@@ -333,22 +335,29 @@ func (r *runner) lgArgs(addr, out, html string) []string {
 	hs := max(o.handshakes/o.workers, 1)
 	args := []string{
 		"--target", "ws://" + addr, "--app-id", appID, "--app-key", appKey, "--app-secret", appSecret,
-		"--scenario", "connect-and-hold", "--connections", strconv.Itoa(o.conns),
+		"--scenario", "broadcast", "--connections", strconv.Itoa(o.conns),
 		"--ramp", strconv.FormatFloat(o.lgRamp, 'f', -1, 64),
-		"--duration", o.lgDuration.String(), "--close-timeout", o.closeTimeout.String(),
+		"--duration", o.lgDuration.String(), "--drain", lgDrain.String(), "--close-timeout", o.closeTimeout.String(),
 		"--max-handshakes", strconv.Itoa(hs), "--loops", strconv.Itoa(o.loops),
 		"--workers", strconv.Itoa(o.workers), "--source-base", o.srcBase.String(),
 		"--join-timeout", lgJoin.String(), "--heartbeat-timeout", lgHeartbeat.String(),
-		"--progress", "lines", "--progress-every", lgProgressEvery.String(), "--log-level", "info",
+		"--progress", "json", "--log-level", "info",
+		// One API connection: every broadcast goes through one node's HTTP API.
+		"--publish-schedule", o.schedule(), "--publish-concurrency", "1",
+		"--channels-per-conn", "1", "--channels", strconv.Itoa(o.channels), "--spread", o.spread,
+		"--channel-prefix", o.channel + "-",
 		"--threshold", "connections>=" + strconv.Itoa(o.conns),
 		"--threshold", "connected>=" + strconv.Itoa(o.conns),
-		"--threshold", "error_count==0",
+		"--threshold", "lost_connections==0", "--threshold", "missing==0", "--threshold", "duplicated==0",
+		"--threshold", "error_count==0", "--threshold", "broadcast_incomplete==0",
 		"--out", out, "--html", html,
 	}
-	if o.channel != "" { // one public channel, as in the default mode: <prefix>0
-		args = append(args, "--channels-per-conn", "1", "--channels", "1", "--spread", "one", "--channel-prefix", o.channel+"-")
-	} else {
-		args = append(args, "--channels-per-conn", "-1")
+	if o.lgProfile != "" {
+		args = append(args, "--cpuprofile", o.lgProfile)
+	}
+	if o.channels > 1 {
+		// Broadcasts go to the hottest channel and down the list.
+		args = append(args, "--publish-channels", strconv.Itoa(o.channels))
 	}
 	return args
 }
@@ -358,7 +367,7 @@ func (r *runner) lgArgs(addr, out, html string) []string {
 func (r *runner) runLoadgen(ctx context.Context) *result {
 	o := r.o
 	r.started = time.Now()
-	res := &result{Target: int64(o.conns), Options: o.summary(), Client: clientLoadgen}
+	res := &result{Target: int64(o.conns), Options: o.summary()}
 	res.Machine = machine()
 	m0, err := readMeminfo()
 	if err != nil {
@@ -407,7 +416,11 @@ func (r *runner) runLoadgen(ctx context.Context) *result {
 			}
 			lg.mu.Unlock()
 		}
-		_, _ = r.stopAll(ctx, false)
+		r.stopHubs(ctx)
+		if m := r.fleet.redis.usedMemory(context.Background()); m > 0 {
+			res.RedisUsedEnd = m
+		}
+		r.fleet.redis.stop()
 		res.StopSeconds = time.Since(t0).Seconds()
 		res.HubAcceptPauses = countInFiles(r.hubLogs(), "accept failed")
 		res.HubErrorLines = countInFiles(r.hubLogs(), "level=ERROR")
@@ -420,7 +433,14 @@ func (r *runner) runLoadgen(ctx context.Context) *result {
 		}
 	}()
 
-	fmt.Fprintf(r.log, "bench1m: starting %d hubs on %s\n", o.hubs, addr)
+	fmt.Fprintf(r.log, "bench1m: starting redis (%s)\n", o.redis)
+	r.fleet.redis, err = startRedis(ctx, o.redis, r.dir)
+	if err != nil {
+		res.Stopped = "starting redis: " + err.Error()
+		return res
+	}
+	res.RedisAddrs = r.fleet.redis.addrs
+	fmt.Fprintf(r.log, "bench1m: starting %d hubs on %s %v\n", o.hubs, addr, r.fleet.redis.heraldArgs())
 	if err := r.startHubs(ctx, addr); err != nil {
 		res.Stopped = "starting hubs: " + err.Error()
 		return res
@@ -457,10 +477,15 @@ func (r *runner) runLoadgen(ctx context.Context) *result {
 	}
 	if res.Stopped == "" && lctx.Err() == nil {
 		res.HoldMinHeld = reached
-		fmt.Fprintf(r.out, "holding %s connections for %v\n", thousands(reached), o.hold)
-		r.lgHold(lctx, res, lg, reached, o.hold, true)
+		// Measured a few seconds before loadgen's first broadcast (its schedule
+		// starts with the same hold, from its own ramp's end).
+		hold := max(o.hold-5*time.Second, o.holdEvery)
+		fmt.Fprintf(r.out, "holding %s connections for %v, then broadcasts %s and one a minute for %v\n",
+			thousands(reached), hold, o.broadcasts, o.broadcastHold)
+		r.lgHold(lctx, res, lg, reached, hold, true)
 		if lctx.Err() == nil && res.HoldNote == "" {
 			r.peakMemory(res, base, slab0)
+			res.RedisUsedPeak = r.fleet.redis.usedMemory(lctx)
 			if h1 := r.hubHeap(lctx); hubHeap0 > 0 && h1 > 0 {
 				res.HeraldHeapPerConn = float64(h1-hubHeap0) / float64(max(res.Reached, 1))
 			}
@@ -469,8 +494,13 @@ func (r *runner) runLoadgen(ctx context.Context) *result {
 			}
 			// Keep checking until loadgen's own --duration ends.
 			if rest := time.Until(lg.progress().plannedEnd()) - 2*lgProgressEvery; rest > o.holdEvery {
-				fmt.Fprintf(r.out, "measured; loadgen holds for %.0f s more (its --duration %v)\n", rest.Seconds(), o.lgDuration)
+				fmt.Fprintf(r.out, "measured; loadgen broadcasts and holds for %.0f s more (its --duration %v)\n", rest.Seconds(), o.lgDuration)
+				b0, err0 := r.sample()
 				r.lgHold(lctx, res, lg, reached, rest, false)
+				if b1, err1 := r.sample(); err0 == nil && err1 == nil {
+					res.BroadcastCPU = cpuBetween(b0, b1)
+					res.BroadcastSeconds = b1.at.Sub(b0.at).Seconds()
+				}
 			}
 		}
 	}
@@ -596,11 +626,17 @@ func (r *runner) lgHold(ctx context.Context, res *result, lg *lgProc, peak int64
 			res.HoldCPU = cpuBetween(first, s)
 		}
 		first = s
-		fmt.Fprintf(r.out, "hold %4.0f s  loadgen open %s (%s), hubs' /stats %s (min %s, max %s per hub)  RSS herald %s, loadgen %s  MemAvailable %s\n",
-			res.HoldSeconds, thousands(p.open), p.phase, thousands(sp.Sum), thousands(sp.Min), thousands(sp.Max),
-			size(s.heraldRSS), size(s.clientRSS), gib(s.mem.Available))
+		fmt.Fprintf(r.out, "hold %4.0f s  loadgen open %s (%s, %s deliveries/s), hubs' /stats %s (min %s, max %s per hub)  RSS herald %s, loadgen %s, redis %s  MemAvailable %s\n",
+			res.HoldSeconds, thousands(p.open), p.phase, thousands(int64(p.deliveriesPerSec)), thousands(sp.Sum), thousands(sp.Min), thousands(sp.Max),
+			size(s.heraldRSS), size(s.clientRSS), size(s.redisRSS), gib(s.mem.Available))
+		if why := r.fleet.redis.exited(); why != "" {
+			res.HoldNote = why
+			return
+		}
 		if lg.exited() || p.phase == "stopping" || p.phase == "done" {
-			res.HoldNote = fmt.Sprintf("loadgen's run ended during the hold (its --duration %v): raise --lg-duration", o.lgDuration)
+			if main {
+				res.HoldNote = fmt.Sprintf("loadgen's run ended during the hold (its --duration %v): raise --lg-duration", o.lgDuration)
+			}
 			return
 		}
 	}
@@ -619,7 +655,7 @@ func (r *runner) lgHold(ctx context.Context, res *result, lg *lgProc, peak int64
 func (r *runner) readLgReport(g *lgResult, lg *lgProc) {
 	lg.mu.Lock()
 	g.Workers = lg.childSeen
-	g.Summary = append([]string(nil), lg.summary...)
+	g.PeakDeliveries = lg.peakDeliv
 	lg.mu.Unlock()
 	src := filepath.Join(r.dir, "loadgen-report.json")
 	b, err := os.ReadFile(src)
@@ -640,6 +676,25 @@ func (r *runner) readLgReport(g *lgResult, lg *lgProc) {
 	g.Connect = rep.Connect
 	g.Connect.Buckets = nil
 	g.RampSeconds, g.ConnectRate = rep.RampSeconds, rep.ConnectRate
+	g.LostConnections, g.Missing, g.Duplicated, g.Delivered, g.AtClose = t.LostConnections, t.Missing, t.Duplicated, t.Delivered, t.AtClose
+	for _, smp := range rep.Series {
+		g.PeakDeliveries = max(g.PeakDeliveries, smp.DeliveriesPerSec)
+	}
+	if bs := rep.Broadcasts; bs != nil {
+		var rates []float64
+		for _, it := range bs.Items {
+			if it.CompletionMs > 0 {
+				rates = append(rates, float64(it.Delivered)/(it.CompletionMs/1000))
+			}
+		}
+		if len(rates) > 0 {
+			slices.Sort(rates)
+			g.BroadcastRate = rates[len(rates)/2]
+		}
+		c := *bs
+		c.Completion.Buckets = nil
+		g.Broadcasts = &c
+	}
 	for _, w := range rep.Workers {
 		g.WorkerHeap += w.HeapBytes
 		g.WorkerRSS += w.RSSBytes
@@ -698,6 +753,20 @@ func (g *lgResult) print(row func(k, format string, a ...any), res *result) {
 	}
 	row("", "workers' own peaks: RSS %s summed, Go heap in use %s summed (%.0f B per connection)",
 		size(g.WorkerRSS), size(g.WorkerHeap), float64(g.WorkerHeap)/float64(max(res.Reached, 1)))
+	if bs := g.Broadcasts; bs != nil {
+		c := bs.Completion
+		row("broadcasts", "%d through one node's HTTP API: %d complete (every subscriber), %d incomplete", bs.Count, bs.Complete, bs.Incomplete)
+		var expected uint64
+		for _, it := range bs.Items {
+			expected += it.Expected
+		}
+		row("broadcast completion", "publish to the last delivery to its channel's subscribers (%s on average): p50 %.0f ms, max %.0f ms (target: <= 12 s)",
+			thousands(int64(expected/uint64(max(len(bs.Items), 1)))), c.P50Ms, c.MaxMs)
+		row("deliveries/s", "%s /s per broadcast (median of delivered/completion), best 1-s interval %s /s; %s delivered in all",
+			thousands(int64(g.BroadcastRate)), thousands(int64(g.PeakDeliveries)), thousands(int64(g.Delivered)))
+	}
+	row("loadgen losses", "lost connections %s, missing %s, duplicated %s; at the final close (not errors): %v",
+		thousands(int64(g.LostConnections)), thousands(int64(g.Missing)), thousands(int64(g.Duplicated)), g.AtClose)
 	row("loadgen close", "%.1f s from the end of its --duration to the coordinator's exit (close handshakes, final snapshots, reports)", g.CloseSeconds)
 	if g.ReportJSON != "" || g.ReportHTML != "" {
 		row("loadgen reports", "%s, %s", g.ReportJSON, g.ReportHTML)

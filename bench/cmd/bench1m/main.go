@@ -1,48 +1,41 @@
 // Command bench1m holds a million WebSocket connections on one machine, all on
-// loopback, and reports what it reached, what it cost and where it stopped
-// (`make bench-1m`; never part of `make test`). BENCH-1M.md in bench/ explains the
-// set-up and records the figures.
+// loopback, as one Herald cluster, broadcasts to all of them, and reports what it
+// reached, what it cost and where it stopped (`make bench-1m`; never part of `make
+// test`). BENCH-1M.md in bench/ explains the set-up and records the figures.
 //
 // One process may open at most 20,000 files on the machines Herald is measured on, so
 // a million connections need many processes on each side:
 //
 //   - hubs: H herald processes sharing one port with --reuseport (SO_REUSEPORT: the
 //     kernel hashes each new connection's 4-tuple to one of the listeners), each with
-//     its own admin port and --node-id, and --max-connections below the file limit;
-//   - workers: W client worker processes (bench/cmd/benchclient, one loadgen.Pool
-//     each, driven with package worker's line protocol), each with an exact share of
-//     the connections and its own source addresses in 127.0.0.0/8, so that no source
-//     address runs out of ephemeral ports (about 28,000 per source address to one
-//     destination).
+//     its own admin port and --node-id, and --max-connections below the file limit,
+//     joined into one cluster through a redis-server the run starts on a free
+//     loopback port (--redis single; --redis cluster: three redis-servers joined
+//     into a 3-master Redis Cluster with redis-cli --cluster create);
+//   - the client: one `loadgen run` (cmd/loadgen, the product's load generator),
+//     whose coordinator spawns --workers worker processes, each with its share of
+//     the connections and its own source address in 127.0.0.0/8.
 //
-// It checks the OS limits first (--dry-run stops there), builds herald and
-// benchclient into a temporary directory, starts the processes, then ramps: each step
-// dials --step more connections spread over the workers (at most --handshakes in
-// flight over all of them), waits until every one is established or has failed, and
-// prints what is held, the step's rate, the RSS of all hubs and all workers
-// (/proc/<pid>/status), MemAvailable and where the CPU went (/proc/<pid>/stat,
-// /proc/stat). Connections a hub refused (4100 over
-// capacity, when the kernel's hash sent it more than its share) are dialed again in the
-// next step. The ramp stops when the target is held, or when a step fails beyond
-// --max-fail, makes no progress, times out, or MemAvailable would fall under
-// --mem-floor. The peak is held for --hold while the sum of the hubs' /stats
-// connections is checked; then every worker closes its connections (close
-// handshake, bounded), the workers and hubs are stopped, and a table is printed.
-//
-// With --client loadgen the hubs are the same, but the client side is one `loadgen
-// run` process (cmd/loadgen: the product's coordinator, which spawns --workers
-// worker processes with one source address each), started with a connect-and-hold
-// scenario, thresholds and --out/--html, followed through its progress lines and the
-// hubs' /stats, and read from its report (lgclient.go).
+// It checks the OS limits first (--dry-run stops there), builds herald and loadgen
+// into a temporary directory, starts redis and the hubs, then loadgen with a
+// broadcast scenario: a ramp at --lg-ramp to --conns connections subscribed to one
+// channel (or to --channels with Zipf popularity), then a publish schedule (the
+// --hold, then --broadcasts through one node's HTTP API, then one a minute for
+// --broadcast-hold) and thresholds that decide loadgen's exit code (nothing lost,
+// missing or duplicated, no error, every broadcast complete). It follows loadgen
+// through its JSON progress stream (--progress json) and the hubs' /stats, prints a
+// line every --hold-every, measures memory (/proc: RSS of every process, MemAvailable,
+// slab, sockstat) at the end of the hold, samples CPU (also redis's), and at the end
+// reads loadgen's JSON report (broadcast completion) and copies its HTML report.
 //
 // Every child is started with Pdeathsig and tracked by PID; every wait is bounded;
-// SIGINT and SIGTERM end the run, which kills the workers by PID at once and sends the
-// hubs SIGTERM, then SIGKILL after 2 s, and still prints what was measured. Only
-// loopback addresses are accepted.
+// SIGINT and SIGTERM end the run, which stops loadgen (SIGINT, then SIGKILL by PID
+// for it and its workers), the hubs (SIGTERM, then SIGKILL) and redis, and still
+// prints what was measured. Only loopback addresses are accepted.
 //
-// Every goroutine it starts (one per process or call in flight, the hubs' output
-// copiers and reapers, the memory watcher) is waited for by the function that started
-// it, except a hub's copier and reaper, which end with the process and are waited for
+// Every goroutine it starts (one per process or call in flight, the output copiers
+// and reapers, the memory watcher) is waited for by the function that started it,
+// except a process's copier and reaper, which end with the process and are waited for
 // through its done channel.
 package main
 
@@ -57,6 +50,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -68,45 +62,49 @@ import (
 const perProcess = 18500
 
 // perSourceLoadgen is the connections per loadgen worker (and so per source
-// address) when --client loadgen and --workers is 0: as many as each of the
-// benchclients' two addresses carries.
+// address) when --workers is 0: at about 14,000 per (source, destination) the
+// ramp stalled in connect().
 const perSourceLoadgen = 9100
 
 type options struct {
-	conns         int
-	hubs          int
-	workers       int
-	hubMax        int
-	step          int
-	handshakes    int
-	hold          time.Duration
-	holdEvery     time.Duration
-	stepTimeout   time.Duration
-	closeTimeout  time.Duration
-	timeout       time.Duration
-	maxFail       float64
-	memFloor      int64 // bytes
-	host          netip.Addr
-	port          int
-	srcBase       netip.Addr
-	srcsPerWorker int
-	channel       string
-	loops         int
-	gomaxprocs    int
-	dryRun        bool
-	force         bool
-	keep          bool
-	goBin         string
+	conns        int
+	hubs         int
+	workers      int
+	hubMax       int
+	handshakes   int
+	hold         time.Duration
+	holdEvery    time.Duration
+	stepTimeout  time.Duration
+	closeTimeout time.Duration
+	timeout      time.Duration
+	memFloor     int64 // bytes
+	host         netip.Addr
+	port         int
+	srcBase      netip.Addr
+	channel      string
+	channels     int    // 1: every connection on one channel; more: zipf
+	spread       string // one or zipf
+	loops        int
+	gomaxprocs   int
+	dryRun       bool
+	force        bool
+	keep         bool
+	goBin        string
 
-	// --client loadgen: the client side is one `loadgen run` (cmd/loadgen).
-	client     string
+	redis         string        // none, single or cluster
+	broadcasts    string        // the first group of broadcasts, NxINTERVAL
+	broadcastHold time.Duration // then one broadcast a minute for this long
+
 	lgRamp     float64
 	lgDuration time.Duration
+	lgProfile  string // loadgen run --cpuprofile: the coordinator's CPU profile
 }
 
+// Redis modes.
 const (
-	clientBench   = "bench"
-	clientLoadgen = "loadgen"
+	redisNone    = "none"
+	redisSingle  = "single"
+	redisCluster = "cluster"
 )
 
 func main() {
@@ -130,31 +128,32 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.SetOutput(stderr)
 	fs.IntVar(&o.conns, "conns", 1_000_000, "connections to hold")
 	fs.IntVar(&o.hubs, "hubs", 0, "herald processes sharing one port with --reuseport (0: conns/18,500 rounded up)")
-	fs.IntVar(&o.workers, "workers", 0, "client worker processes (0: conns/18,500 rounded up; with --client loadgen conns/9,100, one source address each)")
-	fs.IntVar(&o.hubMax, "hub-max-connections", 19400, "each herald's --max-connections (past it: 4100, and the ramp dials again)")
-	fs.IntVar(&o.step, "step", 50_000, "connections dialed per ramp step, over all workers")
+	fs.IntVar(&o.workers, "workers", 0, "loadgen worker processes, one source address each (0: conns/9,100 rounded up)")
+	fs.IntVar(&o.hubMax, "hub-max-connections", 19400, "each herald's --max-connections (past it: 4100)")
 	fs.IntVar(&o.handshakes, "handshakes", 1000, "handshakes in flight at most, over all workers")
-	fs.DurationVar(&o.hold, "hold", 30*time.Second, "how long the peak is held and checked")
-	fs.DurationVar(&o.holdEvery, "hold-every", 5*time.Second, "how often the hold is checked")
-	fs.DurationVar(&o.stepTimeout, "step-timeout", 2*time.Minute, "longest a ramp step may take")
-	fs.DurationVar(&o.closeTimeout, "close-timeout", 2*time.Minute, "longest the workers' close handshakes may take at the end")
-	fs.DurationVar(&o.timeout, "timeout", 30*time.Minute, "longest the whole run may take")
-	fs.Float64Var(&o.maxFail, "max-fail", 0.01, "the ramp stops after a step where more than this fraction of dials failed")
-	fs.Float64Var(&memFloorGiB, "mem-floor", 3, "GiB: the ramp stops if MemAvailable falls (or would fall) under this")
+	fs.DurationVar(&o.hold, "hold", 30*time.Second, "how long the peak is held before the first broadcast; memory is measured at its end")
+	fs.DurationVar(&o.holdEvery, "hold-every", 5*time.Second, "how often the run is checked and a line printed")
+	fs.DurationVar(&o.stepTimeout, "step-timeout", 2*time.Minute, "longest the ramp may go without progress")
+	fs.DurationVar(&o.closeTimeout, "close-timeout", 2*time.Minute, "loadgen's --close-timeout: its close handshakes at the end")
+	fs.DurationVar(&o.timeout, "timeout", 40*time.Minute, "longest the whole run may take")
+	fs.Float64Var(&memFloorGiB, "mem-floor", 3, "GiB: the run stops if MemAvailable falls under this")
 	fs.StringVar(&host, "host", "127.0.0.1", "loopback address the hubs listen on")
 	fs.IntVar(&o.port, "port", 0, "port the hubs share (0: a free one)")
-	fs.StringVar(&srcBase, "src-base", "127.20.0.1", "first source address of the workers; each takes --srcs-per-worker in turn (last octets 0 and 255 skipped)")
-	fs.IntVar(&o.srcsPerWorker, "srcs-per-worker", 2, "source addresses per worker")
-	fs.StringVar(&o.channel, "channel", "bench1m", "public channel every connection subscribes to (\"\": none)")
+	fs.StringVar(&srcBase, "src-base", "127.20.0.1", "first source address of the workers, one each in turn (last octets 0 and 255 skipped)")
+	fs.StringVar(&o.channel, "channel", "bench1m", "channel name prefix: every connection subscribes to <channel>-0, or with --channels M to one of <channel>-0..M-1")
+	fs.IntVar(&o.channels, "channels", 1, "channels: 1 (every connection on one) or more, chosen with Zipf popularity (--spread zipf)")
 	fs.IntVar(&o.loops, "loops", 1, "epoll loops per herald and per worker")
 	fs.IntVar(&o.gomaxprocs, "gomaxprocs", 0, "GOMAXPROCS of every child (0: the Go default, one per CPU)")
 	fs.BoolVar(&o.dryRun, "dry-run", false, "only check and print the OS limits and the plan")
 	fs.BoolVar(&o.force, "force", false, "run even if a check fails")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory (binaries and logs)")
 	fs.StringVar(&o.goBin, "go", proc.EnvOr("GO", "go"), "go command used to build")
-	fs.StringVar(&o.client, "client", clientBench, "client side: bench (benchclient workers driven step by step) or loadgen (one `loadgen run` process with --workers workers, one source address each)")
-	fs.Float64Var(&o.lgRamp, "lg-ramp", 4000, "--client loadgen: loadgen's --ramp, connections per second over all its workers")
-	fs.DurationVar(&o.lgDuration, "lg-duration", 0, "--client loadgen: loadgen's --duration (0: 2 x conns/lg-ramp + hold + 30 s)")
+	fs.StringVar(&o.redis, "redis", redisSingle, "how the hubs form one cluster: single (one redis-server, herald --redis), cluster (a 3-master Redis Cluster, herald --redis-cluster) or none (independent hubs: a broadcast reaches one hub's share)")
+	fs.StringVar(&o.broadcasts, "broadcasts", "10x10s", "the first broadcasts after the hold, NxINTERVAL (through one node's HTTP API)")
+	fs.DurationVar(&o.broadcastHold, "broadcast-hold", 10*time.Minute, "then hold this long with one broadcast a minute (0: none)")
+	fs.Float64Var(&o.lgRamp, "lg-ramp", 4000, "loadgen's --ramp, connections per second over all its workers")
+	fs.DurationVar(&o.lgDuration, "lg-duration", 0, "loadgen's --duration (0: 2 x conns/lg-ramp + hold + broadcasts + 45 s)")
+	fs.StringVar(&o.lgProfile, "lg-cpuprofile", "", "write loadgen's coordinator CPU profile to this file (loadgen run --cpuprofile)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -169,46 +168,72 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("%w: --src-base %q: want an IPv4 loopback address (127.0.0.0/8)", errUsage, srcBase)
 	}
 	o.memFloor = int64(memFloorGiB * (1 << 30))
-	switch o.client {
-	case clientBench:
-	case clientLoadgen:
-		// loadgen gives each worker one source address (--source-base, in turn).
-		o.srcsPerWorker = 1
-		if o.lgRamp <= 0 || o.lgDuration < 0 {
-			return o, fmt.Errorf("%w: --lg-ramp must be positive and --lg-duration not negative", errUsage)
-		}
-		if o.lgDuration == 0 {
-			o.lgDuration = time.Duration(2*float64(o.conns)/o.lgRamp*float64(time.Second)) + o.hold + 30*time.Second
-			o.lgDuration = o.lgDuration.Round(time.Second)
-		}
+	switch o.redis {
+	case redisNone, redisSingle, redisCluster:
 	default:
-		return o, fmt.Errorf("%w: --client %q: want bench or loadgen", errUsage, o.client)
+		return o, fmt.Errorf("%w: --redis %q: want single, cluster or none", errUsage, o.redis)
+	}
+	o.spread = "one"
+	if o.channels > 1 {
+		o.spread = "zipf"
+	}
+	if o.lgRamp <= 0 || o.lgDuration < 0 || o.broadcastHold < 0 {
+		return o, fmt.Errorf("%w: --lg-ramp must be positive, --lg-duration and --broadcast-hold not negative", errUsage)
+	}
+	span, err := o.broadcastSpan()
+	if err != nil {
+		return o, err
+	}
+	if o.lgDuration == 0 {
+		o.lgDuration = time.Duration(2*float64(o.conns)/o.lgRamp*float64(time.Second)) + o.hold + span + lgDrain + 30*time.Second
+		o.lgDuration = o.lgDuration.Round(time.Second)
 	}
 	if o.hubs == 0 {
 		o.hubs = ceilDiv(o.conns, perProcess)
 	}
 	if o.workers == 0 {
-		o.workers = ceilDiv(o.conns, perProcess)
-		if o.client == clientLoadgen {
-			// loadgen binds each worker to one source address; past about 9,000
-			// connections per (source, destination) the 1M run stalled in connect().
-			o.workers = ceilDiv(o.conns, perSourceLoadgen)
-		}
+		// loadgen binds each worker to one source address; past about 9,000
+		// connections per (source, destination) the 1M run stalled in connect().
+		o.workers = ceilDiv(o.conns, perSourceLoadgen)
 	}
 	switch {
 	case o.conns < 1 || o.hubs < 1 || o.workers < 1 || o.workers > o.conns:
 		return o, fmt.Errorf("%w: need conns >= workers >= 1 and hubs >= 1", errUsage)
-	case o.step < 1 || o.handshakes < o.workers || o.hubMax < 1 || o.srcsPerWorker < 1 || o.loops < 1:
-		return o, fmt.Errorf("%w: need step, hub-max-connections, srcs-per-worker, loops >= 1 and handshakes >= workers", errUsage)
+	case o.handshakes < o.workers || o.hubMax < 1 || o.loops < 1 || o.channels < 1:
+		return o, fmt.Errorf("%w: need hub-max-connections, loops, channels >= 1 and handshakes >= workers", errUsage)
 	case o.port < 0 || o.port > 65535:
 		return o, fmt.Errorf("%w: --port %d", errUsage, o.port)
-	case o.hold < 0 || o.holdEvery <= 0 || o.stepTimeout <= 0 || o.closeTimeout <= 0 || o.timeout <= 0 || o.maxFail < 0:
-		return o, fmt.Errorf("%w: durations and --max-fail must be positive", errUsage)
+	case o.hold < 0 || o.holdEvery <= 0 || o.stepTimeout <= 0 || o.closeTimeout <= 0 || o.timeout <= 0:
+		return o, fmt.Errorf("%w: durations must be positive", errUsage)
 	}
-	if _, err := sourceAddrs(o.srcBase, o.workers*o.srcsPerWorker); err != nil {
+	if _, err := sourceAddrs(o.srcBase, o.workers); err != nil {
 		return o, err
 	}
 	return o, nil
+}
+
+// lgDrain is loadgen's --drain: the last broadcast's deliveries arrive before the end.
+const lgDrain = 15 * time.Second
+
+// schedule is loadgen's --publish-schedule: the hold, the first broadcasts, then
+// one a minute over --broadcast-hold.
+func (o options) schedule() string {
+	s := "+" + o.hold.String() + "," + o.broadcasts
+	if n := int(o.broadcastHold / time.Minute); n > 0 {
+		s += "," + strconv.Itoa(n) + "x1m"
+	}
+	return s
+}
+
+// broadcastSpan is how long the broadcasts take after the hold, up to the last.
+func (o options) broadcastSpan() (time.Duration, error) {
+	n, every, ok := strings.Cut(o.broadcasts, "x")
+	k, err := strconv.Atoi(n)
+	d, derr := time.ParseDuration(every)
+	if !ok || err != nil || derr != nil || k < 1 || d <= 0 {
+		return 0, fmt.Errorf("%w: --broadcasts %q: want NxINTERVAL, e.g. 10x10s", errUsage, o.broadcasts)
+	}
+	return time.Duration(k-1)*d + (o.broadcastHold/time.Minute)*time.Minute, nil
 }
 
 func run(args []string, stdout, stderr io.Writer) error {
@@ -243,12 +268,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 	} else {
 		defer os.RemoveAll(dir)
 	}
-	clientPkg := struct{ out, pkg string }{"benchclient", "./bench/cmd/benchclient"}
-	if o.client == clientLoadgen {
-		clientPkg.out, clientPkg.pkg = "loadgen", "./cmd/loadgen"
-	}
-	fmt.Fprintf(stderr, "bench1m: building herald and %s\n", clientPkg.out)
-	if err := build(ctx, o.goBin, dir, clientPkg.out, clientPkg.pkg); err != nil {
+	fmt.Fprintln(stderr, "bench1m: building herald and loadgen")
+	if err := build(ctx, o.goBin, dir); err != nil {
 		return err
 	}
 
@@ -258,12 +279,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	r := &runner{o: o, dir: dir, out: stdout, log: stderr}
-	var res *result
-	if o.client == clientLoadgen {
-		res = r.runLoadgen(ctx)
-	} else {
-		res = r.run(ctx)
-	}
+	res := r.runLoadgen(ctx)
 	res.Command = "go run ./bench/cmd/bench1m" + proc.QuoteArgs(args)
 	res.Elapsed = time.Since(r.started).Round(100 * time.Millisecond).String()
 	res.print(stdout)

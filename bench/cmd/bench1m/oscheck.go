@@ -303,10 +303,10 @@ func makePlan(o options) plan {
 		perHubMean:     float64(o.conns) / float64(o.hubs),
 		perWorker:      ceilDiv(o.conns, o.workers),
 		handshakesEach: max(o.handshakes/o.workers, 1),
-		sources:        o.workers * o.srcsPerWorker,
+		sources:        o.workers,
 	}
 	p.perHubHigh = p.perHubMean + 4*math.Sqrt(p.perHubMean)
-	p.perSource = ceilDiv(p.perWorker, o.srcsPerWorker)
+	p.perSource = p.perWorker
 	p.filesPerHub = o.hubMax + procFiles
 	p.filesPerWorker = p.perWorker + p.handshakesEach + procFiles
 	p.memBudget = int64(o.conns)*(planKernelPerConn+planHeraldPerConn+planClientPerConn) +
@@ -478,15 +478,12 @@ func failedChecks(cs []check) string {
 
 func printChecks(w io.Writer, o options, cs []check) {
 	p := makePlan(o)
-	fmt.Fprintf(w, "bench1m plan: %s connections; %d hubs (herald --reuseport on %s, --max-connections %s, %s each on average); "+
-		"%d workers (%s each at most, %d source addresses each: %s-%s); step %s; %d handshakes in flight (%d per worker); hold %v\n",
-		thousands(int64(o.conns)), o.hubs, portOrFree(o), thousands(int64(o.hubMax)), thousands(int64(p.perHubMean)),
-		o.workers, thousands(int64(p.perWorker)), o.srcsPerWorker, p.firstSrc, p.lastS,
-		thousands(int64(o.step)), o.handshakes, p.handshakesEach, o.hold)
-	if o.client == clientLoadgen {
-		fmt.Fprintf(w, "client: one `loadgen run` (connect-and-hold, --workers %d, --ramp %g/s, --duration %v, --max-handshakes %d); --step does not apply\n",
-			o.workers, o.lgRamp, o.lgDuration, p.handshakesEach)
-	}
+	fmt.Fprintf(w, "bench1m plan: %s connections; %d hubs (herald --reuseport on %s, --max-connections %s, %s each on average), redis %s; "+
+		"one loadgen run with %d workers (%s each at most, one source address each: %s-%s), --ramp %g/s, %d handshakes in flight (%d per worker), "+
+		"--duration %v; %d channel(s), %s; hold %v, then broadcasts %s and one a minute for %v (--publish-schedule %s)\n",
+		thousands(int64(o.conns)), o.hubs, portOrFree(o), thousands(int64(o.hubMax)), thousands(int64(p.perHubMean)), o.redis,
+		o.workers, thousands(int64(p.perWorker)), p.firstSrc, p.lastS, o.lgRamp, o.handshakes, p.handshakesEach,
+		o.lgDuration, o.channels, o.spread, o.hold, o.broadcasts, o.broadcastHold, o.schedule())
 	fmt.Fprintln(w, "OS checks:")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	for _, c := range cs {

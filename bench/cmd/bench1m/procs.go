@@ -7,15 +7,12 @@ import (
 	"fmt"
 	"github.com/herald-rt/herald/bench/proc"
 	"net"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
-
-	"github.com/herald-rt/herald/bench/worker"
 )
 
 const (
@@ -29,8 +26,8 @@ const (
 	startWorkers = 8 // processes started at once
 )
 
-// build compiles herald and the client program (benchclient or loadgen) into dir.
-func build(ctx context.Context, goBin, dir, clientOut, clientPkg string) error {
+// build compiles herald and loadgen into dir.
+func build(ctx context.Context, goBin, dir string) error {
 	root, err := proc.ModuleRoot(ctx, goBin)
 	if err != nil {
 		return err
@@ -38,7 +35,7 @@ func build(ctx context.Context, goBin, dir, clientOut, clientPkg string) error {
 	if err := proc.Build(ctx, goBin, root, dir, "herald", "./cmd/herald"); err != nil {
 		return err
 	}
-	return proc.Build(ctx, goBin, root, dir, clientOut, clientPkg)
+	return proc.Build(ctx, goBin, root, dir, "loadgen", "./cmd/loadgen")
 }
 
 // hub is one herald process.
@@ -104,43 +101,19 @@ func (h *hub) heapInuse(ctx context.Context) (int64, error) {
 	return 0, fmt.Errorf("bench1m: hub %d: no HeapInuse in the heap profile", h.idx)
 }
 
-// client is one worker process and its share of the connections.
-type client struct {
-	idx   int
-	w     *worker.Worker
-	share int64  // connections it holds at the peak
-	asked int64  // connections asked of it so far (Counts.Dialed once it has dialed them)
-	log   string // its stderr
-	logf  *os.File
-	last  counts // latest counts read
-}
-
-// counts is loadgen.Counts with the derived values the ramp uses.
-type counts struct {
-	Dialed, Established, Subscribed, Failed, Closed int64
-}
-
-func (c counts) open() int64     { return c.Established - c.Closed }
-func (c counts) inFlight() int64 { return c.Dialed - c.Established - c.Failed }
-
 // fleet is every process of a run.
 type fleet struct {
-	hubs    []*hub
-	clients []*client
-	lg      *lgProc // --client loadgen
+	hubs  []*hub
+	lg    *lgProc
+	redis *redisFleet
 }
 
-// workerPids returns the workers' PIDs: with --client loadgen, the loadgen
-// coordinator's and its worker processes'.
+// workerPids returns the loadgen coordinator's and its worker processes' PIDs.
 func (f *fleet) workerPids() []int {
 	if f.lg != nil {
 		return f.lg.pids()
 	}
-	var out []int
-	for _, c := range f.clients {
-		out = append(out, c.w.Pid())
-	}
-	return out
+	return nil
 }
 
 // forEach runs fn for every index in [0, n) with at most par at once and returns
@@ -182,6 +155,7 @@ func (r *runner) startHubs(ctx context.Context, addr string) error {
 				"--loops", strconv.Itoa(r.o.loops), "--log-level", "warn",
 				"--shutdown-timeout", hubDrain.String(),
 			}
+			args = append(args, r.fleet.redis.heraldArgs()...)
 			h, err := startHub(ctx, filepath.Join(r.dir, "herald"), args, i, admin,
 				filepath.Join(r.dir, fmt.Sprintf("herald-%02d.log", i)))
 			if err == nil {
@@ -203,92 +177,9 @@ func (r *runner) startHubs(ctx context.Context, addr string) error {
 	return err
 }
 
-// startClients starts o.workers worker processes with their source addresses and
-// shares.
-func (r *runner) startClients(ctx context.Context, addr string) error {
-	srcs, err := sourceAddrs(r.o.srcBase, r.o.workers*r.o.srcsPerWorker)
-	if err != nil {
-		return err
-	}
-	hs := max(r.o.handshakes/r.o.workers, 1)
-	clients := make([]*client, r.o.workers)
-	err = forEach(r.o.workers, startWorkers, func(i int) error {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		var src []string
-		for _, a := range srcs[i*r.o.srcsPerWorker : (i+1)*r.o.srcsPerWorker] {
-			src = append(src, a.String())
-		}
-		args := []string{"--addr", addr, "--key", appKey, "--secret", appSecret,
-			"--src", strings.Join(src, ","), "--handshakes", strconv.Itoa(hs), "--loops", strconv.Itoa(r.o.loops)}
-		if r.o.channel != "" {
-			args = append(args, "--channel", r.o.channel)
-		}
-		logPath := filepath.Join(r.dir, fmt.Sprintf("worker-%02d.log", i))
-		logf, err := os.Create(logPath)
-		if err != nil {
-			return err
-		}
-		w, err := worker.Start(filepath.Join(r.dir, "benchclient"), args, logf)
-		if err != nil {
-			logf.Close()
-			return err
-		}
-		share := int64(r.o.conns / r.o.workers)
-		if i < r.o.conns%r.o.workers {
-			share++
-		}
-		clients[i] = &client{idx: i, w: w, share: share, log: logPath, logf: logf}
-		// A worker answers once its pool runs: that bounds its start.
-		cctx, cancel := context.WithTimeout(ctx, startTimeout)
-		defer cancel()
-		if _, err := w.Call(cctx, worker.Request{Op: "delivered"}); err != nil {
-			return fmt.Errorf("%w: worker %d: %w (log %s)", proc.ErrStart, i, err, logPath)
-		}
-		return nil
-	})
-	for _, c := range clients {
-		if c != nil {
-			r.fleet.clients = append(r.fleet.clients, c)
-		}
-	}
-	return err
-}
-
-// stopAll ends every process: workers first (their connections closed with a close
-// handshake if handshake is set, bounded by --close-timeout), then hubs (SIGTERM:
-// herald drains what is left with 4200; SIGKILL after stopGrace). It returns how long
-// the close handshakes took and how many workers did not finish them in time (their
-// remaining sockets are closed without one).
-func (r *runner) stopAll(ctx context.Context, handshake bool) (closed time.Duration, cut int) {
-	start := time.Now()
-	if handshake && ctx.Err() == nil {
-		var mu sync.Mutex
-		_ = forEach(len(r.fleet.clients), len(r.fleet.clients)+1, func(i int) error {
-			c := r.fleet.clients[i]
-			sctx, cancel := context.WithTimeout(ctx, r.o.closeTimeout+10*time.Second)
-			defer cancel()
-			_, err := c.w.Call(sctx, worker.Request{Op: "shutdown", TimeoutMS: r.o.closeTimeout.Milliseconds()})
-			if err != nil {
-				mu.Lock()
-				cut++
-				mu.Unlock()
-			}
-			return err
-		})
-		closed = time.Since(start)
-	}
-	grace := 5 * time.Second
-	if ctx.Err() != nil {
-		grace = 0 // interrupted: SIGKILL at once
-	}
-	_ = forEach(len(r.fleet.clients), len(r.fleet.clients)+1, func(i int) error {
-		c := r.fleet.clients[i]
-		err := c.w.Close(grace)
-		c.logf.Close()
-		return err
-	})
+// stopHubs ends the hubs (SIGTERM: herald drains what is left with 4200 and
+// leaves the cluster; SIGKILL after stopGrace, 2 s when interrupted).
+func (r *runner) stopHubs(ctx context.Context) {
 	for _, h := range r.fleet.hubs {
 		h.signal(syscall.SIGTERM)
 	}
@@ -300,5 +191,4 @@ func (r *runner) stopAll(ctx context.Context, handshake bool) (closed time.Durat
 	for _, h := range r.fleet.hubs {
 		h.wait(max(time.Until(deadline), 0))
 	}
-	return closed, cut
 }

@@ -42,7 +42,6 @@ type result struct {
 	ClientAnonPerConn float64      `json:"client_anon_per_conn"`
 	HeraldHeapPerConn float64      `json:"herald_heap_per_conn"`
 	ClientRSSPerConn  float64      `json:"client_rss_per_conn"`
-	ClientHeapPerConn float64      `json:"client_heap_per_conn"`
 	KernelBytes       int64        `json:"kernel_bytes"`
 	KernelPerConn     float64      `json:"kernel_per_conn"`
 	KernelFreeBytes   int64        `json:"kernel_free_bytes"` // the same from MemFree
@@ -50,18 +49,20 @@ type result struct {
 	SlabTop           []slabGrowth `json:"slab_top,omitempty"`
 	Spread            hubSpread    `json:"hub_spread"`
 
-	Reasons         map[string]int64 `json:"reasons"`
-	HubAcceptPauses int              `json:"hub_accept_pauses"`
-	HubErrorLines   int              `json:"hub_error_lines"`
-	CloseSeconds    float64          `json:"close_handshakes_seconds"`
-	CloseCut        int              `json:"close_cut_workers"` // workers whose close handshakes passed --close-timeout
-	StopSeconds     float64          `json:"stop_seconds"`
-	MemAvailStart   int64            `json:"mem_available_start"`
-	MemAvailEnd     int64            `json:"mem_available_end"`
-	Elapsed         string           `json:"elapsed"`
+	HubAcceptPauses int     `json:"hub_accept_pauses"`
+	HubErrorLines   int     `json:"hub_error_lines"`
+	StopSeconds     float64 `json:"stop_seconds"`
+	MemAvailStart   int64   `json:"mem_available_start"`
+	MemAvailEnd     int64   `json:"mem_available_end"`
+	Elapsed         string  `json:"elapsed"`
 
-	Client  string    `json:"client"`            // bench or loadgen
-	Loadgen *lgResult `json:"loadgen,omitempty"` // --client loadgen
+	Loadgen *lgResult `json:"loadgen,omitempty"`
+
+	RedisAddrs       []string `json:"redis_addrs,omitempty"`
+	RedisUsedPeak    int64    `json:"redis_used_memory_peak"` // INFO used_memory summed, at the end of the hold
+	RedisUsedEnd     int64    `json:"redis_used_memory_end"`  // the same after the broadcasts
+	BroadcastCPU     cpuShare `json:"broadcast_cpu"`          // from the end of the hold to loadgen's end
+	BroadcastSeconds float64  `json:"broadcast_seconds"`
 }
 
 type memFigures struct {
@@ -72,6 +73,7 @@ type memFigures struct {
 	ClientRSS    int64 `json:"client_rss"`
 	HeraldAnon   int64 `json:"herald_rss_anon"`
 	ClientAnon   int64 `json:"client_rss_anon"`
+	RedisRSS     int64 `json:"redis_rss"`
 	HubRSSMin    int64 `json:"hub_rss_min"`
 	HubRSSMax    int64 `json:"hub_rss_max"`
 }
@@ -79,32 +81,34 @@ type memFigures struct {
 func (s sample) figures() memFigures {
 	return memFigures{
 		MemAvailable: s.mem.Available, Slab: s.mem.Slab, TCPMemPages: s.sock.MemPages,
-		HeraldRSS: s.heraldRSS, ClientRSS: s.clientRSS, HeraldAnon: s.heraldAnon, ClientAnon: s.clientAnon, HubRSSMin: s.hubRSSMin, HubRSSMax: s.hubRSSMax,
+		HeraldRSS: s.heraldRSS, ClientRSS: s.clientRSS, HeraldAnon: s.heraldAnon, ClientAnon: s.clientAnon, HubRSSMin: s.hubRSSMin, HubRSSMax: s.hubRSSMax, RedisRSS: s.redisRSS,
 	}
 }
 
 // summary is the options as reported.
 type summary struct {
-	Conns         int     `json:"conns"`
-	Hubs          int     `json:"hubs"`
-	Workers       int     `json:"workers"`
-	HubMax        int     `json:"hub_max_connections"`
-	Step          int     `json:"step"`
-	Handshakes    int     `json:"handshakes"`
-	Hold          string  `json:"hold"`
-	SrcsPerWorker int     `json:"srcs_per_worker"`
-	Channel       string  `json:"channel"`
-	Loops         int     `json:"loops"`
-	GOMAXPROCS    int     `json:"gomaxprocs"`
-	MemFloor      int64   `json:"mem_floor"`
-	MaxFail       float64 `json:"max_fail"`
+	Conns      int    `json:"conns"`
+	Hubs       int    `json:"hubs"`
+	Workers    int    `json:"workers"`
+	HubMax     int    `json:"hub_max_connections"`
+	Handshakes int    `json:"handshakes"`
+	Hold       string `json:"hold"`
+	Channel    string `json:"channel"`
+	Channels   int    `json:"channels"`
+	Spread     string `json:"spread"`
+	Redis      string `json:"redis"`
+	Schedule   string `json:"publish_schedule"`
+	Loops      int    `json:"loops"`
+	GOMAXPROCS int    `json:"gomaxprocs"`
+	MemFloor   int64  `json:"mem_floor"`
 }
 
 func (o options) summary() summary {
 	return summary{
-		Conns: o.conns, Hubs: o.hubs, Workers: o.workers, HubMax: o.hubMax, Step: o.step,
-		Handshakes: o.handshakes, Hold: o.hold.String(), SrcsPerWorker: o.srcsPerWorker,
-		Channel: o.channel, Loops: o.loops, GOMAXPROCS: o.gomaxprocs, MemFloor: o.memFloor, MaxFail: o.maxFail,
+		Conns: o.conns, Hubs: o.hubs, Workers: o.workers, HubMax: o.hubMax,
+		Handshakes: o.handshakes, Hold: o.hold.String(), Channel: o.channel, Channels: o.channels,
+		Spread: o.spread, Redis: o.redis, Schedule: o.schedule(),
+		Loops: o.loops, GOMAXPROCS: o.gomaxprocs, MemFloor: o.memFloor,
 	}
 }
 
@@ -138,58 +142,39 @@ func machine() machineInfo {
 
 func (r *result) print(w io.Writer) {
 	o := r.Options
+	fmt.Fprintf(w, "\nHerald: %s WebSocket connections on one machine as one cluster (redis: %s), all on loopback, client: loadgen run\n",
+		thousands(r.Target), o.Redis)
+	fmt.Fprintf(w, "command: %s\n", r.Command)
 	if g := r.Loadgen; g != nil {
-		if len(g.Summary) > 0 {
-			fmt.Fprintf(w, "\nloadgen's own summary (%s):\n%s\n", g.Log, strings.Join(g.Summary, "\n"))
-		}
-		fmt.Fprintf(w, "\nHerald: %s WebSocket connections on one machine, all on loopback, client: loadgen run\n", thousands(r.Target))
-		fmt.Fprintf(w, "command: %s\n", r.Command)
 		fmt.Fprintf(w, "client:  %s\n", g.Command)
-		fmt.Fprintf(w, "machine: nproc=%d, %s, linux %s, MemTotal %s, open files %d per process\n",
-			r.Machine.NProc, r.Machine.GoVersion, r.Machine.Kernel, gib(r.Machine.MemTotal), r.Machine.NoFile)
-		fmt.Fprintf(w, "setup:   %d herald processes on %s (--reuseport, --max-connections %s, --loops %d); one loadgen run with %d workers, one source address each; run took %s\n\n",
-			o.Hubs, r.Addr, thousands(int64(o.HubMax)), o.Loops, o.Workers, r.Elapsed)
-	} else {
-		fmt.Fprintf(w, "\nHerald: %s WebSocket connections on one machine, all on loopback\n", thousands(r.Target))
-		fmt.Fprintf(w, "command: %s\n", r.Command)
-		fmt.Fprintf(w, "machine: nproc=%d, %s, linux %s, MemTotal %s, open files %d per process\n",
-			r.Machine.NProc, r.Machine.GoVersion, r.Machine.Kernel, gib(r.Machine.MemTotal), r.Machine.NoFile)
-		fmt.Fprintf(w, "setup:   %d herald processes on %s (--reuseport, --max-connections %s, --loops %d); %d client workers, %d source addresses each; "+
-			"step %s, %d handshakes in flight; channel %q; run took %s\n\n",
-			o.Hubs, r.Addr, thousands(int64(o.HubMax)), o.Loops, o.Workers, o.SrcsPerWorker, thousands(int64(o.Step)), o.Handshakes, o.Channel, r.Elapsed)
 	}
+	fmt.Fprintf(w, "machine: nproc=%d, %s, linux %s, MemTotal %s, open files %d per process\n",
+		r.Machine.NProc, r.Machine.GoVersion, r.Machine.Kernel, gib(r.Machine.MemTotal), r.Machine.NoFile)
+	fmt.Fprintf(w, "setup:   %d herald processes on %s (--reuseport, --max-connections %s, --loops %d, %s); redis %v; one loadgen run with %d workers, one source address each; %d channel(s) (%s); run took %s\n\n",
+		o.Hubs, r.Addr, thousands(int64(o.HubMax)), o.Loops, o.Redis, r.RedisAddrs, o.Workers, o.Channels, o.Spread, r.Elapsed)
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	row := func(k, format string, a ...any) { fmt.Fprintf(tw, "%s\t%s\n", k, fmt.Sprintf(format, a...)) }
 	row("target", "%s", thousands(r.Target))
 	row("reached", "%s (%.2f%%)", thousands(r.Reached), 100*float64(r.Reached)/float64(r.Target))
-	if r.Loadgen != nil {
-		row("time to reach", "%.1f s (hubs' /stats and loadgen's open count, checked every %s)", r.RampSeconds, "--hold-every")
-	} else {
-		row("time to reach", "%.1f s (%d steps)", r.RampSeconds, len(r.Steps))
-	}
+	row("time to reach", "%.1f s (hubs' /stats and loadgen's open count, checked every --hold-every)", r.RampSeconds)
 	best := 0.0
 	for _, s := range r.Steps {
 		if s.Seconds > 0 {
 			best = max(best, float64(s.Opened)/s.Seconds)
 		}
 	}
-	row("connections/s", "%s /s over the ramp; best %s %s /s", thousands(int64(r.ConnsPerSec)), map[bool]string{true: "interval", false: "step"}[r.Loadgen != nil], thousands(int64(best)))
+	row("connections/s", "%s /s over the ramp; best interval %s /s", thousands(int64(r.ConnsPerSec)), thousands(int64(best)))
 	row("CPU during the ramp", "%v", r.RampCPU)
 	if r.HoldSeconds > 0 {
 		row("CPU during the hold", "%v", r.HoldCPU)
-		row("hold", "%.0f s: hubs' /stats sum at least %s; clients open at least %s; %s closed"+map[bool]string{true: " (checked until loadgen's --duration ran out)", false: ""}[r.Loadgen != nil], r.HoldSeconds,
+		row("hold", "%.0f s: hubs' /stats sum at least %s; clients open at least %s; %s closed (checked until loadgen's --duration ran out)", r.HoldSeconds,
 			thousands(r.HoldMinHubs), thousands(r.HoldMinHeld), thousands(r.HoldClosed))
 	}
 	if r.Peak.HeraldRSS > 0 {
 		row("herald RSS total", "%s VmRSS in %d processes (%s to %s each), %s of it private (RssAnon; the rest is the shared binary); %s VmRSS before any connection",
 			size(r.Peak.HeraldRSS), o.Hubs, mib(r.Peak.HubRSSMin), mib(r.Peak.HubRSSMax), size(r.Peak.HeraldAnon), size(r.Base.HeraldRSS))
 		row("herald per connection", "%.0f B RSS growth (%.0f B private), %s Go heap in use", r.HeraldRSSPerConn, r.HeraldAnonPerConn, bytesOrUnknown(r.HeraldHeapPerConn))
-		if r.Loadgen == nil {
-			row("client RSS total", "%s VmRSS in %d processes, %s of it private; %s VmRSS before any connection",
-				size(r.Peak.ClientRSS), o.Workers, size(r.Peak.ClientAnon), size(r.Base.ClientRSS))
-			row("client per connection", "%.0f B RSS growth (%.0f B private), %s Go heap in use", r.ClientRSSPerConn, r.ClientAnonPerConn, bytesOrUnknown(r.ClientHeapPerConn))
-		}
 		n := float64(max(r.Reached, 1))
 		row("kernel memory", "%s = MemAvailable drop %s - private RSS growth %s: %.0f B per connection (both ends)",
 			size(r.KernelBytes), size(r.Base.MemAvailable-r.Peak.MemAvailable),
@@ -207,6 +192,10 @@ func (r *result) print(w io.Writer) {
 			r.HeraldAnonPerConn+r.ClientAnonPerConn+float64(r.KernelFreeBytes)/n)
 		row("TCP buffer memory", "%d pages at the peak (/proc/net/sockstat mem)", r.Peak.TCPMemPages)
 		row("MemAvailable", "%s at start, %s at the peak, %s after shutdown", gib(r.MemAvailStart), gib(r.Peak.MemAvailable), gib(r.MemAvailEnd))
+		if o.Redis != redisNone {
+			row("redis", "RSS %s before any connection, %s at the peak; used_memory %s at the peak, %s after the broadcasts",
+				size(r.Base.RedisRSS), size(r.Peak.RedisRSS), size(r.RedisUsedPeak), size(r.RedisUsedEnd))
+		}
 	}
 	if r.Spread.Sum > 0 {
 		row("hub spread (reuseport)", "%s to %s connections per hub (mean %s)", thousands(r.Spread.Min), thousands(r.Spread.Max),
@@ -220,16 +209,14 @@ func (r *result) print(w io.Writer) {
 	if r.HoldNote != "" {
 		row("hold note", "%s", r.HoldNote)
 	}
+	if r.BroadcastSeconds > 0 {
+		row("CPU during the broadcasts", "%v (%.0f s, from the end of the hold to loadgen's end)", r.BroadcastCPU, r.BroadcastSeconds)
+	}
 	if r.Loadgen != nil {
 		r.Loadgen.print(row, r)
-		row("herald logs", "%d accept pauses (EMFILE/ENFILE/ENOMEM), %d error lines", r.HubAcceptPauses, r.HubErrorLines)
-		row("shutdown", "all processes stopped in %.1f s after loadgen's run", r.StopSeconds)
-	} else {
-		row("errors by kind (workers)", "%s", reasonsString(r.Reasons))
-		row("herald logs", "%d accept pauses (EMFILE/ENFILE/ENOMEM), %d error lines", r.HubAcceptPauses, r.HubErrorLines)
-		row("shutdown", "close handshakes %.1f s (%d workers cut short at --close-timeout); all processes stopped in %.1f s",
-			r.CloseSeconds, r.CloseCut, r.StopSeconds)
 	}
+	row("herald logs", "%d accept pauses (EMFILE/ENFILE/ENOMEM), %d error lines", r.HubAcceptPauses, r.HubErrorLines)
+	row("shutdown", "all processes stopped in %.1f s after loadgen's run", r.StopSeconds)
 	tw.Flush()
 	b, err := json.Marshal(r)
 	if err != nil {
