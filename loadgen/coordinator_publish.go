@@ -30,6 +30,11 @@ type apiPublisher struct {
 	mu        sync.Mutex // guards errs, stopped
 	errs      map[string]uint64
 	stopped   bool
+
+	// track, when the spec tracks publishes (tracking.go), follows every event to
+	// its last delivery; finished counts the events answered (Spec.PublishCount).
+	track    *tracker
+	finished atomic.Int64
 }
 
 func newAPIPublisher(spec *Spec, workers int) (*apiPublisher, error) {
@@ -108,10 +113,11 @@ func (a *apiPublisher) pace(ctx context.Context) {
 			if a.spec.PublishRate == PublishRateMax {
 				// Keep the queue full: the senders take jobs as fast as they are
 				// answered; the tick only bounds how long a stop waits.
-				for {
+				for !a.countReached(issued) {
 					select {
 					case a.jobs <- next:
 						next = (next + a.spec.PublishBatch) % a.spec.PublishChannels
+						issued++
 						continue
 					case <-ctx.Done():
 						return
@@ -124,7 +130,7 @@ func (a *apiPublisher) pace(ctx context.Context) {
 			// Requests due: the rate counts events, a request carries PublishBatch.
 			batch := a.spec.PublishBatch
 			due := (int(a.spec.PublishRate*now.Sub(begin).Seconds()) + batch) / batch
-			for ; issued < due; issued++ {
+			for ; issued < due && !a.countReached(issued); issued++ {
 				select {
 				case a.jobs <- next:
 				default:
@@ -143,16 +149,28 @@ func (a *apiPublisher) send(ctx context.Context) {
 	batch := a.spec.PublishBatch
 	var events []BatchEvent
 	var chans []int
+	var seqs []uint64
 	var bufs [][]byte
 	for c := range a.jobs {
 		var err error
 		if batch == 1 {
 			seq := a.n.Add(1)*a.stride + 1 - a.stride
-			buf = AppendPayload(buf[:0], seq, time.Now().UnixNano(), a.spec.PayloadSize)
+			now := time.Now().UnixNano()
+			var done <-chan struct{}
+			if a.track != nil {
+				done = a.track.register(seq, c, now)
+			}
+			buf = AppendPayload(buf[:0], seq, now, a.spec.PayloadSize)
 			err = a.pub.Publish(ctx, a.names[c], "loadgen", buf)
 			chans = append(chans[:0], c)
+			if a.track != nil {
+				a.track.answer(seq, err == nil)
+				if err == nil && a.spec.PublishAwait && !awaitDone(ctx, done, a.spec.AwaitTimeout.D()) && ctx.Err() == nil {
+					a.addErr("await_timeout")
+				}
+			}
 		} else {
-			events, chans = events[:0], chans[:0]
+			events, chans, seqs = events[:0], chans[:0], seqs[:0]
 			now := time.Now().UnixNano()
 			for i := 0; i < batch; i++ {
 				if len(bufs) <= i {
@@ -163,9 +181,19 @@ func (a *apiPublisher) send(ctx context.Context) {
 				bufs[i] = AppendPayload(bufs[i][:0], seq, now, a.spec.PayloadSize)
 				events = append(events, BatchEvent{Channel: a.names[ch], Name: "loadgen", Data: bufs[i]})
 				chans = append(chans, ch)
+				seqs = append(seqs, seq)
+				if a.track != nil {
+					a.track.register(seq, ch, now)
+				}
 			}
 			err = a.pub.PublishBatch(ctx, events)
+			for _, seq := range seqs {
+				if a.track != nil {
+					a.track.answer(seq, err == nil)
+				}
+			}
 		}
+		a.finished.Add(int64(len(chans)))
 		switch {
 		case err == nil:
 			for _, ch := range chans {
@@ -184,6 +212,11 @@ func (a *apiPublisher) send(ctx context.Context) {
 			a.addErr("publish_error")
 		}
 	}
+}
+
+// countReached reports whether issued requests carry Spec.PublishCount events.
+func (a *apiPublisher) countReached(issued int) bool {
+	return a.spec.PublishCount > 0 && issued*a.spec.PublishBatch >= a.spec.PublishCount
 }
 
 // publishStatus extracts the "NNN Text" status from an ErrPublish error message.

@@ -47,6 +47,8 @@ type run struct {
 	dups       []int64
 	lastPubbed []int64 // API publishes already accounted in expected
 	clientSent int64
+
+	x runExtras // tracking.go
 }
 
 func newRun(c *Coordinator) *run {
@@ -332,6 +334,7 @@ func (r *run) report() *Report {
 		rep.Presence = ps
 	}
 	rep.Reordered = uint64(r.total.Reordered)
+	r.reportTracking(rep)
 	return rep
 }
 

@@ -44,6 +44,36 @@ type Report struct {
 	LoadEnded   time.Time `json:"load_ended,omitzero"`
 	// Presence is filled for runs on presence channels.
 	Presence *PresenceSummary `json:"presence,omitempty"`
+	// Completion is filled when publishes were tracked (Spec.PublishCount or
+	// Spec.PublishAwait): each API publish from its send to its last delivery.
+	Completion *CompletionSummary `json:"completion,omitempty"`
+}
+
+// CompletionSummary follows every tracked API publish from the moment it was sent
+// (the timestamp in its payload) to its last delivery: the latest receive time,
+// over every worker, once the publish had been received as many times as its
+// channel had subscribers when it was sent.
+type CompletionSummary struct {
+	Accepted   uint64 `json:"accepted"`   // tracked publishes the server accepted
+	Complete   uint64 `json:"complete"`   // of those, received by every subscriber
+	Incomplete uint64 `json:"incomplete"` // accepted but not complete by the end
+	// Latency is publish-to-last-delivery of the complete publishes.
+	Latency Distribution `json:"latency"`
+	// FirstSent is when the first tracked publish was sent, LastDelivery the latest
+	// receive time of a complete one; Deliveries counts the deliveries of the
+	// complete publishes, and DeliveriesPerSec and PublishesPerSec are them (and
+	// Complete) over that span: the throughput of closed-loop publishing.
+	FirstSent        time.Time `json:"first_sent,omitzero"`
+	LastDelivery     time.Time `json:"last_delivery,omitzero"`
+	Deliveries       uint64    `json:"deliveries"`
+	DeliveriesPerSec float64   `json:"deliveries_per_sec"`
+	PublishesPerSec  float64   `json:"publishes_per_sec"`
+}
+
+// WorkerMem is a worker process's memory after a GC.
+type WorkerMem struct {
+	RSSBytes  int64 `json:"rss_bytes"`  // resident set size
+	HeapBytes int64 `json:"heap_bytes"` // Go heap in use (HeapInuse)
 }
 
 // PresenceSummary is what a run on presence channels measured. Joins and leaves
@@ -103,6 +133,11 @@ type WorkerSummary struct {
 	Delivered   uint64 `json:"delivered"`  // sequenced events received
 	HeapBytes   int64  `json:"heap_bytes"` // peak Go heap in use
 	RSSBytes    int64  `json:"rss_bytes"`  // peak resident set size
+	// MemStart is the worker's memory once its pool ran, before the first dial;
+	// MemLoad when the load phase began (every connection up, nothing published
+	// yet). Their difference over Connected is its memory per connection.
+	MemStart *WorkerMem `json:"mem_start,omitempty"`
+	MemLoad  *WorkerMem `json:"mem_load,omitempty"`
 }
 
 // Totals are whole-run counts, merged exactly across workers.

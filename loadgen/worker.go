@@ -123,6 +123,7 @@ type worker struct {
 	subs, sent, delivered, dups []atomic.Int64
 	sentTotal                   atomic.Int64
 	nextSeq                     atomic.Uint64
+	seqs                        *seqReporter // nil unless publishes are tracked (tracking.go)
 }
 
 func newWorker(plan *Plan, log *slog.Logger) (*worker, error) {
@@ -141,6 +142,7 @@ func newWorker(plan *Plan, log *slog.Logger) (*worker, error) {
 		stride: uint64(plan.Workers) + 1,
 		slot:   uint64(plan.WorkerID) + 1,
 	}
+	w.seqs = newSeqReporter(spec, w.stride)
 	for i, n := range w.names {
 		w.index[n] = i
 	}
@@ -184,6 +186,7 @@ func newWorker(plan *Plan, log *slog.Logger) (*worker, error) {
 			if ev.Seq == 0 {
 				return
 			}
+			w.seqs.observe(ev.Seq)
 			if i, ok := w.index[string(ev.Channel)]; ok {
 				w.delivered[i].Add(1)
 				if ev.Duplicate {
@@ -195,6 +198,7 @@ func newWorker(plan *Plan, log *slog.Logger) (*worker, error) {
 	if w.pool, err = New(cfg); err != nil {
 		return nil, err
 	}
+	w.seqs.attach(w.pool)
 	return w, nil
 }
 
@@ -237,6 +241,7 @@ func (w *worker) run(ctx context.Context, cd *codec) error {
 		return err
 	}
 	defer w.pool.Close()
+	memStart := readWorkerMem()
 
 	cmds := make(chan string, 8)
 	readErr := make(chan error, 1)
@@ -283,12 +288,15 @@ func (w *worker) run(ctx context.Context, cd *codec) error {
 	snap := time.NewTicker(snapshotEvery)
 	defer snap.Stop()
 
+	seqTicks, stopSeqTicks := w.seqs.ticks()
+	defer stopSeqTicks()
+
 	var (
 		dialed               int
 		loading, rampSent    bool
 		last                 = time.Now()
 		churnDue, chatterDue float64
-		sn                   = &snapshotter{w: w}
+		sn                   = &snapshotter{w: w, memStart: memStart}
 	)
 	for {
 		select {
@@ -305,10 +313,15 @@ func (w *worker) run(ctx context.Context, cd *codec) error {
 			switch c {
 			case msgLoad:
 				loading = true
+				sn.memLoad = readWorkerMem()
 			case msgQuiesce:
 				loading = false
 			case msgStop:
 				return w.finish(cd, sn, "")
+			}
+		case <-seqTicks:
+			if err := w.seqs.report(cd); err != nil {
+				return err
 			}
 		case <-snap.C:
 			if err := sn.send(cd, false, ""); err != nil {
@@ -388,6 +401,7 @@ type snapshotter struct {
 	prev                            *Stats
 	prevSent                        int64
 	prevChanSent, prevDeliv, prevDu []int64
+	memStart, memLoad               *WorkerMem // sent once each (tracking.go)
 }
 
 func (s *snapshotter) send(cd *codec, final bool, why string) error {
@@ -444,6 +458,7 @@ func (s *snapshotter) send(cd *codec, final bool, why string) error {
 	snap.TargetConnected = w.pool.AddrCounts()
 	snap.HeapBytes = heapInUse()
 	snap.RSSBytes = readRSS()
+	snap.MemStart, snap.MemLoad, s.memStart, s.memLoad = s.memStart, s.memLoad, nil, nil
 	return cd.send(&ctrlMsg{Type: msgSnapshot, Snapshot: snap}, protoWriteWait)
 }
 

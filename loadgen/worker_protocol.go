@@ -27,6 +27,7 @@ const (
 	msgStop     = "stop"     // coordinator → worker: close connections, send the final snapshot
 	msgSnapshot = "snapshot" // worker → coordinator, every second and a final one
 	msgFailed   = "failed"   // worker → coordinator: the worker cannot run its plan
+	msgSeqs     = "seqs"     // worker → coordinator: deliveries of tracked publishes (tracking.go)
 )
 
 // ctrlMsg is one JSON line of the protocol.
@@ -37,6 +38,9 @@ type ctrlMsg struct {
 	Plan     *Plan     `json:"plan,omitempty"`
 	Snapshot *Snapshot `json:"snapshot,omitempty"`
 	Error    string    `json:"error,omitempty"`
+	// Seqs (type "seqs") are [seq, deliveries so far, latest receive unix ns] of
+	// tracked API publishes whose count changed since the worker's last "seqs".
+	Seqs [][3]int64 `json:"seqs,omitempty"`
 }
 
 // hello introduces a worker.
@@ -80,6 +84,12 @@ type Snapshot struct {
 	// RampSeconds, in the snapshot sent when this worker's share was all
 	// established (or failed), is the time its ramp took; 0 otherwise.
 	RampSeconds float64 `json:"ramp_seconds,omitempty"`
+	// MemStart (once the pool runs, before the first dial) and MemLoad (when the
+	// load phase begins: every connection up, nothing published yet) are the
+	// worker's memory after a GC, each sent once, in the first snapshot after it
+	// was taken.
+	MemStart *WorkerMem `json:"mem_start,omitempty"`
+	MemLoad  *WorkerMem `json:"mem_load,omitempty"`
 }
 
 // codec reads and writes protocol lines on one connection, each write bounded by a
