@@ -10,10 +10,9 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
-	"strconv"
-	"strings"
 	"time"
 
+	"github.com/herald-rt/herald/bench/proc"
 	"github.com/herald-rt/herald/loadgen"
 )
 
@@ -240,50 +239,8 @@ func ReadMem() (Mem, error) {
 	return Mem{RSS: rss, HeapInuse: int64(ms.HeapInuse)}, err
 }
 
-// ReadRSS returns the VmRSS of process pid in bytes, from /proc/<pid>/status.
-func ReadRSS(pid int) (int64, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		return 0, fmt.Errorf("worker: rss: %w", err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			f := strings.Fields(v) // "12345 kB"
-			if len(f) == 2 && f[1] == "kB" {
-				n, err := strconv.ParseInt(f[0], 10, 64)
-				if err == nil {
-					return n << 10, nil
-				}
-			}
-		}
-	}
-	return 0, fmt.Errorf("worker: rss: no VmRSS in /proc/%d/status", pid)
-}
+// ReadRSS returns the VmRSS of process pid in bytes (proc.ReadRSS).
+func ReadRSS(pid int) (int64, error) { return proc.ReadRSS(pid) }
 
-// ReadCPU returns the CPU time (user + system) process pid has used, from
-// /proc/<pid>/stat, at the kernel's clock-tick resolution (usually 10 ms).
-func ReadCPU(pid int) (time.Duration, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, fmt.Errorf("worker: cpu: %w", err)
-	}
-	// The command name (field 2) may hold spaces; fields 14 and 15 (utime, stime)
-	// count from after its closing parenthesis.
-	i := strings.LastIndexByte(string(b), ')')
-	f := strings.Fields(string(b[i+1:]))
-	if i < 0 || len(f) < 13 {
-		return 0, fmt.Errorf("worker: cpu: short /proc/%d/stat", pid)
-	}
-	var ticks int64
-	for _, s := range f[11:13] {
-		n, err := strconv.ParseInt(s, 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("worker: cpu: %w", err)
-		}
-		ticks += n
-	}
-	return time.Duration(ticks) * time.Second / clockTicks, nil
-}
-
-// clockTicks is USER_HZ, 100 on every Linux architecture Go supports.
-const clockTicks = 100
+// ReadCPU returns the CPU time (user + system) process pid has used (proc.ReadCPU).
+func ReadCPU(pid int) (time.Duration, error) { return proc.ReadCPU(pid) }
