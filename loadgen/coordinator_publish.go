@@ -86,7 +86,15 @@ func (a *apiPublisher) stop(grace time.Duration) {
 	a.pub.Close()
 }
 
-// cancelPace stops the pacer only; senders finish what is queued.
+// paceStopped reports whether stop was called.
+func (a *apiPublisher) paceStopped() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.stopped
+}
+
+// cancelPace stops the pacer only; senders finish what is queued (at a fixed rate:
+// those publishes were due; at PublishRateMax nothing is, and the queue is dropped).
 func (a *apiPublisher) cancelPace() {
 	a.mu.Lock()
 	a.stopped = true
@@ -152,6 +160,9 @@ func (a *apiPublisher) send(ctx context.Context) {
 	var seqs []uint64
 	var bufs [][]byte
 	for c := range a.jobs {
+		if a.spec.PublishRate == PublishRateMax && a.paceStopped() {
+			continue // queued only to keep the senders busy: nothing is due
+		}
 		var err error
 		if batch == 1 {
 			seq := a.n.Add(1)*a.stride + 1 - a.stride

@@ -120,6 +120,42 @@ func TestPublishAwaitIsClosedLoop(t *testing.T) {
 	})
 }
 
+// Stopping a closed-loop publisher at PublishRateMax sends nothing more: the
+// publish awaited is given up without an error, and the jobs queued to keep the
+// senders busy are dropped, not sent and cancelled.
+func TestPublishAwaitStops(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		spec := Spec{Scenario: ScenarioBroadcast, Target: "ws://127.0.0.1:1", AppID: "1", Key: "k", Secret: "s",
+			Spread: SpreadOne, PublishRate: PublishRateMax, PublishConcurrency: 1, PublishAwait: true}
+		if err := spec.Normalize(); err != nil {
+			t.Fatal(err)
+		}
+		a, err := newAPIPublisher(&spec, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rt := &roundTripper{}
+		a.pub, _ = NewPublisher(PublisherConfig{BaseURL: "http://127.0.0.1:1", AppID: "1", Key: "k", Secret: "s",
+			Client: &http.Client{Transport: rt}})
+		a.track = newTracker(1, spec.Channels)
+		a.track.setSubs(func(int) int64 { return 1 })
+		a.start()
+		time.Sleep(20 * time.Millisecond)
+		synctest.Wait()
+		got := rt.sent()
+		if len(got) != 1 {
+			t.Fatalf("sent %v, want 1 publish awaiting its delivery", got)
+		}
+		a.stop(time.Second)
+		if n := len(rt.sent()); n != 1 {
+			t.Errorf("sent %d publishes after the stop, want none more", n-1)
+		}
+		if e := a.errors(); len(e) != 0 {
+			t.Errorf("errors %v, want none", e)
+		}
+	})
+}
+
 // The tracker adds cumulative counts per worker (a repeated report changes
 // nothing), completes a publish at its expected count, and takes the latest
 // receive time over the workers.
