@@ -142,7 +142,8 @@ func (a *apiPublisher) pace(ctx context.Context) {
 				select {
 				case a.jobs <- next:
 				default:
-					a.addErr("publish_overrun") // senders cannot keep up: the rate is not met
+					a.addErr("publish_overrun")  // senders cannot keep up: the rate is not met
+					a.finished.Add(int64(batch)) // never sent: done, for Spec.PublishCount
 				}
 				next = (next + batch) % a.spec.PublishChannels
 			}

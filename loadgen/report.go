@@ -63,8 +63,11 @@ type CompletionSummary struct {
 	// receive time of a complete one; Deliveries counts the deliveries of the
 	// complete publishes, and DeliveriesPerSec and PublishesPerSec are them (and
 	// Complete) over that span: the throughput of closed-loop publishing.
-	FirstSent        time.Time `json:"first_sent,omitzero"`
-	LastDelivery     time.Time `json:"last_delivery,omitzero"`
+	FirstSent    time.Time `json:"first_sent,omitzero"`
+	LastDelivery time.Time `json:"last_delivery,omitzero"`
+	// LastReceived is the latest receive time of any accepted tracked publish,
+	// complete or not.
+	LastReceived     time.Time `json:"last_received,omitzero"`
 	Deliveries       uint64    `json:"deliveries"`
 	DeliveriesPerSec float64   `json:"deliveries_per_sec"`
 	PublishesPerSec  float64   `json:"publishes_per_sec"`

@@ -100,7 +100,9 @@ type Spec struct {
 	PublishConcurrency int `json:"publish_concurrency"`
 	// PublishCount, if > 0, is how many events the run publishes: once they are
 	// all answered the load phase ends, and the drain ends as soon as every
-	// accepted one has reached all its subscribers (at most Drain later). Every
+	// accepted one has reached all its subscribers, or none of their deliveries
+	// has arrived for 5 s (the rest are lost), at most Drain later. A publish the
+	// senders could not keep up with (publish_overrun) counts as done. Every
 	// publish is tracked to its last delivery (Report.Completion). Default 0: no
 	// limit, publishing runs until the drain.
 	PublishCount int `json:"publish_count,omitempty"`

@@ -79,10 +79,11 @@ type tracked struct {
 // await; the coordinator's goroutine sets the subscriber counts and adds the
 // workers' reports. Every field is guarded by mu.
 type tracker struct {
-	mu      sync.Mutex
-	workers int
-	subs    []int64 // subscribers per channel, from the latest snapshots
-	pubs    map[uint64]*tracked
+	mu       sync.Mutex
+	workers  int
+	subs     []int64 // subscribers per channel, from the latest snapshots
+	pubs     map[uint64]*tracked
+	lastNews time.Time // when a report last raised a count (or a publish was answered)
 }
 
 func newTracker(workers, channels int) *tracker {
@@ -138,6 +139,7 @@ func (t *tracker) answer(seq uint64, accepted bool) {
 	defer t.mu.Unlock()
 	p := t.get(seq)
 	p.answered, p.accepted = true, accepted
+	t.lastNews = time.Now()
 }
 
 // add applies one worker's report (the coordinator's goroutine).
@@ -155,23 +157,29 @@ func (t *tracker) add(worker int, seqs [][3]int64) {
 		if s[1] > p.counts[worker] {
 			p.total += s[1] - p.counts[worker]
 			p.counts[worker] = s[1]
+			t.lastNews = time.Now()
 		}
 		p.lasts[worker] = max(p.lasts[worker], s[2])
 		t.check(p)
 	}
 }
 
-// settled reports whether every accepted publish is complete and every registered
-// one answered.
-func (t *tracker) settled() bool {
+// settled reports whether every registered publish is answered and every accepted
+// one complete, or, with every one answered, no delivery has arrived for quiet
+// (the rest were lost: at most once).
+func (t *tracker) settled(quiet time.Duration) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	complete := true
 	for _, p := range t.pubs {
-		if p.registered && (!p.answered || (p.accepted && !p.complete)) {
+		if p.registered && !p.answered {
 			return false
 		}
+		if p.registered && p.accepted && !p.complete {
+			complete = false
+		}
 	}
-	return true
+	return complete || time.Since(t.lastNews) >= quiet
 }
 
 // summary builds the report's CompletionSummary.
@@ -180,10 +188,13 @@ func (t *tracker) summary() *CompletionSummary {
 	defer t.mu.Unlock()
 	h := NewHistogram()
 	cs := &CompletionSummary{}
-	var first, last int64
+	var first, last, received int64
 	for _, p := range t.pubs {
 		if !p.registered || !p.accepted {
 			continue
+		}
+		for _, l := range p.lasts {
+			received = max(received, l)
 		}
 		cs.Accepted++
 		if first == 0 || p.sent < first {
@@ -203,6 +214,9 @@ func (t *tracker) summary() *CompletionSummary {
 	cs.Latency = distribution(h)
 	if first > 0 {
 		cs.FirstSent = time.Unix(0, first)
+	}
+	if received > 0 {
+		cs.LastReceived = time.Unix(0, received)
 	}
 	if last > first && first > 0 {
 		cs.LastDelivery = time.Unix(0, last)
@@ -282,10 +296,15 @@ func (r *run) publishedAll() bool {
 }
 
 // settled reports whether a run with PublishCount can end its drain: every publish
-// answered and every accepted one complete.
+// answered and every accepted one complete, or nothing delivered for
+// settleQuiet.
 func (r *run) settled() bool {
-	return r.publishedAll() && r.x.track != nil && r.x.track.settled()
+	return r.publishedAll() && r.x.track != nil && r.x.track.settled(settleQuiet)
 }
+
+// settleQuiet: a run with PublishCount whose publishes have all been answered
+// stops waiting for their deliveries when none has arrived for this long.
+const settleQuiet = 5 * time.Second
 
 // reportTracking adds the completion summary and the workers' memory to rep.
 func (r *run) reportTracking(rep *Report) {

@@ -171,8 +171,11 @@ func TestTrackerCompletion(t *testing.T) {
 		t.Fatal("complete with 2 of 3 deliveries")
 	default:
 	}
-	if tr.settled() {
+	if tr.settled(time.Hour) {
 		t.Error("settled with a publish incomplete")
+	}
+	if !tr.settled(0) {
+		t.Error("not settled with every publish answered and nothing new for the quiet time")
 	}
 	tr.add(0, [][3]int64{{7, 1, 4000}, {9, 5, 100}}) // 9 was never registered
 	select {
@@ -180,7 +183,7 @@ func TestTrackerCompletion(t *testing.T) {
 	default:
 		t.Fatal("not complete with 3 of 3 deliveries")
 	}
-	if !tr.settled() {
+	if !tr.settled(time.Hour) {
 		t.Error("not settled")
 	}
 	cs := tr.summary()
@@ -191,9 +194,15 @@ func TestTrackerCompletion(t *testing.T) {
 	if cs.Latency.MaxMs < 0.0039 || cs.Latency.MaxMs > 0.0041 {
 		t.Errorf("completion %v ms, want 0.004", cs.Latency.MaxMs)
 	}
+	if cs.LastReceived.UnixNano() != 5000 {
+		t.Errorf("last received %v, want 5000 ns", cs.LastReceived.UnixNano())
+	}
 	// Reports that arrive before the registration count too.
 	tr.add(0, [][3]int64{{11, 3, 9000}})
 	done = tr.register(11, 0, 8000)
+	if tr.settled(0) {
+		t.Error("settled with a publish not answered")
+	}
 	select {
 	case <-done:
 	default:
@@ -261,5 +270,27 @@ func TestRunPublishCountAwait(t *testing.T) {
 		if w.MemStart == nil || w.MemLoad == nil || w.MemStart.RSSBytes <= 0 || w.MemLoad.HeapBytes <= 0 {
 			t.Errorf("worker %d memory: %+v %+v", w.ID, w.MemStart, w.MemLoad)
 		}
+	}
+}
+
+// A fixed number of publishes at a fixed rate (open loop) is tracked too, and the
+// run ends once they are all delivered.
+func TestRunPublishCountAtRate(t *testing.T) {
+	addr := startHerald(t)
+	spec := testSpec(addr)
+	spec.Scenario, spec.Connections, spec.Channels = ScenarioBroadcast, 100, 4
+	spec.PublishRate, spec.PublishConcurrency, spec.PublishCount = 50, 1, 20
+	spec.Duration = Duration(time.Minute)
+	rep := runCoordinator(t, spec, 2, nil)
+	c := rep.Completion
+	if rep.Stopped != "complete" || c == nil {
+		t.Fatalf("stopped %q, completion %+v", rep.Stopped, c)
+	}
+	if c.Accepted != 20 || c.Complete != 20 || c.Deliveries != rep.Totals.Delivered || rep.Totals.Missing != 0 ||
+		rep.Totals.Published != 20 {
+		t.Errorf("completion %+v, totals %+v", c, rep.Totals)
+	}
+	if c.LastReceived.Before(c.LastDelivery) || c.LastDelivery.IsZero() {
+		t.Errorf("last received %v before the last completion %v", c.LastReceived, c.LastDelivery)
 	}
 }

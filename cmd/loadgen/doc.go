@@ -41,7 +41,8 @@
 // on the next channel) per request through /apps/{id}/batch_events.
 //
 // --publish-count N publishes N events and ends the run as soon as each accepted
-// one has reached all its subscribers (at most --drain after the last answer);
+// one has reached all its subscribers, or none of their deliveries has arrived for
+// 5 s (at most --drain after the last answer);
 // --publish-await makes publishing closed-loop: each of the --publish-concurrency
 // senders waits for its event's last delivery before it sends the next. Both
 // follow every publish to its last delivery: the summary's COMPLETION and the
