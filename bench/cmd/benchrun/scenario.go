@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -531,15 +530,6 @@ func (r *runner) upgrades(ctx context.Context, f *figures) error {
 		f.Reasons += " upgrades: " + s
 	}
 	return nil
-}
-
-// quantile of sorted values, nearest rank.
-func quantile(sorted []time.Duration, q float64) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	i := int(math.Ceil(q*float64(len(sorted)))) - 1
-	return sorted[min(max(i, 0), len(sorted)-1)]
 }
 
 func sleep(ctx context.Context, d time.Duration) error {
