@@ -102,6 +102,15 @@ func (a *apiPublisher) cancelPace() {
 }
 
 func (a *apiPublisher) pace(ctx context.Context) {
+	if d := a.spec.PublishDelay.D(); d > 0 {
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-ctx.Done(): // a stop during the delay: its grace ends it
+			t.Stop()
+			return
+		}
+	}
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	begin := time.Now()

@@ -56,7 +56,8 @@
 //     before the next, so PublishConcurrency is the publishes in flight from
 //     request to last delivery). Both follow every publish to its last delivery
 //     (tracking.go) and fill Report.Completion: publish-to-last-delivery, and
-//     deliveries per second from the first send to the last delivery.
+//     deliveries per second from the first send to the last delivery. PublishDelay
+//     holds API publishing back for a while once every connection is up.
 //   - NewCoordinator(CoordinatorConfig) → Coordinator.Run(ctx) → *Report: spawns
 //     worker processes (this binary, "worker --join addr") and/or waits for remote
 //     ones, plans, drives the phases, merges snapshots exactly, and builds the

@@ -98,6 +98,10 @@ type Spec struct {
 	PayloadSize int `json:"payload_size"`
 	// PublishConcurrency bounds the publishes in flight. Default 16.
 	PublishConcurrency int `json:"publish_concurrency"`
+	// PublishDelay is how long API publishing waits once the load phase has
+	// begun (every connection up), for example for the server to settle after the
+	// ramp. Default 0; it counts in Duration.
+	PublishDelay Duration `json:"publish_delay,omitempty"`
 	// PublishCount, if > 0, is how many events the run publishes: once they are
 	// all answered the load phase ends, and the drain ends as soon as every
 	// accepted one has reached all its subscribers, or none of their deliveries

@@ -54,6 +54,9 @@ func (s *Spec) normalizeTracking() error {
 	if s.AwaitTimeout == 0 {
 		s.AwaitTimeout = Duration(defaultAwaitTimeout)
 	}
+	if s.PublishDelay < 0 {
+		return bad("publish_delay %v < 0", s.PublishDelay.D())
+	}
 	return nil
 }
 

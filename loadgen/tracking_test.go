@@ -156,6 +156,37 @@ func TestPublishAwaitStops(t *testing.T) {
 	})
 }
 
+// PublishDelay holds the first publish back, and the rate's schedule starts after
+// it.
+func TestPublishDelay(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		spec := Spec{Scenario: ScenarioBroadcast, Target: "ws://127.0.0.1:1", AppID: "1", Key: "k", Secret: "s",
+			Spread: SpreadOne, PublishRate: 10, PublishConcurrency: 1, PublishDelay: Duration(2 * time.Second)}
+		if err := spec.Normalize(); err != nil {
+			t.Fatal(err)
+		}
+		a, err := newAPIPublisher(&spec, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rt := &roundTripper{}
+		a.pub, _ = NewPublisher(PublisherConfig{BaseURL: "http://127.0.0.1:1", AppID: "1", Key: "k", Secret: "s",
+			Client: &http.Client{Transport: rt}})
+		a.start()
+		defer a.stop(time.Second)
+		time.Sleep(1990 * time.Millisecond)
+		synctest.Wait()
+		if n := len(rt.sent()); n != 0 {
+			t.Fatalf("%d publishes before the delay passed", n)
+		}
+		time.Sleep(1010 * time.Millisecond) // 1 s after the delay: the first at once, then 10/s
+		synctest.Wait()
+		if n := len(rt.sent()); n < 10 || n > 11 {
+			t.Errorf("%d publishes 1 s after the delay at 10/s, want 10 or 11", n)
+		}
+	})
+}
+
 // The tracker adds cumulative counts per worker (a repeated report changes
 // nothing), completes a publish at its expected count, and takes the latest
 // receive time over the workers.
@@ -221,6 +252,7 @@ func TestTrackingSpec(t *testing.T) {
 		{"await", func(s *Spec) { s.PublishAwait = true }, false},
 		{"await with batches", func(s *Spec) { s.PublishAwait, s.PublishBatch = true, 10 }, true},
 		{"negative count", func(s *Spec) { s.PublishCount = -1 }, true},
+		{"negative delay", func(s *Spec) { s.PublishDelay = -1 }, true},
 		{"count without publishing", func(s *Spec) { s.Scenario, s.PublishCount = ScenarioHold, 5 }, true},
 	} {
 		s := base

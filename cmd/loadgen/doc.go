@@ -47,7 +47,9 @@
 // senders waits for its event's last delivery before it sends the next. Both
 // follow every publish to its last delivery: the summary's COMPLETION and the
 // report's "completion" give publish-to-last-delivery p50/p99/max and deliveries
-// per second from the first send to the last delivery.
+// per second from the first send to the last delivery. --publish-delay D starts
+// publishing D after every connection is up (for the server to settle after the
+// ramp).
 //
 // On presence channels (presence-storm, or --kind presence) each member's
 // user_info carries its join time, so every member_added is a latency sample

@@ -154,6 +154,7 @@ func runFlags(spec *loadgen.Spec, o *runOpts, out io.Writer) *flag.FlagSet {
 	fs.IntVar(&spec.PublishChannels, "publish-channels", spec.PublishChannels, "publish round-robin to channels 0..n-1 (0: all M)")
 	fs.IntVar(&spec.PayloadSize, "payload-size", spec.PayloadSize, "event data size in bytes, at least the seq:…:ts:…: prefix (0: 64)")
 	fs.IntVar(&spec.PublishConcurrency, "publish-concurrency", spec.PublishConcurrency, "HTTP publishes in flight (0: 16)")
+	fs.DurationVar((*time.Duration)(&spec.PublishDelay), "publish-delay", spec.PublishDelay.D(), "start API publishing this long after every connection is up (0: at once)")
 	fs.IntVar(&spec.PublishCount, "publish-count", spec.PublishCount, "publish this many events, then end the load phase; the drain ends once each accepted one reached all its subscribers, or nothing arrived for 5s (0: no limit)")
 	fs.BoolVar(&spec.PublishAwait, "publish-await", spec.PublishAwait, "closed loop: each sender waits until its event reached every subscriber before the next, so --publish-concurrency is the publishes in flight to their last delivery")
 	fs.DurationVar((*time.Duration)(&spec.AwaitTimeout), "await-timeout", spec.AwaitTimeout.D(), "with --publish-await, give up on a publish's deliveries after this long, counted as await_timeout (0: 10s)")
