@@ -3,8 +3,9 @@
 // `loadgen worker` processes, and read back through its Report, never through its
 // printed lines.
 //
-// Runner.Run runs one scenario to its end. With a during function, the run holds
-// its connections once they are all up (the load phase) and calls during; when
+// Runner.RunNotify runs one scenario to its end, telling the caller when its load
+// phase begins. Runner.Run with a during function holds
+// the connections once they are all up (the load phase) and calls during; when
 // during returns, the run is stopped and its Report returned, so a benchmark can
 // read the server's memory, or drive a second run, while the connections are held.
 //
@@ -63,6 +64,17 @@ func (r *Runner) sourceBase() (netip.Addr, error) {
 // stopped when it returns; its error is returned with the report. The report is
 // returned whenever the run began; the error says what went wrong.
 func (r *Runner) Run(ctx context.Context, spec loadgen.Spec, workers int, during func(ctx context.Context) error) (*loadgen.Report, error) {
+	return r.run(ctx, spec, workers, during, true)
+}
+
+// RunNotify runs spec to its end, calling onLoad (if not nil) once the load phase
+// begins; the run goes on whatever onLoad does, and its error is returned with the
+// report.
+func (r *Runner) RunNotify(ctx context.Context, spec loadgen.Spec, workers int, onLoad func(ctx context.Context) error) (*loadgen.Report, error) {
+	return r.run(ctx, spec, workers, onLoad, false)
+}
+
+func (r *Runner) run(ctx context.Context, spec loadgen.Spec, workers int, during func(ctx context.Context) error, stopAfter bool) (*loadgen.Report, error) {
 	base, err := r.sourceBase()
 	if err != nil {
 		return nil, err
@@ -95,7 +107,9 @@ func (r *Runner) Run(ctx context.Context, spec loadgen.Spec, workers int, during
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer stop() // the hold ends with during
+			if stopAfter {
+				defer stop() // the hold ends with during
+			}
 			select {
 			case <-loaded:
 				duringErr = during(runCtx)

@@ -55,13 +55,15 @@ func TestRunHoldsWhileDuring(t *testing.T) {
 	}
 	first := rep.Workers[0].Source
 
+	// RunNotify tells of the load phase and lets the run go on to its end.
 	spec.Duration = loadgen.Duration(3 * time.Second)
-	rep, err = r.Run(ctx, spec, 1, nil)
+	notified := 0
+	rep, err = r.RunNotify(ctx, spec, 1, func(context.Context) error { notified++; return nil })
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.Stopped != "duration" || rep.Totals.Connected != 20 {
-		t.Errorf("stopped %q, connected %d", rep.Stopped, rep.Totals.Connected)
+	if rep.Stopped != "duration" || rep.Totals.Connected != 20 || notified != 1 {
+		t.Errorf("stopped %q, connected %d, notified %d times", rep.Stopped, rep.Totals.Connected, notified)
 	}
 	if first != "127.0.10.1" || rep.Workers[0].Source != "127.0.11.1" {
 		t.Errorf("sources %q then %q, want 127.0.10.1 then 127.0.11.1", first, rep.Workers[0].Source)

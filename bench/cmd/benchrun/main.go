@@ -38,7 +38,9 @@
 //     more processes than cores (the floor writes every publish to every socket);
 //  4. latency mode: a loadgen run of -publishes closed-loop publishes, one in
 //     flight (--publish-await, --publish-count): publish to last delivery (loadgen's
-//     completion) and publish to each delivery;
+//     completion) and publish to each delivery. Publishing starts -idle after every
+//     connection is up (--publish-delay), Herald's garbage collected meanwhile, as
+//     the old single run did between its memory reading and its publishes;
 //  5. throughput mode: a loadgen run with -window closed-loop publishes in flight
 //     for about -throughput: deliveries per second from the first publish to the
 //     last delivery (loadgen's completion), and the CPU the servers and the client

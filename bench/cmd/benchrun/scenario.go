@@ -142,12 +142,26 @@ func (r *runner) spec(d *deployment, prefix string, conns int) loadgen.Spec {
 
 // publishing turns s into closed-loop publishing: inFlight publishes in flight, each
 // waiting for its last delivery (loadgen's --publish-await), count of them (0: until
-// the drain).
-func publishing(s loadgen.Spec, inFlight, count int) loadgen.Spec {
+// the drain), starting -idle after every connection is up (--publish-delay), as the
+// connections of scenario a were idle before their memory was read.
+func (r *runner) publishing(s loadgen.Spec, inFlight, count int) loadgen.Spec {
 	s.Scenario = loadgen.ScenarioBroadcast
 	s.PublishRate, s.PublishConcurrency, s.PublishAwait, s.PublishCount = loadgen.PublishRateMax, inFlight, true, count
 	s.AwaitTimeout = loadgen.Duration(10 * time.Second)
+	s.PublishDelay = loadgen.Duration(r.o.idle)
 	return s
+}
+
+// settle is the hook of a publishing run's load phase: Herald collects its
+// garbage (as reading its heap did before scenario b), during the publish delay.
+func settle(d *deployment) func(ctx context.Context) error {
+	return func(ctx context.Context) error {
+		if d.isFloor() {
+			return nil
+		}
+		_, err := d.heap(ctx)
+		return err
+	}
 }
 
 // runBound bounds one loadgen run; runs end well before it (a fixed count of
@@ -280,7 +294,7 @@ func (r *runner) fanout(ctx context.Context, f *figures) error {
 		return err
 	}
 	fmt.Fprintf(r.log, "benchrun: %s: latency mode, %d publishes\n", f.Target, r.o.publishes)
-	lat, err := r.lg.Run(ctx, publishing(r.spec(d, channelPrefix, r.o.conns), 1, r.o.publishes), r.o.workers, nil)
+	lat, err := r.lg.RunNotify(ctx, r.publishing(r.spec(d, channelPrefix, r.o.conns), 1, r.o.publishes), r.o.workers, settle(d))
 	if err != nil {
 		return fmt.Errorf("latency mode: %w", err)
 	}
@@ -298,9 +312,10 @@ func (r *runner) fanout(ctx context.Context, f *figures) error {
 		return err
 	}
 	fmt.Fprintf(r.log, "benchrun: %s: throughput mode, %d in flight for %v\n", f.Target, r.o.window, r.o.throughput)
-	ts := publishing(r.spec(d, channelPrefix, r.o.conns), r.o.window, 0)
+	ts := r.publishing(r.spec(d, channelPrefix, r.o.conns), r.o.window, 0)
 	ts.Drain = loadgen.Duration(2 * time.Second)
-	ts.Duration = loadgen.Duration(time.Duration((lat.RampSeconds+1)*float64(time.Second)) + r.o.throughput + ts.Drain.D())
+	ts.Duration = loadgen.Duration(time.Duration((lat.RampSeconds+1)*float64(time.Second)) + ts.PublishDelay.D() +
+		r.o.throughput + ts.Drain.D())
 	ts.Duration = max(ts.Duration, 3*ts.Drain)
 	var before costs
 	if !d.isFloor() {
@@ -316,7 +331,7 @@ func (r *runner) fanout(ctx context.Context, f *figures) error {
 		before.redisPublish = calls["publish"]
 	}
 	smp := r.sampleCPU(d)
-	tput, err := r.lg.Run(ctx, ts, r.o.workers, nil)
+	tput, err := r.lg.RunNotify(ctx, ts, r.o.workers, settle(d))
 	samples := smp.end()
 	if err != nil {
 		return fmt.Errorf("throughput mode: %w", err)
@@ -395,7 +410,8 @@ func (r *runner) again(ctx context.Context, d *deployment, phase string) (*deplo
 // cluster adds here is its hop through Redis, not its fan-out.
 func (r *runner) probe(ctx context.Context, d *deployment, f *figures) error {
 	fmt.Fprintf(r.log, "benchrun: %s: probe, %d publishes to %d subscribers\n", f.Target, r.o.probes, probeConns)
-	s := publishing(r.spec(d, probePrefix, probeConns), 1, r.o.probes)
+	s := r.publishing(r.spec(d, probePrefix, probeConns), 1, r.o.probes)
+	s.PublishDelay = 0 // the connections of scenario a are idle already
 	s.MaxHandshakes = probeConns
 	rep, err := r.lg.Run(ctx, s, 1, nil)
 	if err != nil {
