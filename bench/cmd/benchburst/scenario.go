@@ -150,8 +150,12 @@ type figures struct {
 	Overrun int64 `json:"overrun,omitempty"`
 }
 
+// settleAfterRamp is how long publishing waits once every subscriber is up.
+const settleAfterRamp = 2 * time.Second
+
 // spec is a scenario as a loadgen run: -conns subscribers of one channel over
-// -workers worker processes (256 handshakes in flight each), then count publishes
+// -workers worker processes (256 handshakes in flight each), settleAfterRamp of
+// quiet (--publish-delay), then count publishes
 // to it one request at a time, at rate per second (loadgen.PublishRateMax: each
 // sent when the previous one was answered). The run ends when every accepted
 // publish has reached every subscriber, or nothing has arrived for 5 s, or -drain
@@ -161,6 +165,7 @@ func (r *runner) spec(t *target, rate float64, count int) loadgen.Spec {
 		Scenario: loadgen.ScenarioBroadcast, Target: "ws://" + t.node.Addr, AppID: appID, Key: appKey, Secret: appSecret,
 		Connections: r.o.conns, Ramp: 1e9, Spread: loadgen.SpreadOne, Channels: 1, ChannelPrefix: channelPrefix,
 		PublishRate: rate, PublishConcurrency: 1, PublishCount: count, PayloadSize: r.o.payload,
+		PublishDelay: loadgen.Duration(settleAfterRamp),
 		MaxHandshakes: 256, Drain: loadgen.Duration(r.o.drain), Duration: loadgen.Duration(3*r.o.drain + 2*time.Minute),
 		CloseTimeout: loadgen.Duration(10 * time.Second),
 	}
