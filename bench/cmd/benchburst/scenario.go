@@ -165,7 +165,7 @@ func (r *runner) spec(t *target, rate float64, count int) loadgen.Spec {
 		Scenario: loadgen.ScenarioBroadcast, Target: "ws://" + t.node.Addr, AppID: appID, Key: appKey, Secret: appSecret,
 		Connections: r.o.conns, Ramp: 1e9, Spread: loadgen.SpreadOne, Channels: 1, ChannelPrefix: channelPrefix,
 		PublishRate: rate, PublishConcurrency: 1, PublishCount: count, PayloadSize: r.o.payload,
-		PublishDelay: loadgen.Duration(settleAfterRamp),
+		PublishDelay:  loadgen.Duration(settleAfterRamp),
 		MaxHandshakes: 256, Drain: loadgen.Duration(r.o.drain), Duration: loadgen.Duration(3*r.o.drain + 2*time.Minute),
 		CloseTimeout: loadgen.Duration(10 * time.Second),
 	}
