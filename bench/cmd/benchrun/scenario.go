@@ -362,8 +362,9 @@ func (r *runner) fanout(ctx context.Context, f *figures) error {
 			return err
 		}
 		after.redisPublish = calls["publish"]
-		// The counters move only while publishing: over the load phase.
-		sec := tput.LoadEnded.Sub(tput.LoadStarted).Seconds()
+		// The counters move only while publishing: from the first publish to the
+		// last delivery (the load phase also holds the publish delay).
+		sec := c.LastDelivery.Sub(c.FirstSent).Seconds()
 		f.BrokerPublishedPerSec = ptr((after.metrics["herald_broker_published_messages_total"] - before.metrics["herald_broker_published_messages_total"]) / sec)
 		f.BrokerReceivedPerSec = ptr((after.metrics["herald_broker_received_messages_total"] - before.metrics["herald_broker_received_messages_total"]) / sec)
 		f.RedisPublishPerSec = ptr(float64(after.redisPublish-before.redisPublish) / sec)
