@@ -90,7 +90,8 @@ bench: build
 ## bursts of 100 back-to-back publishes, today's code (herald built from BASELINE, the
 ## last commit before gathering, by git archive) against this tree, in the same run:
 ## deliveries/s, publish-to-delivery p50/p99/max, publishes refused (503), peak RSS,
-## and every delivery accounted for. About 8 minutes. It prints the command it ran.
+## and every delivery accounted for. Every client is loadgen's (one run per scenario
+## and target). About 5 minutes. It prints the command it ran.
 BASELINE ?= dc108f2
 bench-burst:
 	$(GO) run ./bench/cmd/benchburst -baseline $(BASELINE) $(ARGS)

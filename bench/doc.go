@@ -1,10 +1,15 @@
 // Package bench holds Herald's load figures, the part of `make bench` that runs
 // processes: it is never part of `make test`.
 //
-//   - cmd/benchrun: the orchestrator. It builds herald, rawfloor and benchclient, runs
+//   - cmd/benchrun: the orchestrator. It builds herald, rawfloor and loadgen, runs
 //     each scenario against Herald on one node, against a 3-node Herald cluster
 //     joined through a redis-server, and against the raw floor, and prints a table
-//     (one node and cluster side by side) and a JSON line.
+//     (one node and cluster side by side) and a JSON line. Its clients are loadgen
+//     runs (package lgrun); it adds the servers' memory and CPU from /proc and
+//     /metrics.
+//   - lgrun: runs loadgen in-process (loadgen.Coordinator with spawned `loadgen
+//     worker` processes) and hands back its Report: the one way the benchmarks load
+//     a server.
 //   - cmd/benchcluster: the cluster under the product's load generator (make
 //     bench-cluster): messages per second through one Redis with 3 nodes, a
 //     presence storm across the nodes, with the redis-server's CPU per message, and
@@ -15,9 +20,10 @@
 //     their CPU, counters (summed, by label, histograms) and Redis command counts
 //     (shared by benchrun and benchcluster).
 //   - cmd/rawfloor: the raw write floor (one pre-built frame, write(2) per socket).
-//   - cmd/benchclient: a client worker process: a loadgen.Pool driven over its stdin
-//     and stdout by the orchestrator (package worker).
-//   - worker: the line protocol between the orchestrator and its client workers.
+//   - cmd/benchburst: fan-out at 1, 10 and 100 publishes/s and in bursts, today's
+//     code (built from a baseline commit) against this tree (make bench-burst).
+//   - cmd/soak: an hour (or --duration) of mixed load on 3 nodes and a redis-server,
+//     checking that nothing grows (make soak).
 //   - cmd/bench1m: a million connections on one machine as one cluster: about 55
 //     herald processes sharing a port with SO_REUSEPORT, joined through a redis-server
 //     (or a 3-master Redis Cluster) it starts, with one `loadgen run` (110 workers) as

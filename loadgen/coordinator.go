@@ -465,6 +465,7 @@ func (r *run) execute(ctx context.Context) {
 			r.broadcast(msgStop)
 		} else {
 			r.pub = pub
+			r.startTracking(pub, n)
 		}
 	}
 
@@ -536,9 +537,14 @@ func (r *run) execute(ctx context.Context) {
 					c.log.Warn("ramp not done by its deadline; load phase starts anyway", "open", r.open(),
 						"target", spec.Connections)
 				}
-			case phase == phaseLoad && !now.Before(drainAt):
+			case phase == phaseLoad && (!now.Before(drainAt) || r.publishedAll()):
+				if now.Before(drainAt) { // every publish of Spec.PublishCount answered
+					endAt = now.Add(spec.Drain.D())
+				}
 				r.endLoad()
 				phase = phaseDrain
+			case phase == phaseDrain && r.settled():
+				stopNow("complete")
 			case (phase == phaseDrain || phase == phaseRamp) && !now.Before(endAt):
 				stopNow("duration")
 			case phase == phaseStopping && (r.allFinal() || !now.Before(stopDeadline)):
@@ -612,6 +618,7 @@ func (r *run) handle(ev wevent, stopping bool) {
 			r.lose(w, err)
 			return
 		}
+		r.afterSnapshot(w, ev.msg.Snapshot)
 		if ev.msg.Snapshot.Final {
 			w.state = stateOK
 			if e := ev.msg.Snapshot.Error; e != "" {
@@ -622,6 +629,8 @@ func (r *run) handle(ev wevent, stopping bool) {
 				r.c.log.Warn("worker ended early", "worker", w.id, "why", ev.msg.Snapshot.Error)
 			}
 		}
+	case msgSeqs:
+		r.onSeqs(w, ev.msg.Seqs)
 	case msgFailed:
 		w.state = stateFailed
 		w.err = ev.msg.Error

@@ -33,6 +33,11 @@ type apiPublisher struct {
 	recs      []pubRecord // accepted publishes not yet taken by the run
 	tracked   int         // publishes recorded in recs over the run
 	schedule  []time.Duration
+
+	// track, when the spec tracks publishes (tracking.go), follows every event to
+	// its last delivery; finished counts the events answered (Spec.PublishCount).
+	track    *tracker
+	finished atomic.Int64
 }
 
 // maxTrackedBroadcasts bounds the publishes whose completion is followed one by
@@ -114,7 +119,15 @@ func (a *apiPublisher) stop(grace time.Duration) {
 	a.pub.Close()
 }
 
-// cancelPace stops the pacer only; senders finish what is queued.
+// paceStopped reports whether stop was called.
+func (a *apiPublisher) paceStopped() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.stopped
+}
+
+// cancelPace stops the pacer only; senders finish what is queued (at a fixed rate:
+// those publishes were due; at PublishRateMax nothing is, and the queue is dropped).
 func (a *apiPublisher) cancelPace() {
 	a.mu.Lock()
 	a.stopped = true
@@ -122,6 +135,15 @@ func (a *apiPublisher) cancelPace() {
 }
 
 func (a *apiPublisher) pace(ctx context.Context) {
+	if d := a.spec.PublishDelay.D(); d > 0 {
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-ctx.Done(): // a stop during the delay: its grace ends it
+			t.Stop()
+			return
+		}
+	}
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	begin := time.Now()
@@ -152,10 +174,11 @@ func (a *apiPublisher) pace(ctx context.Context) {
 			if a.spec.PublishRate == PublishRateMax {
 				// Keep the queue full: the senders take jobs as fast as they are
 				// answered; the tick only bounds how long a stop waits.
-				for {
+				for !a.countReached(issued) {
 					select {
 					case a.jobs <- next:
 						next = (next + a.spec.PublishBatch) % a.spec.PublishChannels
+						issued++
 						continue
 					case <-ctx.Done():
 						return
@@ -168,11 +191,12 @@ func (a *apiPublisher) pace(ctx context.Context) {
 			// Requests due: the rate counts events, a request carries PublishBatch.
 			batch := a.spec.PublishBatch
 			due := (int(a.spec.PublishRate*now.Sub(begin).Seconds()) + batch) / batch
-			for ; issued < due; issued++ {
+			for ; issued < due && !a.countReached(issued); issued++ {
 				select {
 				case a.jobs <- next:
 				default:
-					a.addErr("publish_overrun") // senders cannot keep up: the rate is not met
+					a.addErr("publish_overrun")  // senders cannot keep up: the rate is not met
+					a.finished.Add(int64(batch)) // never sent: done, for Spec.PublishCount
 				}
 				next = (next + batch) % a.spec.PublishChannels
 			}
@@ -190,15 +214,28 @@ func (a *apiPublisher) send(ctx context.Context) {
 	var bufs [][]byte
 	var seqs []uint64
 	for c := range a.jobs {
+		if a.spec.PublishRate == PublishRateMax && a.paceStopped() {
+			continue // queued only to keep the senders busy: nothing is due
+		}
 		var err error
 		now := time.Now().UnixNano()
 		seqs = seqs[:0]
 		if batch == 1 {
 			seq := a.n.Add(1)*a.stride + 1 - a.stride
+			var done <-chan struct{}
+			if a.track != nil {
+				done = a.track.register(seq, c, now)
+			}
 			buf = AppendPayload(buf[:0], seq, now, a.spec.PayloadSize)
 			err = a.pub.Publish(ctx, a.names[c], "loadgen", buf)
 			chans = append(chans[:0], c)
 			seqs = append(seqs, seq)
+			if a.track != nil {
+				a.track.answer(seq, err == nil)
+				if err == nil && a.spec.PublishAwait && !awaitDone(ctx, done, a.spec.AwaitTimeout.D()) && ctx.Err() == nil {
+					a.addErr("await_timeout")
+				}
+			}
 		} else {
 			events, chans = events[:0], chans[:0]
 			for i := 0; i < batch; i++ {
@@ -211,9 +248,18 @@ func (a *apiPublisher) send(ctx context.Context) {
 				seqs = append(seqs, seq)
 				events = append(events, BatchEvent{Channel: a.names[ch], Name: "loadgen", Data: bufs[i]})
 				chans = append(chans, ch)
+				if a.track != nil {
+					a.track.register(seq, ch, now)
+				}
 			}
 			err = a.pub.PublishBatch(ctx, events)
+			for _, seq := range seqs {
+				if a.track != nil {
+					a.track.answer(seq, err == nil)
+				}
+			}
 		}
+		a.finished.Add(int64(len(chans)))
 		switch {
 		case err == nil:
 			a.mu.Lock()
@@ -238,6 +284,11 @@ func (a *apiPublisher) send(ctx context.Context) {
 			a.addErr("publish_error")
 		}
 	}
+}
+
+// countReached reports whether issued requests carry Spec.PublishCount events.
+func (a *apiPublisher) countReached(issued int) bool {
+	return a.spec.PublishCount > 0 && issued*a.spec.PublishBatch >= a.spec.PublishCount
 }
 
 // publishStatus extracts the "NNN Text" status from an ErrPublish error message.

@@ -55,6 +55,8 @@ type run struct {
 	early     map[uint64]*SeqDeliveries // deliveries merged before their publish's record
 	lostConns int64
 	atClose   map[string]int64
+
+	x runExtras // tracking.go
 }
 
 // bcastState is one followed API publish.
@@ -433,6 +435,7 @@ func (r *run) report() *Report {
 		rep.Presence = ps
 	}
 	rep.Reordered = uint64(r.total.Reordered)
+	r.reportTracking(rep)
 	return rep
 }
 

@@ -50,6 +50,14 @@
 //     PublishTarget, by default the first server. PublishRate PublishRateMax
 //     publishes as fast as PublishConcurrency requests are answered;
 //     PublishBatch > 1 sends that many events per request (/batch_events).
+//     PublishCount publishes a fixed number of events and ends the run once
+//     each accepted one has reached all its subscribers; PublishAwait makes
+//     publishing closed-loop (each sender waits for its event's last delivery
+//     before the next, so PublishConcurrency is the publishes in flight from
+//     request to last delivery). Both follow every publish to its last delivery
+//     (tracking.go) and fill Report.Completion: publish-to-last-delivery, and
+//     deliveries per second from the first send to the last delivery. PublishDelay
+//     holds API publishing back for a while once every connection is up.
 //   - NewCoordinator(CoordinatorConfig) → Coordinator.Run(ctx) → *Report: spawns
 //     worker processes (this binary, "worker --join addr") and/or waits for remote
 //     ones, plans, drives the phases, merges snapshots exactly, and builds the
@@ -93,11 +101,16 @@
 //	                      {"type":"quiesce"}  stop sending (drain before the end)
 //	                      {"type":"stop"}     close connections (bounded), send the final snapshot
 //	worker → coordinator  {"type":"failed","error":…} when the plan cannot run
+//	worker → coordinator  {"type":"seqs","seqs":[[seq,count,last_ns],…]} about every
+//	                      millisecond, only when publishes are tracked: the changed
+//	                      cumulative delivery counts of the recent API publishes
 //
 // A snapshot carries deltas since the previous one (Stats with both histograms in
 // the HdrHistogram V2 encoding, obtained exactly with Stats.Sub; per-channel
 // client events sent, deliveries and duplicates) and gauges (open connections,
-// subscribed connections per channel, heap and RSS). The coordinator adds the
+// subscribed connections per channel, heap and RSS; once each, the memory after a GC
+// before the first dial and when the load phase began, which Report.Workers
+// carries as mem_start and mem_load). The coordinator adds the
 // deltas, so totals and percentiles are exact merges, never averages; each
 // 1-second Series sample is the merge of that interval's deltas.
 //

@@ -46,6 +46,9 @@ type Report struct {
 	Presence *PresenceSummary `json:"presence,omitempty"`
 	// Broadcasts is filled for runs that published through the HTTP API.
 	Broadcasts *BroadcastSummary `json:"broadcasts,omitempty"`
+	// Completion is filled when publishes were tracked (Spec.PublishCount or
+	// Spec.PublishAwait): each API publish from its send to its last delivery.
+	Completion *CompletionSummary `json:"completion,omitempty"`
 }
 
 // BroadcastSummary follows each API publish (the first maxTrackedBroadcasts of a
@@ -71,6 +74,36 @@ type BroadcastItem struct {
 	Duplicated   uint64    `json:"duplicated"`
 	CompletionMs float64   `json:"completion_ms"` // to the last delivery received
 	Complete     bool      `json:"complete"`
+}
+
+// CompletionSummary follows every tracked API publish from the moment it was sent
+// (the timestamp in its payload) to its last delivery: the latest receive time,
+// over every worker, once the publish had been received as many times as its
+// channel had subscribers when it was sent.
+type CompletionSummary struct {
+	Accepted   uint64 `json:"accepted"`   // tracked publishes the server accepted
+	Complete   uint64 `json:"complete"`   // of those, received by every subscriber
+	Incomplete uint64 `json:"incomplete"` // accepted but not complete by the end
+	// Latency is publish-to-last-delivery of the complete publishes.
+	Latency Distribution `json:"latency"`
+	// FirstSent is when the first tracked publish was sent, LastDelivery the latest
+	// receive time of a complete one; Deliveries counts the deliveries of the
+	// complete publishes, and DeliveriesPerSec and PublishesPerSec are them (and
+	// Complete) over that span: the throughput of closed-loop publishing.
+	FirstSent    time.Time `json:"first_sent,omitzero"`
+	LastDelivery time.Time `json:"last_delivery,omitzero"`
+	// LastReceived is the latest receive time of any accepted tracked publish,
+	// complete or not.
+	LastReceived     time.Time `json:"last_received,omitzero"`
+	Deliveries       uint64    `json:"deliveries"`
+	DeliveriesPerSec float64   `json:"deliveries_per_sec"`
+	PublishesPerSec  float64   `json:"publishes_per_sec"`
+}
+
+// WorkerMem is a worker process's memory after a GC.
+type WorkerMem struct {
+	RSSBytes  int64 `json:"rss_bytes"`  // resident set size
+	HeapBytes int64 `json:"heap_bytes"` // Go heap in use (HeapInuse)
 }
 
 // PresenceSummary is what a run on presence channels measured. Joins and leaves
@@ -133,6 +166,11 @@ type WorkerSummary struct {
 	// Coalesced counts its snapshots that the coordinator folded into the next one
 	// because it was behind (exact: deltas add).
 	Coalesced int `json:"coalesced,omitempty"`
+	// MemStart is the worker's memory once its pool ran, before the first dial;
+	// MemLoad when the load phase began (every connection up, nothing published
+	// yet). Their difference over Connected is its memory per connection.
+	MemStart *WorkerMem `json:"mem_start,omitempty"`
+	MemLoad  *WorkerMem `json:"mem_load,omitempty"`
 }
 
 // Totals are whole-run counts, merged exactly across workers.

@@ -103,6 +103,29 @@ type Spec struct {
 	PayloadSize int `json:"payload_size"`
 	// PublishConcurrency bounds the publishes in flight. Default 16.
 	PublishConcurrency int `json:"publish_concurrency"`
+	// PublishDelay is how long API publishing waits once the load phase has
+	// begun (every connection up), for example for the server to settle after the
+	// ramp. Default 0; it counts in Duration.
+	PublishDelay Duration `json:"publish_delay,omitempty"`
+	// PublishCount, if > 0, is how many events the run publishes: once they are
+	// all answered the load phase ends, and the drain ends as soon as every
+	// accepted one has reached all its subscribers, or none of their deliveries
+	// has arrived for 5 s (the rest are lost), at most Drain later. A publish the
+	// senders could not keep up with (publish_overrun) counts as done. Every
+	// publish is tracked to its last delivery (Report.Completion). Default 0: no
+	// limit, publishing runs until the drain.
+	PublishCount int `json:"publish_count,omitempty"`
+	// PublishAwait makes publishing closed-loop: each of the PublishConcurrency
+	// senders, once the server accepted its event, waits until every subscriber of
+	// the channel has received it (as the workers report, within about a
+	// millisecond) or AwaitTimeout passes, before it sends the next. So
+	// PublishConcurrency is the number of publishes in flight from request to last
+	// delivery. Every publish is tracked (Report.Completion). PublishBatch must be 1.
+	PublishAwait bool `json:"publish_await,omitempty"`
+	// AwaitTimeout bounds the wait for one publish's deliveries with PublishAwait;
+	// a publish not complete by then counts as the error "await_timeout". Default
+	// 10 s.
+	AwaitTimeout Duration `json:"await_timeout,omitempty"`
 	// ChurnRate is connections closed and opened per second while holding about
 	// Connections (churn default 10% of Connections per second, presence-storm the
 	// same; else 0).
@@ -304,6 +327,9 @@ func (s *Spec) Normalize() error {
 	}
 	if s.PublishConcurrency <= 0 {
 		s.PublishConcurrency = 16
+	}
+	if err := s.normalizeTracking(); err != nil {
+		return err
 	}
 	if s.ChurnRate == 0 && (s.Scenario == ScenarioChurn || s.Scenario == ScenarioPresenceStorm) {
 		s.ChurnRate = math.Max(1, float64(s.Connections)/10)

@@ -79,6 +79,13 @@ func WriteSummary(out io.Writer, r *Report) error {
 		p("%s\t%d\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f", d.name, d.d.Count, d.d.MinMs, d.d.MeanMs,
 			d.d.P50Ms, d.d.P90Ms, d.d.P95Ms, d.d.P99Ms, d.d.P999Ms, d.d.MaxMs)
 	}
+	if c := r.Completion; c != nil {
+		p("")
+		p("COMPLETION\t(publish → last delivery, tracked publishes)")
+		p("  accepted\t%d\tcomplete %d, incomplete %d", c.Accepted, c.Complete, c.Incomplete)
+		p("  p50 / p99 / max\t%.2f / %.2f / %.2f ms", c.Latency.P50Ms, c.Latency.P99Ms, c.Latency.MaxMs)
+		p("  deliveries\t%d\t%.1f/s, %.1f publishes/s (first send to last delivery)", c.Deliveries, c.DeliveriesPerSec, c.PublishesPerSec)
+	}
 	p("")
 	p("ERRORS\t%d\trate %.4f%%", sumErrors(t.Errors), 100*t.ErrorRate)
 	for _, k := range slices.Sorted(maps.Keys(t.Errors)) {

@@ -131,6 +131,8 @@ type worker struct {
 	bmu    sync.Mutex // guards bcast (OnEvent runs on every loop)
 	bcast  map[uint64]*SeqDeliveries
 	bextra int64 // API deliveries not tracked: bcast was full
+
+	seqs *seqReporter // nil unless publishes are tracked (tracking.go)
 }
 
 // maxBcastPending bounds the API sequence numbers a worker follows between two
@@ -194,6 +196,7 @@ func newWorker(plan *Plan, log *slog.Logger) (*worker, error) {
 		slot:   uint64(plan.WorkerID) + 1,
 		bcast:  map[uint64]*SeqDeliveries{},
 	}
+	w.seqs = newSeqReporter(spec, w.stride)
 	for i, n := range w.names {
 		w.index[n] = i
 	}
@@ -237,6 +240,7 @@ func newWorker(plan *Plan, log *slog.Logger) (*worker, error) {
 			if ev.Seq == 0 {
 				return
 			}
+			w.seqs.observe(ev.Seq)
 			if i, ok := w.index[string(ev.Channel)]; ok {
 				w.delivered[i].Add(1)
 				if ev.Duplicate {
@@ -249,6 +253,7 @@ func newWorker(plan *Plan, log *slog.Logger) (*worker, error) {
 	if w.pool, err = New(cfg); err != nil {
 		return nil, err
 	}
+	w.seqs.attach(w.pool)
 	return w, nil
 }
 
@@ -291,6 +296,7 @@ func (w *worker) run(ctx context.Context, cd *codec) error {
 		return err
 	}
 	defer w.pool.Close()
+	memStart := readWorkerMem()
 
 	cmds := make(chan string, 8)
 	readErr := make(chan error, 1)
@@ -344,12 +350,15 @@ func (w *worker) run(ctx context.Context, cd *codec) error {
 	snap := time.NewTicker(snapshotEvery)
 	defer snap.Stop()
 
+	seqTicks, stopSeqTicks := w.seqs.ticks()
+	defer stopSeqTicks()
+
 	var (
 		dialed               int
 		loading, rampSent    bool
 		last                 = time.Now()
 		churnDue, chatterDue float64
-		sn                   = &snapshotter{w: w}
+		sn                   = &snapshotter{w: w, memStart: memStart}
 	)
 	// offer sends a periodic snapshot unless the previous one is still on its way
 	// (the coordinator is behind): then it is skipped, and the next one carries its
@@ -388,10 +397,20 @@ func (w *worker) run(ctx context.Context, cd *codec) error {
 			switch c {
 			case msgLoad:
 				loading = true
+				sn.memLoad = readWorkerMem()
 			case msgQuiesce:
 				loading = false
 			case msgStop:
 				return w.finish(out, sn, "")
+			}
+		case <-seqTicks:
+			// Counts are cumulative: a report skipped while a snapshot is on its
+			// way (the coordinator is behind) is carried by the next one.
+			if out.busy() {
+				continue
+			}
+			if err := w.seqs.report(cd); err != nil {
+				return err
 			}
 		case <-snap.C:
 			if err := offer(); err != nil {
@@ -554,9 +573,10 @@ type snapshotter struct {
 	prev                            *Stats
 	prevSent                        int64
 	prevChanSent, prevDeliv, prevDu []int64
-	thinned                         int    // periodic snapshots skipped: the previous one was not written yet
-	err                             error  // why build returned nil
-	before                          *Stats // the pool's figures just before the final close
+	thinned                         int        // periodic snapshots skipped: the previous one was not written yet
+	err                             error      // why build returned nil
+	before                          *Stats     // the pool's figures just before the final close
+	memStart, memLoad               *WorkerMem // sent once each (tracking.go)
 }
 
 // build returns the next snapshot message, or nil when there is none to send now
@@ -631,6 +651,7 @@ func (s *snapshotter) build(final bool, why string) *ctrlMsg {
 	}
 	snap.HeapBytes = heapInUse()
 	snap.RSSBytes = readRSS()
+	snap.MemStart, snap.MemLoad, s.memStart, s.memLoad = s.memStart, s.memLoad, nil, nil
 	return &ctrlMsg{Type: msgSnapshot, Snapshot: snap}
 }
 

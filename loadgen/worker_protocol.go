@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync"
 	"time"
 )
 
@@ -27,6 +28,7 @@ const (
 	msgStop     = "stop"     // coordinator → worker: close connections, send the final snapshot
 	msgSnapshot = "snapshot" // worker → coordinator, every second and a final one
 	msgFailed   = "failed"   // worker → coordinator: the worker cannot run its plan
+	msgSeqs     = "seqs"     // worker → coordinator: deliveries of tracked publishes (tracking.go)
 )
 
 // ctrlMsg is one JSON line of the protocol.
@@ -37,6 +39,9 @@ type ctrlMsg struct {
 	Plan     *Plan     `json:"plan,omitempty"`
 	Snapshot *Snapshot `json:"snapshot,omitempty"`
 	Error    string    `json:"error,omitempty"`
+	// Seqs (type "seqs") are [seq, deliveries so far, latest receive unix ns] of
+	// tracked API publishes whose count changed since the worker's last "seqs".
+	Seqs [][3]int64 `json:"seqs,omitempty"`
 }
 
 // hello introduces a worker.
@@ -90,6 +95,12 @@ type Snapshot struct {
 	// AtClose, in the final snapshot, is the reasons counted while loadgen closed
 	// its own connections at the end (close_timeout, ...): not errors of the run.
 	AtClose map[string]int64 `json:"at_close,omitempty"`
+	// MemStart (once the pool runs, before the first dial) and MemLoad (when the
+	// load phase begins: every connection up, nothing published yet) are the
+	// worker's memory after a GC, each sent once, in the first snapshot after it
+	// was taken.
+	MemStart *WorkerMem `json:"mem_start,omitempty"`
+	MemLoad  *WorkerMem `json:"mem_load,omitempty"`
 }
 
 // SeqDeliveries is what a worker received of one sequence number in an interval.
@@ -123,6 +134,12 @@ func (s *Snapshot) coalesce(t *Snapshot) error {
 	}
 	s.RampSeconds = max(s.RampSeconds, t.RampSeconds)
 	s.Broadcasts = append(s.Broadcasts, t.Broadcasts...) // the coordinator adds by seq
+	if t.MemStart != nil {
+		s.MemStart = t.MemStart
+	}
+	if t.MemLoad != nil {
+		s.MemLoad = t.MemLoad
+	}
 	return nil
 }
 
@@ -131,6 +148,7 @@ func (s *Snapshot) coalesce(t *Snapshot) error {
 type codec struct {
 	conn net.Conn
 	r    *bufio.Reader
+	wmu  sync.Mutex // a worker writes snapshots (snapSender) and seqs (its loop)
 	w    *bufio.Writer
 }
 
@@ -146,6 +164,8 @@ func (c *codec) send(m *ctrlMsg, timeout time.Duration) error {
 	if err != nil {
 		return fmt.Errorf("%w: encode %s: %w", ErrProtocol, m.Type, err)
 	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
 	_ = c.conn.SetWriteDeadline(time.Now().Add(timeout))
 	b = append(b, '\n')
 	if _, err := c.w.Write(b); err != nil {

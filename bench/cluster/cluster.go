@@ -31,7 +31,6 @@ import (
 	"time"
 
 	"github.com/herald-rt/herald/bench/proc"
-	"github.com/herald-rt/herald/bench/worker"
 )
 
 // ErrNotFormed: the nodes did not all see each other in time.
@@ -159,7 +158,7 @@ func (c *Cluster) Stop() {
 func (c *Cluster) CPU() (time.Duration, error) {
 	var total time.Duration
 	for _, n := range c.Nodes {
-		d, err := worker.ReadCPU(n.PID())
+		d, err := proc.ReadCPU(n.PID())
 		if err != nil {
 			return 0, err
 		}
@@ -169,7 +168,7 @@ func (c *Cluster) CPU() (time.Duration, error) {
 }
 
 // RedisCPU is the CPU time the redis-server has used.
-func (c *Cluster) RedisCPU() (time.Duration, error) { return worker.ReadCPU(c.Redis.PID()) }
+func (c *Cluster) RedisCPU() (time.Duration, error) { return proc.ReadCPU(c.Redis.PID()) }
 
 // Counters are the nodes' metrics, summed (see Scrape).
 func (c *Cluster) Counters(ctx context.Context) (Metrics, error) {

@@ -1,5 +1,7 @@
 // Package proc runs the processes of Herald's benchmarks: it builds the module's
-// commands, starts a server and waits for its ready line, and stops it by PID. Every
+// commands, starts a server and waits for its ready line, and stops it by PID; it
+// reads a process's memory and CPU time from /proc (ReadRSS, ReadCPU) and finds its
+// children (Children). Every
 // wait is bounded, and a started process dies with its parent (Pdeathsig), so that a
 // benchmark never leaves servers behind.
 //
@@ -19,6 +21,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -234,4 +237,91 @@ func QuoteArgs(args []string) string {
 		}
 	}
 	return b.String()
+}
+
+// ReadRSS returns the VmRSS of process pid in bytes, from /proc/<pid>/status.
+func ReadRSS(pid int) (int64, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0, fmt.Errorf("proc: rss: %w", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			f := strings.Fields(v) // "12345 kB"
+			if len(f) == 2 && f[1] == "kB" {
+				n, err := strconv.ParseInt(f[0], 10, 64)
+				if err == nil {
+					return n << 10, nil
+				}
+			}
+		}
+	}
+	return 0, fmt.Errorf("proc: rss: no VmRSS in /proc/%d/status", pid)
+}
+
+// ReadCPU returns the CPU time (user + system) process pid has used, from
+// /proc/<pid>/stat, at the kernel's clock-tick resolution (usually 10 ms).
+func ReadCPU(pid int) (time.Duration, error) {
+	f, err := statFields(pid)
+	if err != nil {
+		return 0, fmt.Errorf("proc: cpu: %w", err)
+	}
+	var ticks int64
+	for _, s := range f[11:13] { // utime, stime: fields 14 and 15
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("proc: cpu: %w", err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * time.Second / clockTicks, nil
+}
+
+// clockTicks is USER_HZ, 100 on every Linux architecture Go supports.
+const clockTicks = 100
+
+// statFields returns the fields of /proc/<pid>/stat after the command name (field
+// 3, the state, first). The name may hold spaces; the fields count from after its
+// closing parenthesis.
+func statFields(pid int) ([]string, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return nil, err
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return nil, fmt.Errorf("/proc/%d/stat: no command name", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return nil, fmt.Errorf("/proc/%d/stat: short", pid)
+	}
+	return f, nil
+}
+
+// Children returns the processes whose parent is ppid and whose executable is exe
+// (any executable when exe is ""), from /proc.
+func Children(ppid int, exe string) []int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		f, err := statFields(pid)
+		if err != nil || f[1] != strconv.Itoa(ppid) {
+			continue
+		}
+		if exe != "" {
+			if p, err := os.Readlink("/proc/" + e.Name() + "/exe"); err != nil || p != exe {
+				continue
+			}
+		}
+		out = append(out, pid)
+	}
+	return out
 }

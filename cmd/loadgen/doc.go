@@ -41,6 +41,17 @@
 // are answered, instead of at a fixed rate; --publish-batch N sends N events (each
 // on the next channel) per request through /apps/{id}/batch_events.
 //
+// --publish-count N publishes N events and ends the run as soon as each accepted
+// one has reached all its subscribers, or none of their deliveries has arrived for
+// 5 s (at most --drain after the last answer);
+// --publish-await makes publishing closed-loop: each of the --publish-concurrency
+// senders waits for its event's last delivery before it sends the next. Both
+// follow every publish to its last delivery: the summary's COMPLETION and the
+// report's "completion" give publish-to-last-delivery p50/p99/max and deliveries
+// per second from the first send to the last delivery. --publish-delay D starts
+// publishing D after every connection is up (for the server to settle after the
+// ramp).
+//
 // On presence channels (presence-storm, or --kind presence) each member's
 // user_info carries its join time, so every member_added is a latency sample
 // (join → member_added as the other members see it, across nodes); the summary and

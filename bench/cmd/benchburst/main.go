@@ -3,31 +3,36 @@
 // today's code in the same run: `make bench-burst` runs it, and `make bench` calls
 // that.
 //
-// Two targets, each one herald node (in-memory broker) on loopback with -conns
-// subscribers on one channel, held by client worker processes (cmd/benchclient):
+// Two targets, each one herald node (in-memory broker) on loopback:
 //
 //   - today: herald built from -baseline (default dc108f2, the last commit before
 //     gathering), extracted with `git archive` into the temporary directory;
 //   - gathered: herald built from this tree.
 //
-// Both are started and connected first; then every scenario runs on one target and
-// then on the other (the idle one costs nothing: its sockets are quiet), so that both
-// see the same machine:
+// Both are started first; then every scenario runs on one target and then on the
+// other, so that both see the same machine. Each scenario is one run of loadgen,
+// the product's load generator, in-process (package bench/lgrun: -workers spawned
+// `loadgen worker` processes) with -conns subscribers of one channel, and its
+// figures come from loadgen's report (publishes followed to their last delivery,
+// --publish-count) plus the server's /metrics and /proc:
 //
 //  1. rate R (R in -rates, default 1, 10 and 100 publishes per second): one publisher
-//     sends sequentially, one request at a time, on a schedule of R per second for
-//     -duration; a publish answered 503 (server busy) is not retried (it is what the
-//     publisher was told), one answered otherwise is an error. Then it waits until
-//     every accepted publish is delivered or accounted for (at most -drain).
-//     Reported: publishes accepted and refused, deliveries per second (deliveries ÷
-//     time from the first publish to the last delivery), publish-to-delivery p50,
-//     p99 and max, the server's peak RSS during the scenario, the deliveries the
-//     server counted as dropped (herald_dropped_total{reason="delivery_*"}), and the
-//     unaccounted ones: accepted × subscribers − delivered − dropped, which must be 0.
+//     sends R × -duration publishes sequentially, one request at a time, on a
+//     schedule of R per second (loadgen --publish-rate R --publish-concurrency 1
+//     --publish-count); a publish answered 503 (server busy) is not retried (it is
+//     what the publisher was told), one answered otherwise is an error, one the
+//     schedule called for while the previous was unanswered is not sent (overrun,
+//     noted). Then it waits until every accepted publish is delivered, or nothing
+//     has arrived for 5 s (at most -drain). Reported: publishes accepted and
+//     refused, deliveries per second (deliveries ÷ time from the first publish to
+//     the last delivery), publish-to-delivery p50, p99 and max, the server's peak
+//     RSS over the publishing and the drain, the deliveries the server counted as
+//     dropped (herald_dropped_total{reason="delivery_*"}), and the unaccounted ones:
+//     accepted × subscribers − delivered − dropped, which must be 0.
 //  2. burst: -burst publishes back to back (each sent when the previous one was
-//     answered), -bursts times: deliveries per second (-burst × subscribers ÷ time
-//     from the first publish to the last delivery) and publish-to-delivery p50, p99
-//     and max; the median burst is reported, the target being gathered ≥ 1.5 × today.
+//     answered: --publish-rate max), -bursts times: deliveries per second and
+//     publish-to-delivery p50, p99 and max; the median burst is reported, the
+//     target being gathered ≥ 1.5 × today.
 //
 // Every process it starts is stopped by PID when it ends, on failure, and on Ctrl-C;
 // everything listens on 127.0.0.1. It prints a table and a JSON line.
@@ -49,6 +54,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/herald-rt/herald/bench/lgrun"
 	"github.com/herald-rt/herald/bench/proc"
 )
 
@@ -128,7 +134,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	r := &runner{o: o, dir: dir, log: stderr, nextSrc: 2}
+	r := &runner{o: o, dir: dir, log: stderr,
+		lg: &lgrun.Runner{Loadgen: filepath.Join(dir, "loadgen"), Log: stderr}}
 	var ts []*target
 	defer func() {
 		for _, t := range ts {
@@ -184,15 +191,15 @@ func run(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// build compiles benchclient and the gathered herald from this tree, and today's
+// build compiles loadgen and the gathered herald from this tree, and today's
 // herald from o.baseline (git archive into dir/baseline), into dir.
 func build(ctx context.Context, o options, dir string, log io.Writer) (map[string]string, error) {
 	root, err := proc.ModuleRoot(ctx, o.goBin)
 	if err != nil {
 		return nil, err
 	}
-	fmt.Fprintln(log, "benchburst: building benchclient and herald (this tree)")
-	if err := proc.Build(ctx, o.goBin, root, dir, "benchclient", "./bench/cmd/benchclient"); err != nil {
+	fmt.Fprintln(log, "benchburst: building loadgen and herald (this tree)")
+	if err := proc.Build(ctx, o.goBin, root, dir, "loadgen", "./cmd/loadgen"); err != nil {
 		return nil, err
 	}
 	bins := map[string]string{}

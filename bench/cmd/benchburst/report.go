@@ -75,6 +75,13 @@ func (r *report) print(w io.Writer) {
 		}
 	}
 	_ = tw.Flush()
+	for _, s := range r.Scenarios {
+		for _, t := range r.Targets {
+			if f := r.Results[s][t]; f != nil && f.Overrun > 0 {
+				fmt.Fprintf(w, "%s, %s: %d publishes not sent on schedule (the previous one was unanswered)\n", s, t, f.Overrun)
+			}
+		}
+	}
 	fmt.Fprintln(w, "\ndeliveries/s: deliveries ÷ (first publish → last delivery); p50/p99/max: publish → each delivery;")
 	fmt.Fprintln(w, "dropped: deliveries the server counted as dropped (herald_dropped_total{reason=delivery_*});")
 	fmt.Fprintln(w, "unaccounted: taken × subscribers − delivered − dropped (a silent loss when not 0).")

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestMedianBurst(t *testing.T) {
@@ -32,6 +33,26 @@ func TestReportPrint(t *testing.T) {
 		"burst of 100 (median of 3)", "2.00x (target >= 1.50x)", `"deliveries_per_s":160000`} {
 		if !strings.Contains(out, want) {
 			t.Errorf("missing %q in:\n%s", want, out)
+		}
+	}
+}
+
+// The peak RSS of a scenario is taken over its load phase: the reading in force
+// when it began and the later ones, not the ramp's.
+func TestPeakFrom(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	ss := []rssSample{{t0, 900}, {t0.Add(time.Second), 100}, {t0.Add(2 * time.Second), 300}, {t0.Add(3 * time.Second), 200}}
+	for _, c := range []struct {
+		from time.Duration
+		want int64
+	}{
+		{1500 * time.Millisecond, 300}, // the ramp's 900 is left out; 100 was in force at 1.5 s
+		{-time.Second, 900},            // from before every sample: all of them
+		{time.Hour, 200},               // after every sample: the last one is in force
+		{0, 900},
+	} {
+		if got := peakFrom(ss, t0.Add(c.from)); got != c.want {
+			t.Errorf("peakFrom(%v) = %d, want %d", c.from, got, c.want)
 		}
 	}
 }

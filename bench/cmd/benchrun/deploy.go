@@ -10,7 +10,6 @@ import (
 
 	"github.com/herald-rt/herald/bench/cluster"
 	"github.com/herald-rt/herald/bench/proc"
-	"github.com/herald-rt/herald/bench/worker"
 )
 
 // Targets.
@@ -34,11 +33,12 @@ type deployment struct {
 	redis  *cluster.Cluster // herald-cluster only
 }
 
-// clientAddr is what a client worker's --addr gets: every node, comma-separated.
-func (d *deployment) clientAddr() string {
+// clientTargets is loadgen's target: every node, comma-separated (each worker
+// spreads its connections over them round-robin).
+func (d *deployment) clientTargets() string {
 	addrs := make([]string, len(d.nodes))
 	for i, n := range d.nodes {
-		addrs[i] = n.Addr
+		addrs[i] = "ws://" + n.Addr
 	}
 	return strings.Join(addrs, ",")
 }
@@ -65,7 +65,7 @@ func (d *deployment) stop() {
 func (d *deployment) cpu() (time.Duration, error) {
 	var total time.Duration
 	for _, n := range d.nodes {
-		c, err := worker.ReadCPU(n.PID())
+		c, err := proc.ReadCPU(n.PID())
 		if err != nil {
 			return 0, err
 		}
@@ -78,7 +78,7 @@ func (d *deployment) cpu() (time.Duration, error) {
 func (d *deployment) rss() (int64, error) {
 	var total int64
 	for _, n := range d.nodes {
-		r, err := worker.ReadRSS(n.PID())
+		r, err := proc.ReadRSS(n.PID())
 		if err != nil {
 			return 0, err
 		}

@@ -17,24 +17,38 @@
 //     commands as Redis counts them).
 //   - rawfloor: the least a server can do (one pre-built frame, write(2) per socket).
 //
-// It builds herald, rawfloor and benchclient into a temporary directory, then for each
-// target:
+// It builds herald, rawfloor and loadgen into a temporary directory. Every client
+// connection is loadgen's: runs of the product's load generator in-process
+// (package bench/lgrun: loadgen.Coordinator with -workers spawned `loadgen worker`
+// processes, each on fresh source addresses in 127.0.0.0/8), whose figures come
+// from loadgen's Report. For each target:
 //
 //  1. starts the server(s), reads their VmRSS (and, for Herald, the Go heap in use
 //     from the admin port's /metrics after a GC);
-//  2. starts client workers (benchclient processes, on fresh source addresses in
-//     127.0.0.0/8), which open -conns connections subscribed to one channel;
-//  3. after -idle, reads the memory again: growth per connection (scenario a);
-//  4. publishes -publishes messages one at a time, each waiting for every delivery:
-//     publish-to-last-delivery latency; then keeps -window publishes in flight for
-//     -throughput: deliveries per second (scenario b);
-//  5. with those connections idle, publishes -probes messages one at a time to a
-//     channel of 3 subscribers (one per node for the cluster): publish-to-delivery
-//     with a small fan-out, where what the cluster adds is its hop through Redis
-//     rather than 15,000 writes shared by more processes than cores (herald
-//     targets only: the floor writes every publish to every socket);
-//  6. closes everything, starts fresh servers and opens -conns connections with at
-//     most -handshakes in flight: upgrades per second (scenario c).
+//  2. hold: -conns connections subscribed to one channel, opened at once with at
+//     most -handshakes in flight; once all are up, after -idle, reads the server's
+//     memory again: growth per connection; the client's is the workers' own
+//     reading after a GC, before their first dial and once all were up (loadgen's
+//     mem_start and mem_load) (scenario a);
+//  3. probe (herald targets only), while those connections stay idle: a second
+//     loadgen run of 3 connections on their own channel (one per node for the
+//     cluster), -probes publishes one at a time, each waiting for its 3
+//     deliveries: publish-to-delivery with a small fan-out, where what the
+//     cluster adds is its hop through Redis rather than 15,000 writes shared by
+//     more processes than cores (the floor writes every publish to every socket);
+//  4. latency mode: a loadgen run of -publishes closed-loop publishes, one in
+//     flight (--publish-await, --publish-count): publish to last delivery (loadgen's
+//     completion) and publish to each delivery. Publishing starts -idle after every
+//     connection is up (--publish-delay), Herald's garbage collected meanwhile, as
+//     the old single run did between its memory reading and its publishes;
+//  5. throughput mode: a loadgen run with -window closed-loop publishes in flight
+//     for about -throughput: deliveries per second from the first publish to the
+//     last delivery (loadgen's completion), and the CPU the servers and the client
+//     workers used over that span (/proc, sampled every 20 ms) per delivery
+//     (scenario b). The floor gets a fresh process for each of these runs;
+//  6. starts fresh servers and opens -conns connections with at most -handshakes
+//     in flight, no channel: upgrades per second (loadgen's connect rate over its
+//     ramp) and socket() to connection_established (scenario c).
 //
 // The table puts one node and the cluster side by side: cluster deliveries/s ÷
 // one-node deliveries/s (target >= 0.9) and the publish-to-delivery p50 the cluster
@@ -52,34 +66,36 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/herald-rt/herald/bench/proc"
 	"io"
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/herald-rt/herald/bench/lgrun"
+	"github.com/herald-rt/herald/bench/proc"
 )
 
 type options struct {
-	conns         int
-	workers       int
-	loops         int
-	handshakes    int
-	publishes     int
-	probes        int
-	window        int
-	payload       int
-	idle          time.Duration
-	throughput    time.Duration
-	targets       []string
-	keep          bool
-	clientProfile bool
-	goBin         string
+	conns      int
+	workers    int
+	loops      int
+	handshakes int
+	publishes  int
+	probes     int
+	window     int
+	payload    int
+	idle       time.Duration
+	throughput time.Duration
+	targets    []string
+	keep       bool
+	goBin      string
 }
 
 func main() {
@@ -99,18 +115,17 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("benchrun", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.IntVar(&o.conns, "conns", 15000, "connections per scenario")
-	fs.IntVar(&o.workers, "workers", 1, "client worker processes (each holds conns/workers sockets; keep under ~19,000 each)")
+	fs.IntVar(&o.workers, "workers", 1, "loadgen worker processes (each holds conns/workers sockets; keep under ~19,000 each)")
 	fs.IntVar(&o.loops, "loops", 0, "epoll loops per worker (0: one per CPU)")
 	fs.IntVar(&o.handshakes, "handshakes", 512, "handshakes in flight at most, over all workers")
 	fs.IntVar(&o.publishes, "publishes", 100, "latency mode: publishes, each waiting for all deliveries")
 	fs.IntVar(&o.probes, "probes", 200, "probe: publishes to a channel of 3 subscribers (one per cluster node), one at a time (0: no probe)")
 	fs.IntVar(&o.window, "window", 4, "throughput mode: publishes in flight")
 	fs.IntVar(&o.payload, "payload", 100, "event data bytes")
-	fs.DurationVar(&o.idle, "idle", 5*time.Second, "idle time before the memory reading")
-	fs.DurationVar(&o.throughput, "throughput", 5*time.Second, "throughput mode duration")
+	fs.DurationVar(&o.idle, "idle", 5*time.Second, "idle time before the memory reading, and before publishing in the latency and throughput runs")
+	fs.DurationVar(&o.throughput, "throughput", 5*time.Second, "throughput mode duration (about: the load phase of its loadgen run)")
 	fs.StringVar(&targets, "targets", "herald,herald-cluster,rawfloor", "targets to measure, comma-separated: herald (one node), herald-cluster (3 nodes and a redis-server), rawfloor")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory (binaries and server logs)")
-	fs.BoolVar(&o.clientProfile, "client-profile", false, "write the client workers' CPU profiles of the fan-out phase to the temporary directory (use with -keep)")
 	fs.StringVar(&o.goBin, "go", proc.EnvOr("GO", "go"), "go command used to build")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -136,13 +151,14 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	started := time.Now()
 	load0 := proc.LoadAvg()
-	fmt.Fprintln(stderr, "benchrun: building herald, rawfloor and benchclient")
+	fmt.Fprintln(stderr, "benchrun: building herald, rawfloor and loadgen")
 	heraldErr, err := build(ctx, o.goBin, dir)
 	if err != nil {
 		return err
 	}
 
-	r := &runner{o: o, dir: dir, log: stderr, nextSrc: 2}
+	r := &runner{o: o, dir: dir, log: stderr,
+		lg: &lgrun.Runner{Loadgen: filepath.Join(dir, "loadgen"), Log: stderr}}
 	var results []*figures
 	failed := false
 	for _, t := range o.targets {

@@ -21,7 +21,7 @@ func build(ctx context.Context, goBin, dir string) (heraldErr, err error) {
 	}
 	for _, b := range []struct{ out, pkg string }{
 		{"rawfloor", "./bench/cmd/rawfloor"},
-		{"benchclient", "./bench/cmd/benchclient"},
+		{"loadgen", "./cmd/loadgen"},
 		{"herald", "./cmd/herald"},
 	} {
 		if err := proc.Build(ctx, goBin, root, dir, b.out, b.pkg); err != nil {

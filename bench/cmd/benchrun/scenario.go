@@ -5,16 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
+	"maps"
+	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
-	"sync"
-	"sync/atomic"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/herald-rt/herald/bench/cluster"
-	"github.com/herald-rt/herald/bench/worker"
+	"github.com/herald-rt/herald/bench/lgrun"
+	"github.com/herald-rt/herald/bench/proc"
 	"github.com/herald-rt/herald/loadgen"
 )
 
@@ -22,11 +23,12 @@ const (
 	appID     = "1"
 	appKey    = "bench-key"
 	appSecret = "bench-secret"
-	channel   = "bench"
-	// probeChannel has probeConns subscribers (see runner.probe).
-	probeChannel = "bench-probe"
-	probeConns   = 3
-	eventName    = "bench-event"
+	// The connections subscribe to loadgen's channel 0 of this prefix ("bench-0"),
+	// the probe's to probePrefix's ("bench-probe-0"); probeConns of them.
+	channelPrefix = "bench-"
+	channel       = channelPrefix + "0"
+	probePrefix   = "bench-probe-"
+	probeConns    = 3
 )
 
 var errDelivery = errors.New("benchrun: deliveries incomplete")
@@ -103,13 +105,13 @@ func ptr(v float64) *float64 { return &v }
 func ms(d time.Duration) *float64 { return ptr(float64(d) / float64(time.Millisecond)) }
 
 type runner struct {
-	o       options
-	dir     string
-	log     io.Writer
-	nextSrc int // last octet of the next fresh source address 127.0.0.x
+	o   options
+	dir string
+	log io.Writer
+	lg  *lgrun.Runner
 }
 
-// measure runs scenarios a and b on one server process and c on a fresh one.
+// measure runs scenarios a and b on one deployment and c on a fresh one.
 func (r *runner) measure(ctx context.Context, f *figures) error {
 	fmt.Fprintf(r.log, "benchrun: %s: memory and fan-out, %d connections\n", f.Target, r.o.conns)
 	if err := r.fanout(ctx, f); err != nil {
@@ -119,194 +121,90 @@ func (r *runner) measure(ctx context.Context, f *figures) error {
 	return r.upgrades(ctx, f)
 }
 
-// clients is a set of worker processes, each with its share of the connections.
-type clients struct {
-	ws    []*worker.Worker
-	share []int
-	// closeGrace bounds the close handshake at the end: the floor never answers it.
-	closeGrace time.Duration
-}
-
-func (r *runner) startClients(d *deployment, withChannel bool, profile string) (*clients, error) {
-	ch := ""
-	if withChannel {
-		ch = channel
+// spec is the loadgen scenario every run of a target starts from: -conns
+// connections (spread round-robin over the nodes) opened at once with at most
+// -handshakes in flight over the workers, each subscribed to one channel named
+// prefix+"0", held until the run is stopped. The floor never answers a close
+// handshake, so its runs do not wait for one.
+func (r *runner) spec(d *deployment, prefix string, conns int) loadgen.Spec {
+	s := loadgen.Spec{
+		Scenario: loadgen.ScenarioHold, Target: d.clientTargets(), PublishTarget: "http://" + d.publishAddr(),
+		AppID: appID, Key: appKey, Secret: appSecret,
+		Connections: conns, Ramp: 1e9, Spread: loadgen.SpreadOne, Channels: 1, ChannelPrefix: prefix,
+		PayloadSize: r.o.payload, Duration: loadgen.Duration(runBound), CloseTimeout: loadgen.Duration(10 * time.Second),
+		MaxHandshakes: max(r.o.handshakes/r.o.workers, 1), Loops: r.o.loops,
 	}
-	return r.startWorkers(d, ch, r.o.workers, r.o.conns, profile)
-}
-
-// startWorkers starts workers client processes sharing conns connections, each on a
-// fresh source address, subscribed to ch ("" for none).
-func (r *runner) startWorkers(d *deployment, ch string, workers, conns int, profile string) (*clients, error) {
-	c := &clients{closeGrace: 10 * time.Second}
 	if d.isFloor() {
-		c.closeGrace = 0
+		s.CloseTimeout = loadgen.Duration(100 * time.Millisecond)
 	}
-	for i := 0; i < workers; i++ {
-		if r.nextSrc > 254 {
-			c.close()
-			return nil, errors.New("benchrun: out of source addresses in 127.0.0.0/24")
-		}
-		src := "127.0.0." + strconv.Itoa(r.nextSrc)
-		r.nextSrc++
-		args := []string{"--addr", d.clientAddr(), "--key", appKey, "--secret", appSecret, "--src", src,
-			"--handshakes", strconv.Itoa(max(r.o.handshakes/workers, 1)), "--loops", strconv.Itoa(r.o.loops)}
-		if ch != "" {
-			args = append(args, "--channel", ch)
-		}
-		if profile != "" {
-			args = append(args, "--cpuprofile", filepath.Join(r.dir, fmt.Sprintf("%s-%d.pprof", profile, i)))
-		}
-		w, err := worker.Start(filepath.Join(r.dir, "benchclient"), args, r.log)
-		if err != nil {
-			c.close()
-			return nil, err
-		}
-		c.ws = append(c.ws, w)
-		n := conns / workers
-		if i < conns%workers {
-			n++
-		}
-		c.share = append(c.share, n)
-	}
-	return c, nil
+	return s
 }
 
-// close shuts the connections down with a close handshake (bounded) and ends the
-// processes.
-func (c *clients) close() {
-	_ = c.all(context.Background(), func(ctx context.Context, i int, w *worker.Worker) error {
-		if c.closeGrace > 0 {
-			ctx, cancel := context.WithTimeout(ctx, c.closeGrace+5*time.Second)
-			defer cancel()
-			_, _ = w.Call(ctx, worker.Request{Op: "shutdown", TimeoutMS: c.closeGrace.Milliseconds()})
-		}
-		return w.Close(5 * time.Second)
-	})
+// publishing turns s into closed-loop publishing: inFlight publishes in flight, each
+// waiting for its last delivery (loadgen's --publish-await), count of them (0: until
+// the drain), starting -idle after every connection is up (--publish-delay), as the
+// connections of scenario a were idle before their memory was read.
+func (r *runner) publishing(s loadgen.Spec, inFlight, count int) loadgen.Spec {
+	s.Scenario = loadgen.ScenarioBroadcast
+	s.PublishRate, s.PublishConcurrency, s.PublishAwait, s.PublishCount = loadgen.PublishRateMax, inFlight, true, count
+	s.AwaitTimeout = loadgen.Duration(10 * time.Second)
+	s.PublishDelay = loadgen.Duration(r.o.idle)
+	return s
 }
 
-// all runs fn for every worker concurrently and returns the first error.
-func (c *clients) all(ctx context.Context, fn func(ctx context.Context, i int, w *worker.Worker) error) error {
-	errs := make([]error, len(c.ws))
-	var wg sync.WaitGroup
-	for i, w := range c.ws {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = fn(ctx, i, w)
-		}()
-	}
-	wg.Wait()
-	return errors.Join(errs...)
-}
-
-// dial opens every worker's share and returns the slowest worker's time.
-func (c *clients) dial(ctx context.Context) (time.Duration, error) {
-	var mu sync.Mutex
-	var slowest time.Duration
-	err := c.all(ctx, func(ctx context.Context, i int, w *worker.Worker) error {
-		ctx, cancel := context.WithTimeout(ctx, 100*time.Second)
-		defer cancel()
-		resp, err := w.Call(ctx, worker.Request{Op: "dial", N: c.share[i], TimeoutMS: 90000})
-		mu.Lock()
-		slowest = max(slowest, time.Duration(resp.ElapsedNS))
-		mu.Unlock()
-		return err
-	})
-	return slowest, err
-}
-
-// mem returns each worker's memory.
-func (c *clients) mem(ctx context.Context) ([]worker.Mem, error) {
-	out := make([]worker.Mem, len(c.ws))
-	err := c.all(ctx, func(ctx context.Context, i int, w *worker.Worker) error {
-		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		resp, err := w.Call(ctx, worker.Request{Op: "mem"})
-		if err == nil && resp.Mem != nil {
-			out[i] = *resp.Mem
-		}
-		return err
-	})
-	return out, err
-}
-
-// wait returns when every worker has received seq once per connection, with the
-// latest receive time.
-func (c *clients) wait(ctx context.Context, seq uint64, timeout time.Duration) (int64, error) {
-	var mu sync.Mutex
-	var last int64
-	err := c.all(ctx, func(ctx context.Context, i int, w *worker.Worker) error {
-		ctx, cancel := context.WithTimeout(ctx, timeout+5*time.Second)
-		defer cancel()
-		resp, err := w.Call(ctx, worker.Request{Op: "wait", Seq: seq, Want: int64(c.share[i]), TimeoutMS: timeout.Milliseconds()})
-		mu.Lock()
-		last = max(last, resp.Last)
-		mu.Unlock()
-		if err != nil {
-			return fmt.Errorf("%w: %w", errDelivery, err)
-		}
-		return nil
-	})
-	return last, err
-}
-
-// cpu is the CPU time used by all workers so far.
-func (c *clients) cpu() (time.Duration, error) {
-	var total time.Duration
-	for _, w := range c.ws {
-		d, err := worker.ReadCPU(w.Pid())
-		if err != nil {
-			return 0, err
-		}
-		total += d
-	}
-	return total, nil
-}
-
-func (c *clients) delivered(ctx context.Context) (int64, error) {
-	var total atomic.Int64
-	err := c.all(ctx, func(ctx context.Context, i int, w *worker.Worker) error {
-		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		resp, err := w.Call(ctx, worker.Request{Op: "delivered"})
-		total.Add(resp.Delivered)
-		return err
-	})
-	return total.Load(), err
-}
-
-func (c *clients) stats(ctx context.Context, first, last uint64) (*loadgen.Stats, error) {
-	var mu sync.Mutex
-	var merged *loadgen.Stats
-	err := c.all(ctx, func(ctx context.Context, i int, w *worker.Worker) error {
-		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		resp, err := w.Call(ctx, worker.Request{Op: "stats", First: first, Last: last})
-		if err != nil {
-			return err
-		}
-		if resp.Stats == nil {
-			return fmt.Errorf("benchrun: worker %d sent no stats", w.Pid())
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		if merged == nil {
-			merged = resp.Stats
+// settle is the hook of a publishing run's load phase: Herald collects its
+// garbage (as reading its heap did before scenario b), during the publish delay.
+func settle(d *deployment) func(ctx context.Context) error {
+	return func(ctx context.Context) error {
+		if d.isFloor() {
 			return nil
 		}
-		return merged.Merge(resp.Stats)
-	})
-	return merged, err
+		_, err := d.heap(ctx)
+		return err
+	}
 }
 
-// fanout is scenarios a and b.
+// runBound bounds one loadgen run; runs end well before it (a fixed count of
+// publishes, or stopped by benchrun).
+const runBound = 5 * time.Minute
+
+// checkRun turns a report that does not hold every connection, or that lost
+// publishes, into an error.
+func checkRun(name string, rep *loadgen.Report, conns int, floor bool) error {
+	t := rep.Totals
+	if t.Connected < uint64(conns) {
+		return fmt.Errorf("%s: %d of %d connections established (%s)", name, t.Connected, conns, reasons(rep, floor))
+	}
+	if c := rep.Completion; c != nil && c.Incomplete > 0 {
+		return fmt.Errorf("%w: %s: %d of %d publishes did not reach every subscriber (%s)", errDelivery, name,
+			c.Incomplete, c.Accepted, reasons(rep, floor))
+	}
+	return nil
+}
+
+// reasons lists a run's errors by kind; the floor's unanswered close handshakes
+// are not errors.
+func reasons(rep *loadgen.Report, floor bool) string {
+	var out []string
+	for _, k := range slices.Sorted(maps.Keys(rep.Totals.Errors)) {
+		if floor && k == "close_timeout" {
+			continue
+		}
+		out = append(out, fmt.Sprintf("%s=%d", k, rep.Totals.Errors[k]))
+	}
+	return strings.Join(out, " ")
+}
+
+// fanout is scenarios a and b: one deployment, and on it three loadgen runs:
+// hold (memory, then the probe while the connections are idle), latency mode,
+// throughput mode. The floor gets a fresh process for each run: it never reads its
+// sockets, so it would write to the previous run's closed ones.
 func (r *runner) fanout(ctx context.Context, f *figures) error {
 	d, err := r.startDeployment(ctx, f.Target, "fanout")
 	if err != nil {
 		return err
 	}
-	defer d.stop()
+	defer func() { d.stop() }()
 	if f.Target == targetCluster {
 		f.Nodes = len(d.nodes)
 	}
@@ -330,303 +228,325 @@ func (r *runner) fanout(ctx context.Context, f *figures) error {
 	}
 	var redisRSS0 int64
 	if d.redis != nil {
-		if redisRSS0, err = worker.ReadRSS(d.redis.Redis.PID()); err != nil {
+		if redisRSS0, err = proc.ReadRSS(d.redis.Redis.PID()); err != nil {
 			return err
 		}
-	}
-
-	profile := ""
-	if r.o.clientProfile {
-		profile = "client-" + f.Target
-	}
-	cl, err := r.startClients(d, true, profile)
-	if err != nil {
-		return err
-	}
-	defer cl.close()
-	cmem0, err := cl.mem(ctx)
-	if err != nil {
-		return err
-	}
-	took, err := cl.dial(ctx)
-	if err != nil {
-		return err
-	}
-	f.SubscribeSeconds = ptr(took.Seconds())
-	fmt.Fprintf(r.log, "benchrun: %s: %d connected and subscribed in %v; idle %v\n", f.Target, r.o.conns, took.Round(time.Millisecond), r.o.idle)
-	if err := sleep(ctx, r.o.idle); err != nil {
-		return err
-	}
-
-	// a) memory
-	rss1, err := d.rss()
-	if err != nil {
-		return err
 	}
 	n := float64(r.o.conns)
-	f.ServerRSSPerConn = ptr(float64(rss1-rss0) / n)
-	if heap0 >= 0 {
-		if h, err := d.heap(ctx); err == nil {
-			f.ServerHeapPerConn = ptr(float64(h-heap0) / n)
+
+	// a) memory, with the connections held idle; then the probe.
+	hold := r.spec(d, channelPrefix, r.o.conns)
+	rep, err := r.lg.Run(ctx, hold, r.o.workers, func(ctx context.Context) error {
+		fmt.Fprintf(r.log, "benchrun: %s: %d connected and subscribed; idle %v\n", f.Target, r.o.conns, r.o.idle)
+		if err := sleep(ctx, r.o.idle); err != nil {
+			return err
 		}
-	}
-	if d.redis != nil {
-		rr, err := worker.ReadRSS(d.redis.Redis.PID())
+		rss1, err := d.rss()
 		if err != nil {
 			return err
 		}
-		f.RedisRSSPerConn = ptr(float64(rr-redisRSS0) / n)
-		conns, err := d.redis.PerNode(ctx, "herald_connections")
-		if err != nil {
-			return err
+		f.ServerRSSPerConn = ptr(float64(rss1-rss0) / n)
+		if heap0 >= 0 {
+			if h, err := d.heap(ctx); err == nil {
+				f.ServerHeapPerConn = ptr(float64(h-heap0) / n)
+			}
 		}
-		for _, c := range conns {
-			f.NodeConns = append(f.NodeConns, int64(c))
+		if d.redis != nil {
+			rr, err := proc.ReadRSS(d.redis.Redis.PID())
+			if err != nil {
+				return err
+			}
+			f.RedisRSSPerConn = ptr(float64(rr-redisRSS0) / n)
+			conns, err := d.redis.PerNode(ctx, "herald_connections")
+			if err != nil {
+				return err
+			}
+			for _, c := range conns {
+				f.NodeConns = append(f.NodeConns, int64(c))
+			}
 		}
-	}
-	cmem1, err := cl.mem(ctx)
+		if d.isFloor() || r.o.probes == 0 {
+			return nil // the floor writes every publish to every socket
+		}
+		return r.probe(ctx, d, f)
+	})
 	if err != nil {
+		return fmt.Errorf("hold: %w", err)
+	}
+	if err := checkRun("hold", rep, r.o.conns, d.isFloor()); err != nil {
 		return err
 	}
+	f.SubscribeSeconds = ptr(rep.RampSeconds)
 	var crss, cheap int64
-	for i := range cmem1 {
-		crss += cmem1[i].RSS - cmem0[i].RSS
-		cheap += cmem1[i].HeapInuse - cmem0[i].HeapInuse
+	for _, w := range rep.Workers {
+		if w.MemStart == nil || w.MemLoad == nil {
+			return fmt.Errorf("hold: worker %d sent no memory readings", w.ID)
+		}
+		crss += w.MemLoad.RSSBytes - w.MemStart.RSSBytes
+		cheap += w.MemLoad.HeapBytes - w.MemStart.HeapBytes
 	}
 	f.ClientRSSPerConn = ptr(float64(crss) / n)
 	f.ClientHeapPerConn = ptr(float64(cheap) / n)
+	f.Reasons = reasons(rep, d.isFloor())
 
-	// b) fan-out
-	pub, err := loadgen.NewPublisher(loadgen.PublisherConfig{
-		BaseURL: "http://" + d.publishAddr(), AppID: appID, Key: appKey, Secret: appSecret, MaxConns: r.o.window + 1,
-	})
-	if err != nil {
+	// b) fan-out: latency mode, one publish at a time.
+	if d, err = r.again(ctx, d, "latency"); err != nil {
 		return err
 	}
-	defer pub.Close()
-	var seq atomic.Uint64
-	publishAndWait := func(ctx context.Context) (time.Duration, error) {
-		s := seq.Add(1)
-		ts := time.Now().UnixNano()
-		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := pub.Publish(pctx, channel, eventName, loadgen.AppendPayload(nil, s, ts, r.o.payload))
-		cancel()
-		if err != nil {
-			return 0, err
-		}
-		last, err := cl.wait(ctx, s, 10*time.Second)
-		return time.Duration(last - ts), err
-	}
-
 	fmt.Fprintf(r.log, "benchrun: %s: latency mode, %d publishes\n", f.Target, r.o.publishes)
-	var lat []time.Duration
-	for i := 0; i < r.o.publishes; i++ {
-		d, err := publishAndWait(ctx)
-		if err != nil {
-			return fmt.Errorf("latency mode, publish %d: %w", i+1, err)
-		}
-		lat = append(lat, d)
-	}
-	slices.Sort(lat)
-	f.Publishes = len(lat)
-	f.LastP50 = ms(quantile(lat, 0.50))
-	f.LastP99 = ms(quantile(lat, 0.99))
-	f.LastMax = ms(lat[len(lat)-1])
-	// The histogram holds the latency mode's deliveries only, so far.
-	st, err := cl.stats(ctx, 0, 0)
+	lat, err := r.lg.RunNotify(ctx, r.publishing(r.spec(d, channelPrefix, r.o.conns), 1, r.o.publishes), r.o.workers, settle(d))
 	if err != nil {
+		return fmt.Errorf("latency mode: %w", err)
+	}
+	if err := checkRun("latency mode", lat, r.o.conns, d.isFloor()); err != nil {
 		return err
 	}
-	f.LatencyModeP50 = ms(st.Latency.Quantile(0.5))
-	f.LatencyModeP99 = ms(st.Latency.Quantile(0.99))
+	c := lat.Completion
+	f.Publishes = int(c.Complete)
+	f.LastP50, f.LastP99, f.LastMax = ptr(c.Latency.P50Ms), ptr(c.Latency.P99Ms), ptr(c.Latency.MaxMs)
+	f.LatencyModeP50, f.LatencyModeP99 = ptr(lat.Latency.P50Ms), ptr(lat.Latency.P99Ms)
 
+	// b) fan-out: throughput mode, -window publishes in flight for about
+	// -throughput (the load phase: the run's duration less its ramp and drain).
+	if d, err = r.again(ctx, d, "throughput"); err != nil {
+		return err
+	}
 	fmt.Fprintf(r.log, "benchrun: %s: throughput mode, %d in flight for %v\n", f.Target, r.o.window, r.o.throughput)
-	before, err := r.readCosts(ctx, d, cl)
-	if err != nil {
-		return err
-	}
-	start := time.Now()
-	deadline := start.Add(r.o.throughput)
-	var completed atomic.Int64
-	var firstErr error
-	var errOnce sync.Once
-	var wg sync.WaitGroup
-	for range r.o.window {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for time.Now().Before(deadline) && ctx.Err() == nil {
-				if _, err := publishAndWait(ctx); err != nil {
-					errOnce.Do(func() { firstErr = err })
-					return
-				}
-				completed.Add(1)
-			}
-		}()
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	if firstErr != nil {
-		return fmt.Errorf("throughput mode: %w", firstErr)
-	}
-	after, err := r.readCosts(ctx, d, cl)
-	if err != nil {
-		return err
-	}
-	f.TputPublishes = int(completed.Load())
-	delivered := after.delivered - before.delivered
-	f.Throughput = ptr(float64(delivered) / elapsed.Seconds())
-	f.PublishesPerSec = ptr(float64(f.TputPublishes) / elapsed.Seconds())
-	if delivered > 0 {
-		us := func(d time.Duration) *float64 {
-			return ptr(float64(d) / float64(time.Microsecond) / float64(delivered))
-		}
-		f.ServerCPU = us(after.server - before.server)
-		f.ClientCPU = us(after.client - before.client)
-		if d.redis != nil {
-			f.RedisCPUPerDelivery = us(after.redis - before.redis)
+	ts := r.publishing(r.spec(d, channelPrefix, r.o.conns), r.o.window, 0)
+	ts.Drain = loadgen.Duration(2 * time.Second)
+	ts.Duration = loadgen.Duration(time.Duration((lat.RampSeconds+1)*float64(time.Second)) + ts.PublishDelay.D() +
+		r.o.throughput + ts.Drain.D())
+	ts.Duration = max(ts.Duration, 3*ts.Drain)
+	var before costs
+	if !d.isFloor() {
+		if before.metrics, err = d.counters(ctx); err != nil {
+			return err
 		}
 	}
 	if d.redis != nil {
-		if f.TputPublishes > 0 {
-			f.RedisCPUPerPublish = ptr(float64(after.redis-before.redis) / float64(time.Microsecond) / float64(f.TputPublishes))
+		calls, err := cluster.RedisCommandCalls(ctx, d.redis.RedisAddr)
+		if err != nil {
+			return err
 		}
-		sec := elapsed.Seconds()
+		before.redisPublish = calls["publish"]
+	}
+	smp := r.sampleCPU(d)
+	tput, err := r.lg.RunNotify(ctx, ts, r.o.workers, settle(d))
+	samples := smp.end()
+	if err != nil {
+		return fmt.Errorf("throughput mode: %w", err)
+	}
+	if err := checkRun("throughput mode", tput, r.o.conns, d.isFloor()); err != nil {
+		return err
+	}
+	c = tput.Completion
+	if c.Complete == 0 || !c.LastDelivery.After(c.FirstSent) {
+		return fmt.Errorf("throughput mode: no publish completed (%s)", reasons(tput, d.isFloor()))
+	}
+	f.TputPublishes = int(c.Complete)
+	f.Throughput, f.PublishesPerSec = ptr(c.DeliveriesPerSec), ptr(c.PublishesPerSec)
+	from, to := cpuAt(samples, c.FirstSent, false), cpuAt(samples, c.LastDelivery, true)
+	us := func(d time.Duration) *float64 {
+		return ptr(float64(d) / float64(time.Microsecond) / float64(c.Deliveries))
+	}
+	f.ServerCPU, f.ClientCPU = us(to.server-from.server), us(to.client-from.client)
+	if d.redis != nil {
+		f.RedisCPUPerDelivery = us(to.redis - from.redis)
+		f.RedisCPUPerPublish = ptr(float64(to.redis-from.redis) / float64(time.Microsecond) / float64(c.Complete))
+		var after costs
+		if after.metrics, err = d.counters(ctx); err != nil {
+			return err
+		}
+		calls, err := cluster.RedisCommandCalls(ctx, d.redis.RedisAddr)
+		if err != nil {
+			return err
+		}
+		after.redisPublish = calls["publish"]
+		// The counters move only while publishing: from the first publish to the
+		// last delivery (the load phase also holds the publish delay).
+		sec := c.LastDelivery.Sub(c.FirstSent).Seconds()
 		f.BrokerPublishedPerSec = ptr((after.metrics["herald_broker_published_messages_total"] - before.metrics["herald_broker_published_messages_total"]) / sec)
 		f.BrokerReceivedPerSec = ptr((after.metrics["herald_broker_received_messages_total"] - before.metrics["herald_broker_received_messages_total"]) / sec)
 		f.RedisPublishPerSec = ptr(float64(after.redisPublish-before.redisPublish) / sec)
 	}
 	if !d.isFloor() {
-		f.Dropped = ptr(after.metrics.Dropped() - dropped0)
-	}
-
-	st, err = cl.stats(ctx, 1, seq.Load())
-	if err != nil {
-		return err
-	}
-	f.DeliveryP50 = ms(st.Latency.Quantile(0.5))
-	f.DeliveryP99 = ms(st.Latency.Quantile(0.99))
-	f.Missing, f.Duplicates, f.Reordered = st.Missing, st.Duplicates, st.Reordered
-	f.Reasons = st.ReasonsString()
-	if d.isFloor() || r.o.probes == 0 {
-		return nil // the floor writes every publish to every socket
-	}
-	return r.probe(ctx, d, pub, &seq, f)
-}
-
-// probe measures publish-to-delivery with a small fan-out, while the -conns
-// connections stay idle: probeConns connections on their own channel (spread over
-// the nodes: one per node for the cluster), -probes publishes one at a time, each
-// waiting for its probeConns deliveries. What a cluster adds here is its hop through
-// Redis, not its fan-out.
-func (r *runner) probe(ctx context.Context, d *deployment, pub *loadgen.Publisher, seq *atomic.Uint64, f *figures) error {
-	fmt.Fprintf(r.log, "benchrun: %s: probe, %d publishes to %d subscribers\n", f.Target, r.o.probes, probeConns)
-	pc, err := r.startWorkers(d, probeChannel, 1, probeConns, "")
-	if err != nil {
-		return err
-	}
-	defer pc.close()
-	if _, err := pc.dial(ctx); err != nil {
-		return err
-	}
-	first := seq.Load() + 1
-	for i := 0; i < r.o.probes; i++ {
-		s := seq.Add(1)
-		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := pub.Publish(pctx, probeChannel, eventName, loadgen.AppendPayload(nil, s, time.Now().UnixNano(), r.o.payload))
-		cancel()
+		m, err := d.counters(ctx)
 		if err != nil {
-			return fmt.Errorf("probe, publish %d: %w", i+1, err)
+			return err
 		}
-		if _, err := pc.wait(ctx, s, 10*time.Second); err != nil {
-			return fmt.Errorf("probe, publish %d: %w", i+1, err)
+		f.Dropped = ptr(m.Dropped() - dropped0)
+	}
+	all := mergeDistributions(lat.Latency, tput.Latency)
+	f.DeliveryP50, f.DeliveryP99 = ms(all.Quantile(0.5)), ms(all.Quantile(0.99))
+	f.Missing += int64(lat.Totals.Missing + tput.Totals.Missing)
+	f.Duplicates = int64(lat.Totals.Duplicated + tput.Totals.Duplicated)
+	f.Reordered = int64(lat.Reordered + tput.Reordered)
+	for _, s := range []string{reasons(lat, d.isFloor()), reasons(tput, d.isFloor())} {
+		if s != "" {
+			f.Reasons = strings.TrimSpace(f.Reasons + " " + s)
 		}
 	}
-	st, err := pc.stats(ctx, first, seq.Load())
-	if err != nil {
-		return err
-	}
-	f.ProbeP50, f.ProbeP99 = ms(st.Latency.Quantile(0.5)), ms(st.Latency.Quantile(0.99))
-	f.Missing += st.Missing
 	return nil
 }
 
-// costs are the cumulative figures the throughput mode takes the difference of.
+// again returns the deployment for the next run: the same one, except for the
+// floor, which is started afresh (see fanout).
+func (r *runner) again(ctx context.Context, d *deployment, phase string) (*deployment, error) {
+	if !d.isFloor() {
+		return d, nil
+	}
+	d.stop()
+	nd, err := r.startDeployment(ctx, d.target, phase)
+	if err != nil {
+		return d, err // d is stopped already; stopping it again is harmless
+	}
+	*d = *nd
+	return d, nil
+}
+
+// probe measures publish-to-delivery with a small fan-out while the -conns
+// connections stay idle: a second loadgen run of probeConns connections on their
+// own channel (spread over the nodes: one per node for the cluster), -probes
+// publishes one at a time, each waiting for its probeConns deliveries. What a
+// cluster adds here is its hop through Redis, not its fan-out.
+func (r *runner) probe(ctx context.Context, d *deployment, f *figures) error {
+	fmt.Fprintf(r.log, "benchrun: %s: probe, %d publishes to %d subscribers\n", f.Target, r.o.probes, probeConns)
+	s := r.publishing(r.spec(d, probePrefix, probeConns), 1, r.o.probes)
+	s.PublishDelay = 0 // the connections of scenario a are idle already
+	s.MaxHandshakes = probeConns
+	rep, err := r.lg.Run(ctx, s, 1, nil)
+	if err != nil {
+		return fmt.Errorf("probe: %w", err)
+	}
+	if err := checkRun("probe", rep, probeConns, false); err != nil {
+		return err
+	}
+	f.ProbeP50, f.ProbeP99 = ptr(rep.Latency.P50Ms), ptr(rep.Latency.P99Ms)
+	f.Missing += int64(rep.Totals.Missing)
+	return nil
+}
+
+// costs are the cumulative server figures the throughput mode takes the
+// difference of.
 type costs struct {
-	delivered    int64
-	server       time.Duration   // the nodes' CPU, summed
-	client       time.Duration   // the client workers' CPU, summed
-	redis        time.Duration   // the redis-server's CPU
 	redisPublish int64           // PUBLISH commands Redis has run
 	metrics      cluster.Metrics // the nodes' metrics, summed
 }
 
-func (r *runner) readCosts(ctx context.Context, d *deployment, cl *clients) (costs, error) {
-	var c costs
-	var err error
-	if c.delivered, err = cl.delivered(ctx); err != nil {
-		return c, err
-	}
-	if c.server, err = d.cpu(); err != nil {
-		return c, err
-	}
-	if c.client, err = cl.cpu(); err != nil {
-		return c, err
-	}
-	if !d.isFloor() {
-		if c.metrics, err = d.counters(ctx); err != nil {
-			return c, err
-		}
-	}
-	if d.redis != nil {
-		if c.redis, err = d.redis.RedisCPU(); err != nil {
-			return c, err
-		}
-		calls, err := cluster.RedisCommandCalls(ctx, d.redis.RedisAddr)
-		if err != nil {
-			return c, err
-		}
-		c.redisPublish = calls["publish"]
-	}
-	return c, nil
+// cpuSample is the CPU time used so far by the servers (summed over the nodes),
+// the client workers (summed) and the redis-server, at T.
+type cpuSample struct {
+	T                     time.Time
+	server, client, redis time.Duration
 }
 
-// upgrades is scenario c, on a fresh deployment.
+// cpuSampler reads the CPU times every cpuEvery while a run goes on, so that they
+// can be taken at the instants loadgen's report names (the first publish, the last
+// delivery). The client workers are found as this process's children running the
+// loadgen binary.
+type cpuSampler struct {
+	stop    chan struct{}
+	done    chan struct{}
+	samples []cpuSample
+}
+
+const cpuEvery = 20 * time.Millisecond
+
+func (r *runner) sampleCPU(d *deployment) *cpuSampler {
+	s := &cpuSampler{stop: make(chan struct{}), done: make(chan struct{})}
+	lgBin := filepath.Join(r.dir, "loadgen")
+	go func() { // stopped by end
+		defer close(s.done)
+		tk := time.NewTicker(cpuEvery)
+		defer tk.Stop()
+		var workers []int
+		for {
+			if len(workers) < r.o.workers {
+				workers = proc.Children(os.Getpid(), lgBin)
+			}
+			c := cpuSample{T: time.Now()}
+			c.server, _ = d.cpu()
+			for _, pid := range workers {
+				if v, err := proc.ReadCPU(pid); err == nil {
+					c.client += v
+				}
+			}
+			if d.redis != nil {
+				c.redis, _ = d.redis.RedisCPU()
+			}
+			s.samples = append(s.samples, c)
+			select {
+			case <-s.stop:
+				return
+			case <-tk.C:
+			}
+		}
+	}()
+	return s
+}
+
+func (s *cpuSampler) end() []cpuSample {
+	close(s.stop)
+	<-s.done
+	return s.samples
+}
+
+// cpuAt is the last sample taken at or before t (after: the first at or after t),
+// so that the interval between two such samples covers [from, to]. With none on
+// that side it is the nearest one.
+func cpuAt(samples []cpuSample, t time.Time, after bool) cpuSample {
+	if len(samples) == 0 {
+		return cpuSample{}
+	}
+	i := sort.Search(len(samples), func(i int) bool { return !samples[i].T.Before(t) }) // first at or after t
+	if !after {
+		if i < len(samples) && samples[i].T.Equal(t) {
+			return samples[i]
+		}
+		i--
+	}
+	return samples[min(max(i, 0), len(samples)-1)]
+}
+
+// mergeDistributions merges report distributions through their buckets (each
+// bucket's values at its upper bound, as fine as loadgen's histograms: 0.1%).
+func mergeDistributions(ds ...loadgen.Distribution) *loadgen.Histogram {
+	h := loadgen.NewHistogram()
+	for _, d := range ds {
+		for _, b := range d.Buckets {
+			v := time.Duration(b.UpToMs * float64(time.Millisecond))
+			for range b.Count {
+				h.Record(v)
+			}
+		}
+	}
+	return h
+}
+
+// upgrades is scenario c, on a fresh deployment: a loadgen run that opens -conns
+// connections (no channel) with at most -handshakes in flight, stopped as soon as
+// they are all up.
 func (r *runner) upgrades(ctx context.Context, f *figures) error {
 	d, err := r.startDeployment(ctx, f.Target, "upgrades")
 	if err != nil {
 		return err
 	}
 	defer d.stop()
-	cl, err := r.startClients(d, false, "")
+	s := r.spec(d, channelPrefix, r.o.conns)
+	s.ChannelsPerConn = -1
+	rep, err := r.lg.Run(ctx, s, r.o.workers, func(context.Context) error { return nil })
 	if err != nil {
+		return fmt.Errorf("upgrades: %w", err)
+	}
+	if err := checkRun("upgrades", rep, r.o.conns, d.isFloor()); err != nil {
 		return err
 	}
-	defer cl.close()
-	took, err := cl.dial(ctx)
-	if err != nil {
-		return err
-	}
-	f.UpgradesPerSec = ptr(float64(r.o.conns) / took.Seconds())
-	st, err := cl.stats(ctx, 0, 0)
-	if err != nil {
-		return err
-	}
-	f.ConnectP50 = ms(st.Connect.Quantile(0.5))
-	f.ConnectP99 = ms(st.Connect.Quantile(0.99))
-	if st.ReasonsString() != "" {
-		f.Reasons += " upgrades: " + st.ReasonsString()
+	f.UpgradesPerSec = ptr(rep.ConnectRate)
+	f.ConnectP50, f.ConnectP99 = ptr(rep.Connect.P50Ms), ptr(rep.Connect.P99Ms)
+	if s := reasons(rep, d.isFloor()); s != "" {
+		f.Reasons += " upgrades: " + s
 	}
 	return nil
-}
-
-// quantile of sorted values, nearest rank.
-func quantile(sorted []time.Duration, q float64) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	i := int(math.Ceil(q*float64(len(sorted)))) - 1
-	return sorted[min(max(i, 0), len(sorted)-1)]
 }
 
 func sleep(ctx context.Context, d time.Duration) error {

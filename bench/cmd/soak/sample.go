@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/herald-rt/herald/bench/cluster"
-	"github.com/herald-rt/herald/bench/worker"
+	"github.com/herald-rt/herald/bench/proc"
 )
 
 // Sample is one reading of every node.
@@ -72,12 +72,12 @@ func (s *sampler) stop() []Sample {
 
 func readSample(ctx context.Context, c *cluster.Cluster, t0 time.Time) Sample {
 	x := Sample{T: time.Since(t0).Seconds(), RedisRSS: -1}
-	if v, err := worker.ReadRSS(c.Redis.PID()); err == nil {
+	if v, err := proc.ReadRSS(c.Redis.PID()); err == nil {
 		x.RedisRSS = v
 	}
 	for _, n := range c.Nodes {
 		ns := NodeSample{RSS: -1, FDs: -1, Goroutines: -1, HeapInuse: -1, Connections: -1, Channels: -1, Subscriptions: -1}
-		if v, err := worker.ReadRSS(n.PID()); err == nil {
+		if v, err := proc.ReadRSS(n.PID()); err == nil {
 			ns.RSS = v
 		}
 		if v, err := countFDs(n.PID()); err == nil {
