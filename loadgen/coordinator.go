@@ -609,6 +609,7 @@ func (r *run) handle(ev wevent, stopping bool) {
 				r.lose(w, err)
 				return
 			}
+			r.afterSnapshot(w, p)
 		}
 		if ev.msg.Snapshot == nil || ev.msg.Snapshot.Stats == nil {
 			r.lose(w, fmt.Errorf("%w: empty snapshot", ErrProtocol))
@@ -652,7 +653,9 @@ func (r *run) mergePending() {
 			w.lastSeen = time.Now()
 			if err := r.merge(w, p); err != nil {
 				r.lose(w, err)
+				continue
 			}
+			r.afterSnapshot(w, p)
 		}
 	}
 }
