@@ -149,7 +149,7 @@ func (b *brokerSubs) apply(batch []subRequest) {
 	if len(unsubs) > 0 {
 		ctx, cancel := b.h.opContext()
 		if err := b.h.broker.Unsubscribe(ctx, unsubs...); err != nil {
-			b.h.warns.warn(warnBrokerUnsubscribe, "broker unsubscribe failed", "channels", len(unsubs), "err", err)
+			b.h.warns.Warn(warnBrokerUnsubscribe, "broker unsubscribe failed", "channels", len(unsubs), "err", err)
 		}
 		cancel()
 	}

@@ -74,7 +74,7 @@ var errBadControl = errors.New("hub: malformed control message")
 func (h *Hub) HandleControl(data []byte) {
 	if err := h.handleControl(data); err != nil {
 		h.metrics.badEnvelope()
-		h.warns.warn(warnControlDropped, "control message dropped", "err", err)
+		h.warns.Warn(warnControlDropped, "control message dropped", "err", err)
 	}
 }
 

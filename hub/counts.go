@@ -224,7 +224,7 @@ func (s *countSync) send(a *appState, counts []presence.ChannelCount) bool {
 	rep, err := s.h.presence.SetSubscriptions(ctx, a.id, counts)
 	if err != nil {
 		s.h.metrics.storeError()
-		s.h.warns.warn(warnCountsReport, "reporting subscription counts failed; will retry", "app", a.id, "channels", len(counts), "err", err)
+		s.h.warns.Warn(warnCountsReport, "reporting subscription counts failed; will retry", "app", a.id, "channels", len(counts), "err", err)
 		return false
 	}
 	s.h.channelTransitions(a, rep.Transitions)

@@ -123,7 +123,7 @@
 // memberRetryFor in their channel's order, so that a short outage leaves no ghost in
 // clients' member lists. The warnings that would repeat once per failed call (a
 // publish, a join, a count report, a member event lost) are rate-limited per kind
-// (warn.go): the first at once, then one line per 10 s carrying the number held back,
+// (internal/warnlimit): the first at once, then one line per 10 s carrying the number held back,
 // so an outage cannot fill a disk; the counters (broker and store errors, drops by
 // reason) count every one.
 //
@@ -177,7 +177,7 @@
 //	per-IP table             entries for addresses with an open    - (swept; transport's ipLimiter)             -
 //	  (transport)            connection or a refilling bucket
 //	dropped_channels table   32 channels per app (Space-Saving)    the least-dropped entry is replaced          /stats
-//	warnLimiter              one entry per warning kind            -                                            -
+//	warnlimit.Limiter        one entry per warning kind            -                                            -
 //
 // The clean-up bounds are far above what a healthy node queues: there is at most one
 // clean-up job per subscription that ended, and new subscriptions are refused long
@@ -209,7 +209,7 @@
 //
 // Locks, in the order they may be taken: Hub.reloadMu (Reload), then an index shard's
 // mutex, then a channel's mu. userTable, authQueue, brokerSubs, countSync, appStats
-// and warnLimiter have leaf locks that are never held while taking another (countSync's is taken
+// and the warnlimit.Limiter have leaf locks that are never held while taking another (countSync's is taken
 // under a channel's mu, by activate; userTable's and authQueue's under reloadMu, by
 // closeApp).
 //

@@ -96,7 +96,7 @@ func (h *Hub) publishAsync(a *appState, key string, env []byte, reason string) b
 	defer cancel()
 	if err := h.publishEnvelope(ctx, key, env, 0); err != nil {
 		a.stats.dropped(reason)
-		h.warns.warn(warnBrokerPublish, "broker publish failed", "channel", key, "err", err)
+		h.warns.Warn(warnBrokerPublish, "broker publish failed", "channel", key, "err", err)
 		return false
 	}
 	return true

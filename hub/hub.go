@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/herald-rt/herald/internal/warnlimit"
 	"github.com/herald-rt/herald/presence"
 	"github.com/herald-rt/herald/pubsub"
 	"github.com/herald-rt/herald/transport"
@@ -92,7 +93,7 @@ var (
 type Hub struct {
 	cfg     Config
 	log     *slog.Logger
-	warns   *warnLimiter // the warnings that repeat per event during an outage (warn.go)
+	warns   *warnlimit.Limiter // the warnings that repeat per event during an outage (kinds in warn.go)
 	clock   func() time.Time
 	nodeID  uint32
 	nodeStr string
@@ -186,7 +187,7 @@ func New(cfg Config) (*Hub, error) {
 	h := &Hub{
 		cfg:   cfg,
 		log:   cfg.Logger,
-		warns: newWarnLimiter(cfg.Logger, warnEvery),
+		warns: warnlimit.New(cfg.Logger, warnEvery),
 		clock: time.Now,
 		known: make(map[string]*appState),
 		index: newIndex(),
@@ -391,7 +392,7 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 		if herr := h.hooks.Close(ctx); herr != nil {
 			h.log.Warn("webhooks still queued at shutdown were dropped", "err", herr)
 		}
-		h.warns.close() // logs the warnings still held back
+		h.warns.Close() // logs the warnings still held back
 		h.cancelBase()
 	})
 	return err

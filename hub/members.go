@@ -81,7 +81,7 @@ func (h *Hub) joinPresence(c *client, s *subscription) {
 		}
 		if err != nil {
 			h.metrics.storeError()
-			h.warns.warn(warnPresenceJoin, "presence join failed", "channel", ch.key, "err", err)
+			h.warns.Warn(warnPresenceJoin, "presence join failed", "channel", ch.key, "err", err)
 			fail("ServiceUnavailable", "presence store unavailable", 503)
 			return
 		}
@@ -114,7 +114,7 @@ func (h *Hub) leavePresence(a *appState, ch *channel, m *presenceSub) {
 	last, err := h.presence.Remove(ctx, ch.key, m.entry, m.UserID)
 	if err != nil {
 		h.metrics.storeError()
-		h.warns.warn(warnPresenceRemove, "presence remove failed; the store retries it", "channel", ch.key, "err", err)
+		h.warns.Warn(warnPresenceRemove, "presence remove failed; the store retries it", "channel", ch.key, "err", err)
 		return
 	}
 	if last {
@@ -145,7 +145,7 @@ func (h *Hub) publishMember(a *appState, key string, js []byte, exceptNode uint3
 		}
 		if time.Now().After(deadline) || h.base.Err() != nil {
 			a.stats.dropped("member_event_unpublished")
-			h.warns.warn(warnMemberEventLost, "member event lost: the broker refused it for too long", "channel", key, "err", err)
+			h.warns.Warn(warnMemberEventLost, "member event lost: the broker refused it for too long", "channel", key, "err", err)
 			return
 		}
 		select {
@@ -221,7 +221,7 @@ func (h *Hub) reassert(a *appState, s *subscription) {
 	if err != nil {
 		h.metrics.storeError()
 		a.stats.dropped("presence_reassert_failed")
-		h.warns.warn(warnPresenceReadd, "presence re-add failed", "channel", s.ch.key, "err", err)
+		h.warns.Warn(warnPresenceReadd, "presence re-add failed", "channel", s.ch.key, "err", err)
 		return
 	}
 	switch {

@@ -34,7 +34,7 @@ import (
 // subscribers not reached), the channels with the most dropped deliveries are listed
 // per app in /stats (dropped_channels, at most dropTop, from a fixed table of
 // dropSlots channels: Space-Saving, so the memory is bounded whatever the number of
-// channels), and a warning is logged, rate-limited (warn.go). herald_messages_sent_total
+// channels), and a warning is logged, rate-limited (internal/warnlimit). herald_messages_sent_total
 // counts only the deliveries handed to a loop, so that for every publish the node
 // took, sent + dropped deliveries = subscribers.
 
@@ -46,7 +46,7 @@ const (
 	dropDeliveryTimeout  = "delivery_timeout"  // a broker message's deliveries still refused after DeliveryWait (one per subscriber)
 )
 
-const warnDeliveriesDropped = "deliveries_dropped" // a warnLimiter kind
+const warnDeliveriesDropped = "deliveries_dropped" // a warning kind (warn.go)
 
 // ErrServerBusy is returned by a local publish refused because this node's loops are
 // behind; the HTTP API answers it with 503 and Retry-After.
@@ -138,7 +138,7 @@ func (h *Hub) droppedDeliveries(ch *channel, reason string, n int) {
 	a := ch.app
 	a.stats.droppedN(reason, uint64(n))
 	a.drops.add(ch.name, uint64(n))
-	h.warns.warn(warnDeliveriesDropped, "deliveries dropped: a loop's fan-out backlog is full",
+	h.warns.Warn(warnDeliveriesDropped, "deliveries dropped: a loop's fan-out backlog is full",
 		"app", a.id, "channel", ch.name, "reason", reason, "deliveries", n)
 }
 
@@ -170,7 +170,7 @@ const (
 	dropGraceSkipped = "webhook_grace_skipped"      // a confirmation settled at once: maxSettling were waiting
 )
 
-const warnCleanupDropped = "cleanup_dropped" // a warnLimiter kind
+const warnCleanupDropped = "cleanup_dropped" // a warning kind (warn.go)
 
 // cleanupDropped counts and logs clean-up work for key (a channel key, "app:channel")
 // that a bound refused.
@@ -179,6 +179,6 @@ func (h *Hub) cleanupDropped(reason, key string) {
 	if a := h.appByID(id); a != nil {
 		a.stats.dropped(reason)
 	}
-	h.warns.warn(warnCleanupDropped, "clean-up work past its bound: the broker or the presence store is far behind",
+	h.warns.Warn(warnCleanupDropped, "clean-up work past its bound: the broker or the presence store is far behind",
 		"reason", reason, "channel", key)
 }

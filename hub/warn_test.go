@@ -6,7 +6,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"testing/synctest"
 	"time"
 
 	"github.com/herald-rt/herald/pubsub"
@@ -74,87 +73,6 @@ func accounted(t *testing.T, lines []logLine) (occurrences int) {
 		}
 	}
 	return occurrences
-}
-
-// 10,000 failures over a minute make one line per period, each with the count of
-// what it held back, and every failure is accounted for.
-func TestWarnLimiterSteadyOutage(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		var c logCapture
-		w := newWarnLimiter(slog.New(&c), warnEvery)
-		start := time.Now()
-		for i := range 10_000 {
-			w.warn(warnBrokerPublish, "broker publish failed", "channel", "1:c", "err", pubsub.ErrUnavailable)
-			if i%2 == 0 {
-				w.warn(warnPresenceJoin, "presence join failed", "channel", "1:presence-c", "err", pubsub.ErrUnavailable)
-			}
-			time.Sleep(6 * time.Millisecond) // 10,000 over 60 s
-		}
-		time.Sleep(warnEvery) // the last period's report
-		synctest.Wait()
-		lines := c.matching("broker publish failed")
-		// The first at once, then one report per 10 s: at 10, 20, ..., 60 s.
-		if len(lines) != 7 {
-			t.Fatalf("%d lines for 10,000 failures over 60 s, want 7 (one per %v)", len(lines), warnEvery)
-		}
-		if n := accounted(t, lines); n != 10_000 {
-			t.Fatalf("the lines account for %d failures, want 10000", n)
-		}
-		for i := 1; i < len(lines); i++ {
-			if gap := lines[i].at.Sub(lines[i-1].at); gap < warnEvery {
-				t.Fatalf("lines %d and %d are %v apart, want >= %v", i-1, i, gap, warnEvery)
-			}
-		}
-		if first := lines[0]; first.at != start || first.attrs["suppressed"] != nil {
-			t.Fatalf("the first failure is logged at once, alone: %+v", first)
-		}
-		// Kinds are limited apart: the other kind has its own lines.
-		joins := c.matching("presence join failed")
-		if len(joins) != 7 || accounted(t, joins) != 5_000 {
-			t.Fatalf("presence join: %d lines for %d failures", len(joins), accounted(t, joins))
-		}
-		w.close()
-	})
-}
-
-// A burst then silence: the first line, then one report at the end of the period;
-// close reports what is still held back.
-func TestWarnLimiterBurstAndClose(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		var c logCapture
-		w := newWarnLimiter(slog.New(&c), warnEvery)
-		for range 10_000 {
-			w.warn(warnMemberEventLost, "member event lost: the broker refused it for too long", "channel", "1:presence-x", "err", pubsub.ErrUnavailable)
-		}
-		if n := len(c.matching("member event lost")); n != 1 {
-			t.Fatalf("%d lines right after the burst, want 1", n)
-		}
-		time.Sleep(warnEvery)
-		synctest.Wait()
-		lines := c.matching("member event lost")
-		if len(lines) != 2 || lines[1].attrs["suppressed"] != int64(9_998) || accounted(t, lines) != 10_000 {
-			t.Fatalf("after the period: %+v", lines)
-		}
-		// Quiet for a period: the next one is logged at once again.
-		time.Sleep(warnEvery)
-		w.warn(warnMemberEventLost, "member event lost: the broker refused it for too long", "channel", "1:presence-x", "err", pubsub.ErrUnavailable)
-		if n := len(c.matching("member event lost")); n != 3 {
-			t.Fatalf("%d lines, want 3", n)
-		}
-		for range 5 {
-			w.warn(warnMemberEventLost, "member event lost: the broker refused it for too long", "channel", "1:presence-x", "err", pubsub.ErrUnavailable)
-		}
-		w.close() // reports the 5 at once, and stops the timer
-		lines = c.matching("member event lost")
-		if len(lines) != 4 || lines[3].attrs["suppressed"] != int64(4) || accounted(t, lines) != 10_006 {
-			t.Fatalf("after close: %+v", lines)
-		}
-		time.Sleep(2 * warnEvery)
-		synctest.Wait()
-		if n := len(c.matching("member event lost")); n != 4 {
-			t.Fatalf("%d lines after close, want 4", n)
-		}
-	})
 }
 
 // Through the hub: 10,000 client-event publishes that the broker refuses log a

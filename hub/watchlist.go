@@ -144,7 +144,7 @@ func (h *Hub) startWatching(c *client, watches []*subscription) {
 			return // the connection is gone
 		}
 		if err := h.ensureBroker(ctx, s.ch); err != nil && !errors.Is(err, errSuperseded) {
-			h.warns.warn(warnWatchlist, "watchlist: broker subscription failed", "channel", s.ch.key, "err", err)
+			h.warns.Warn(warnWatchlist, "watchlist: broker subscription failed", "channel", s.ch.key, "err", err)
 		}
 		s.ch.mu.Lock()
 		if !s.dead.Load() {

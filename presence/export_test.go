@@ -2,8 +2,6 @@ package presence
 
 import (
 	"context"
-	"log/slog"
-	"time"
 )
 
 // PresenceChannels is the number of presence channels m holds state for, so that tests can see that
@@ -32,17 +30,6 @@ func (s *Redis) QueuedRetries() int {
 	defer s.mu.Unlock()
 	return len(s.retries)
 }
-
-// WarnLimiter exposes the rate limiter of warnings with a clock of the test's.
-type WarnLimiter struct{ w *warnLimiter }
-
-func NewWarnLimiter(log *slog.Logger, every time.Duration, now func() time.Time) WarnLimiter {
-	w := newWarnLimiter(log, every)
-	w.now = now
-	return WarnLimiter{w}
-}
-
-func (w WarnLimiter) Warn(kind, msg string, args ...any) { w.w.warn(kind, msg, args...) }
 
 // ClaimLostReply runs s's claim script as its sweeper would, and drops the reply, as a
 // call that timed out while Redis was frozen and ran when Redis woke up: s holds the

@@ -13,9 +13,14 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/herald-rt/herald/internal/warnlimit"
 )
 
 var _ Store = (*Redis)(nil)
+
+// warnEvery is how often one kind of warning is logged at most (internal/warnlimit).
+const warnEvery = 10 * time.Second
 
 // Defaults of RedisConfig.
 const (
@@ -64,7 +69,7 @@ type Redis struct {
 	opTimeout time.Duration
 	grace     time.Duration
 	log       *slog.Logger
-	warn      *warnLimiter
+	warn      *warnlimit.Limiter
 
 	keyNodes, keyClaims, keyClaimers string
 
@@ -169,7 +174,7 @@ func NewRedis(ctx context.Context, cfg RedisConfig, h Handler) (*Redis, error) {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
-	s.warn = newWarnLimiter(s.log, warnEvery)
+	s.warn = warnlimit.New(s.log, warnEvery)
 	s.base, s.cancelBase = context.WithCancel(context.Background())
 	s.keyNodes = s.prefix + ":{nodes}"
 	s.keyClaims = s.keyNodes + ":claims"
@@ -278,7 +283,7 @@ func (s *Redis) fail(ctx context.Context, op string, err error) error {
 	if cerr := callerDone(ctx); cerr != nil {
 		return fmt.Errorf("presence: %s: %w", op, cerr)
 	}
-	s.warn.warn(op, "presence: redis call failed", "op", op, "err", err)
+	s.warn.Warn(op, "presence: redis call failed", "op", op, "err", err)
 	return fmt.Errorf("presence: %s: %w: %v", op, ErrUnavailable, err)
 }
 
@@ -879,6 +884,7 @@ func (s *Redis) shutdown(ctx context.Context) error {
 		close(s.idle)
 	}
 	s.mu.Unlock()
+	defer s.warn.Close() // logs the warnings still held back
 	close(s.stop)
 	s.cancelBase()
 	for _, ch := range []chan struct{}{s.renewDone, s.sweepDone, s.retryDone, s.idle} {

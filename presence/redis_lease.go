@@ -79,7 +79,7 @@ func (s *Redis) renew() {
 		}
 		s.mu.Unlock()
 		if !s.stopping() {
-			s.warn.warn("renew", "presence: lease renewal failed", "node", name, "err", err)
+			s.warn.Warn("renew", "presence: lease renewal failed", "node", name, "err", err)
 		}
 		return
 	}
@@ -116,7 +116,7 @@ func (s *Redis) reincarnate(old string) {
 	cancel()
 	if err != nil {
 		// The next renewal finds the old name missing again and retries.
-		s.warn.warn("register", "presence: re-registering the node failed", "old", old, "err", err)
+		s.warn.Warn("register", "presence: re-registering the node failed", "old", old, "err", err)
 		return
 	}
 	reg := parseRegister(res)
@@ -211,7 +211,7 @@ func (s *Redis) sweep() {
 	cancel()
 	if err != nil {
 		if !s.stopping() {
-			s.warn.warn("sweep", "presence: sweep failed", "err", err)
+			s.warn.Warn("sweep", "presence: sweep failed", "err", err)
 		}
 		return
 	}
@@ -253,7 +253,7 @@ func (s *Redis) clean(dead string) bool {
 		return m
 	})
 	if err != nil {
-		s.warn.warn("clean", "presence: cleaning a dead node failed", "node", dead, "err", err)
+		s.warn.Warn("clean", "presence: cleaning a dead node failed", "node", dead, "err", err)
 		return false
 	}
 	for ch := range channels {
@@ -261,7 +261,7 @@ func (s *Redis) clean(dead string) bool {
 		users, err := cleanChannelScript.Run(ctx, s.client, s.channelKeys(ch), dead).StringSlice()
 		cancel()
 		if err != nil {
-			s.warn.warn("clean", "presence: cleaning a dead node failed", "node", dead, "channel", ch, "err", err)
+			s.warn.Warn("clean", "presence: cleaning a dead node failed", "node", dead, "channel", ch, "err", err)
 			return false
 		}
 		for _, u := range users {
@@ -270,7 +270,7 @@ func (s *Redis) clean(dead string) bool {
 	}
 	apps, err := s.scanSet(s.appsKey(dead), func(m string) string { return m })
 	if err != nil {
-		s.warn.warn("clean", "presence: cleaning a dead node failed", "node", dead, "err", err)
+		s.warn.Warn("clean", "presence: cleaning a dead node failed", "node", dead, "err", err)
 		return false
 	}
 	for app := range apps {
@@ -278,7 +278,7 @@ func (s *Redis) clean(dead string) bool {
 		emptied, err := cleanAppScript.Run(ctx, s.client, s.appKeys(app, dead)).StringSlice()
 		cancel()
 		if err != nil {
-			s.warn.warn("clean", "presence: cleaning a dead node failed", "node", dead, "app", app, "err", err)
+			s.warn.Warn("clean", "presence: cleaning a dead node failed", "node", dead, "app", app, "err", err)
 			return false
 		}
 		for _, ch := range emptied {
@@ -292,7 +292,7 @@ func (s *Redis) clean(dead string) bool {
 	pipe.ZRem(ctx, s.keyClaims, dead)
 	pipe.HDel(ctx, s.keyClaimers, dead)
 	if _, err := pipe.Exec(ctx); err != nil {
-		s.warn.warn("clean", "presence: cleaning a dead node failed", "node", dead, "err", err)
+		s.warn.Warn("clean", "presence: cleaning a dead node failed", "node", dead, "err", err)
 		return false
 	}
 	s.log.Info("presence: cleaned up after a dead node", "node", dead, "channels", len(channels),
@@ -368,7 +368,7 @@ func (s *Redis) retryPass() {
 		s.finishRetry(p, false)
 	}
 	if failed != nil && !s.stopping() {
-		s.warn.warn("retry", "presence: retrying removals failed", "queued", len(batch), "err", failed)
+		s.warn.Warn("retry", "presence: retrying removals failed", "queued", len(batch), "err", failed)
 	}
 	s.handleDepartures(deps)
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
@@ -735,35 +734,5 @@ func BenchmarkRedisSetSubscriptions100(b *testing.B) {
 			b.Fatal(err)
 		}
 		i++
-	}
-}
-
-// TestWarnLimiter: during an outage, one line per kind per period, with the number of
-// lines held back.
-func TestWarnLimiter(t *testing.T) {
-	var buf strings.Builder
-	log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{
-		ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
-			if a.Key == slog.TimeKey {
-				return slog.Attr{}
-			}
-			return a
-		},
-	}))
-	now := time.Unix(1000, 0)
-	w := presence.NewWarnLimiter(log, 10*time.Second, func() time.Time { return now })
-	for range 100 {
-		w.Warn("add", "presence: redis call failed", "op", "add")
-		w.Warn("renew", "presence: lease renewal failed")
-		now = now.Add(50 * time.Millisecond) // 100 calls: 5 s
-	}
-	now = now.Add(5 * time.Second)
-	w.Warn("add", "presence: redis call failed", "op", "add")
-	want := `level=WARN msg="presence: redis call failed" op=add
-level=WARN msg="presence: lease renewal failed"
-level=WARN msg="presence: redis call failed" op=add suppressed=99
-`
-	if got := buf.String(); got != want {
-		t.Errorf("logged:\n%s\nwant:\n%s", got, want)
 	}
 }
