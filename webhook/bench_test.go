@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/herald-rt/herald/internal/logtest"
 )
 
 var benchEvent = Event{Name: ClientEvent, Channel: "private-chat", Event: "client-msg", Data: `{"text":"hello"}`, SocketID: "123.456"}
@@ -20,7 +22,7 @@ func TestSendAllocs(t *testing.T) {
 	ep, url := net.add(t, "a.test", "secret", always(0))
 	ep.arrived = make(chan struct{}, 10)
 	s := mustNew(t, Config{Apps: oneApp(url, Hook{URL: url, EventTypes: []string{MemberAdded}}), Client: net.client(),
-		QueueSize: 2000, BatchWait: time.Millisecond, Logger: slogNew(&logRecorder{})})
+		QueueSize: 2000, BatchWait: time.Millisecond, Logger: (&logtest.Recorder{}).Logger()})
 	s.Send("1", benchEvent)
 	<-ep.arrived // in flight for good: the queue only fills
 	for range 1100 {
@@ -64,7 +66,7 @@ func BenchmarkSend(b *testing.B) {
 		{"queue_full", hanging.client()},
 	} {
 		b.Run(c.name, func(b *testing.B) {
-			s := mustNew(b, Config{Apps: oneApp(url), Client: c.client, Logger: slogNew(&logRecorder{})})
+			s := mustNew(b, Config{Apps: oneApp(url), Client: c.client, Logger: (&logtest.Recorder{}).Logger()})
 			b.ReportAllocs()
 			for b.Loop() {
 				s.Send("1", benchEvent)

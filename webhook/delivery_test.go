@@ -10,6 +10,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/herald-rt/herald/internal/logtest"
 )
 
 // These tests run in a synctest bubble against fakeNet, so every time below is exact:
@@ -89,8 +91,8 @@ func TestRetry(t *testing.T) {
 		ep, url := net.add(t, "a.test", "secret", func(n int) int {
 			return [...]int{500, 0, 200, 200, 200}[n]
 		})
-		logs := &logRecorder{}
-		s := mustNew(t, Config{Apps: oneApp(url), Client: net.client(), Logger: slogNew(logs)})
+		logs := &logtest.Recorder{}
+		s := mustNew(t, Config{Apps: oneApp(url), Client: net.client(), Logger: logs.Logger()})
 		defer closeNow(t, s)
 
 		start := time.Now()
@@ -143,11 +145,11 @@ func TestRetry(t *testing.T) {
 
 		// One warning when it started failing, the second failure held back, one
 		// line when it recovered.
-		lines := logs.get()
-		if len(lines) != 2 || lines[0].msg != "webhook endpoint failing" || lines[1].msg != "webhook endpoint recovered" {
+		lines := logs.Lines()
+		if len(lines) != 2 || lines[0].Msg != "webhook endpoint failing" || lines[1].Msg != "webhook endpoint recovered" {
 			t.Fatalf("logs: %+v", lines)
 		}
-		if lines[0].attrs["error"] != "status 500 Internal Server Error" || lines[1].attrs["failed_attempts"] != int64(2) {
+		if lines[0].Attrs["error"] != "status 500 Internal Server Error" || lines[1].Attrs["failed_attempts"] != int64(2) {
 			t.Errorf("logs: %+v", lines)
 		}
 	})
@@ -160,8 +162,8 @@ func TestBoundedHangingEndpoint(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		net := newFakeNet()
 		ep, url := net.add(t, "a.test", "secret", always(0))
-		logs := &logRecorder{}
-		s := mustNew(t, Config{Apps: oneApp(url), Client: net.client(), Logger: slogNew(logs),
+		logs := &logtest.Recorder{}
+		s := mustNew(t, Config{Apps: oneApp(url), Client: net.client(), Logger: logs.Logger(),
 			QueueSize: 10, BatchMax: 5, BatchWait: 10 * time.Millisecond, Timeout: time.Second,
 			RetryFor: 10 * time.Second, BackoffMin: time.Second, BackoffMax: 2 * time.Second})
 		defer closeNow(t, s)
@@ -208,17 +210,17 @@ func TestBoundedHangingEndpoint(t *testing.T) {
 		// About 30 s of failures: a line at the first, then at most one per 30 s; the
 		// last one, when the window allows, reports the drops held back. Every drop
 		// is counted in them.
-		lines := logs.get()
-		if len(lines) < 2 || len(lines) > 3 || lines[0].msg != "webhook endpoint failing" ||
-			lines[0].attrs["dropped_queue_full"] != uint64(90) || !strings.HasPrefix(lines[len(lines)-1].msg, "webhook events dropped") {
+		lines := logs.Lines()
+		if len(lines) < 2 || len(lines) > 3 || lines[0].Msg != "webhook endpoint failing" ||
+			lines[0].Attrs["dropped_queue_full"] != uint64(90) || !strings.HasPrefix(lines[len(lines)-1].Msg, "webhook events dropped") {
 			t.Fatalf("logs %+v", lines)
 		}
 		var exhausted int64
 		for i, l := range lines {
-			if i > 0 && l.at.Sub(lines[i-1].at) < warnEvery {
-				t.Errorf("line %d %v after the one before", i, l.at.Sub(lines[i-1].at))
+			if i > 0 && l.At.Sub(lines[i-1].At) < warnEvery {
+				t.Errorf("line %d %v after the one before", i, l.At.Sub(lines[i-1].At))
 			}
-			n, _ := l.attrs["dropped_retries_exhausted"].(int64)
+			n, _ := l.Attrs["dropped_retries_exhausted"].(int64)
 			exhausted += n
 		}
 		if exhausted != 11 {
@@ -234,7 +236,7 @@ func TestFailingHookIsolated(t *testing.T) {
 		bad, badURL := net.add(t, "bad.test", "s1", always(0))
 		good, goodURL := net.add(t, "good.test", "s1", always(200))
 		other, otherURL := net.add(t, "other.test", "s2", always(200))
-		s := mustNew(t, Config{Client: net.client(), Logger: slogNew(&logRecorder{}), QueueSize: 5, Apps: []App{
+		s := mustNew(t, Config{Client: net.client(), Logger: (&logtest.Recorder{}).Logger(), QueueSize: 5, Apps: []App{
 			{ID: "1", Key: "k1", Secret: "s1", Hooks: []Hook{{URL: badURL}, {URL: goodURL}}},
 			{ID: "2", Key: "k2", Secret: "s2", Hooks: []Hook{{URL: otherURL}}},
 		}})
@@ -367,7 +369,7 @@ func TestCloseGivesUp(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		net := newFakeNet()
 		_, url := net.add(t, "a.test", "secret", always(0))
-		s := mustNew(t, Config{Apps: oneApp(url), Client: net.client(), Logger: slogNew(&logRecorder{})})
+		s := mustNew(t, Config{Apps: oneApp(url), Client: net.client(), Logger: (&logtest.Recorder{}).Logger()})
 		for i := range 30 {
 			s.Send("1", ev(fmt.Sprint(i)))
 		}
@@ -390,7 +392,7 @@ func TestCloseRetriesWithinContext(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		net := newFakeNet()
 		ep, url := net.add(t, "a.test", "secret", func(n int) int { return [...]int{503, 503, 200}[n] })
-		s := mustNew(t, Config{Apps: oneApp(url), Client: net.client(), Logger: slogNew(&logRecorder{})})
+		s := mustNew(t, Config{Apps: oneApp(url), Client: net.client(), Logger: (&logtest.Recorder{}).Logger()})
 		s.Send("1", ev("a"))
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
@@ -410,21 +412,21 @@ func TestWarningsRateLimited(t *testing.T) {
 		var status atomic.Int32
 		status.Store(500)
 		_, url := net.add(t, "a.test", "secret", func(int) int { return int(status.Load()) })
-		logs := &logRecorder{}
-		s := mustNew(t, Config{Apps: oneApp(url), Client: net.client(), Logger: slogNew(logs),
+		logs := &logtest.Recorder{}
+		s := mustNew(t, Config{Apps: oneApp(url), Client: net.client(), Logger: logs.Logger(),
 			BackoffMin: time.Second, BackoffMax: 2 * time.Second})
 		defer closeNow(t, s)
 		s.Send("1", ev("a"))
 		time.Sleep(100 * time.Second)
 		synctest.Wait()
-		lines := logs.get()
+		lines := logs.Lines()
 		// Attempts every 1 to 3 s; lines at the first failure, then at the first failure
 		// 30 s after the last line: 0, [30, 33), [60, 66), [90, 99).
 		if len(lines) != 4 {
 			t.Fatalf("%d lines in 100 s: %+v", len(lines), lines)
 		}
 		for i, l := range lines[1:] {
-			if l.msg != "webhook endpoint still failing" || l.attrs["suppressed"] == nil || l.attrs["url"] != "http://a.test/hook" {
+			if l.Msg != "webhook endpoint still failing" || l.Attrs["suppressed"] == nil || l.Attrs["url"] != "http://a.test/hook" {
 				t.Errorf("line %d: %+v", i+1, l)
 			}
 		}
@@ -432,8 +434,8 @@ func TestWarningsRateLimited(t *testing.T) {
 		synctest.Wait()
 		time.Sleep(3 * time.Second)
 		synctest.Wait()
-		lines = logs.get()
-		if len(lines) != 5 || lines[4].msg != "webhook endpoint recovered" {
+		lines = logs.Lines()
+		if len(lines) != 5 || lines[4].Msg != "webhook endpoint recovered" {
 			t.Errorf("after recovery: %+v", lines[4:])
 		}
 	})
@@ -445,7 +447,7 @@ func TestQueueBytes(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		net := newFakeNet()
 		_, url := net.add(t, "a.test", "secret", always(0))
-		s := mustNew(t, Config{Apps: oneApp(url), Client: net.client(), Logger: slogNew(&logRecorder{}),
+		s := mustNew(t, Config{Apps: oneApp(url), Client: net.client(), Logger: (&logtest.Recorder{}).Logger(),
 			QueueBytes: 1000, BatchWait: time.Millisecond})
 		big := Event{Name: ClientEvent, Channel: "private-c", Data: strings.Repeat("x", 5000)}
 		s.Send("1", big) // alone: accepted, then in flight
@@ -469,7 +471,7 @@ func TestQueueMemoryReleased(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		net := newFakeNet()
 		ep, url := net.add(t, "a.test", "secret", func(n int) int { return min(n, 1) * 200 }) // hangs once
-		s := mustNew(t, Config{Apps: oneApp(url), Client: net.client(), Logger: slogNew(&logRecorder{})})
+		s := mustNew(t, Config{Apps: oneApp(url), Client: net.client(), Logger: (&logtest.Recorder{}).Logger()})
 		defer closeNow(t, s)
 		s.Send("1", ev("first"))
 		time.Sleep(time.Second)

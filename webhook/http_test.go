@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/herald-rt/herald/internal/logtest"
 )
 
 // These tests go through the Sender's own HTTP client to a real local server.
@@ -163,9 +165,9 @@ func TestHTTPTimeout(t *testing.T) {
 	srv := newServer(t, "secret", 200, hold)
 	defer srv.Close()
 	defer close(hold)
-	logs := &logRecorder{}
+	logs := &logtest.Recorder{}
 	s := mustNew(t, Config{Apps: oneApp(srv.URL), BatchWait: time.Millisecond, Timeout: 100 * time.Millisecond,
-		RetryFor: -1, Logger: slogNew(logs)})
+		RetryFor: -1, Logger: logs.Logger()})
 	s.Send("1", ev("a"))
 	srv.next(t)
 	start := time.Now()
@@ -176,7 +178,7 @@ func TestHTTPTimeout(t *testing.T) {
 	if st := s.Stats().Apps["1"]; st.Failed != 1 || st.Dropped[DropRetriesExhausted] != 1 || st.Sent != 0 {
 		t.Errorf("stats %+v", st)
 	}
-	if l := logs.get(); len(l) == 0 || l[0].attrs["error"] != "no answer within 100ms" {
+	if l := logs.Lines(); len(l) == 0 || l[0].Attrs["error"] != "no answer within 100ms" {
 		t.Errorf("logs %+v", l)
 	}
 }
@@ -189,7 +191,7 @@ func TestSendNeverBlocks(t *testing.T) {
 	ep.arrived = make(chan struct{}, 10)
 	const queueSize, sends = 1000, 1_000_000
 	s := mustNew(t, Config{Apps: oneApp(url), Client: net.client(), QueueSize: queueSize, BatchWait: time.Millisecond,
-		Logger: slogNew(&logRecorder{})})
+		Logger: (&logtest.Recorder{}).Logger()})
 	s.Send("1", ev("first"))
 	<-ep.arrived // in flight, and stays so
 

@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net/http"
 	"sync"
 	"testing"
@@ -141,42 +140,6 @@ func (f *fakeNet) RoundTrip(r *http.Request) (*http.Response, error) {
 }
 
 func always(status int) func(int) int { return func(int) int { return status } }
-
-// logRecorder is a slog.Handler that keeps what is logged.
-type logRecorder struct {
-	mu    sync.Mutex
-	lines []logLine
-}
-
-type logLine struct {
-	at    time.Time
-	level slog.Level
-	msg   string
-	attrs map[string]any
-}
-
-func (l *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
-func (l *logRecorder) WithAttrs([]slog.Attr) slog.Handler       { return l }
-func (l *logRecorder) WithGroup(string) slog.Handler            { return l }
-func (l *logRecorder) Handle(_ context.Context, r slog.Record) error {
-	line := logLine{at: r.Time, level: r.Level, msg: r.Message, attrs: map[string]any{}}
-	r.Attrs(func(a slog.Attr) bool {
-		line.attrs[a.Key] = a.Value.Any()
-		return true
-	})
-	l.mu.Lock()
-	l.lines = append(l.lines, line)
-	l.mu.Unlock()
-	return nil
-}
-
-func slogNew(l *logRecorder) *slog.Logger { return slog.New(l) }
-
-func (l *logRecorder) get() []logLine {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return append([]logLine(nil), l.lines...)
-}
 
 // mustNew builds a Sender; the test closes it.
 func mustNew(t testing.TB, cfg Config) *Sender {

@@ -11,6 +11,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/herald-rt/herald/internal/logtest"
 )
 
 // series gathers reg into "name{label=value,...}" → value (a histogram's count).
@@ -47,7 +49,7 @@ func TestMetrics(t *testing.T) {
 		net := newFakeNet()
 		_, url := net.add(t, "a.test", "secret", func(n int) int { return [...]int{500, 200, 200}[n] })
 		reg := prometheus.NewRegistry()
-		s := mustNew(t, Config{Apps: oneApp(url), Client: net.client(), Registerer: reg, Logger: slogNew(&logRecorder{}),
+		s := mustNew(t, Config{Apps: oneApp(url), Client: net.client(), Registerer: reg, Logger: (&logtest.Recorder{}).Logger(),
 			QueueSize: 2, BatchMax: 2})
 
 		if _, err := New(Config{Registerer: reg}); err == nil {
