@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,8 +31,14 @@ type CoordinatorConfig struct {
 	// Expect is how many more workers (started elsewhere) must join.
 	Expect int
 	// SourceBase is the first source address given to workers when the target is on
-	// loopback: worker i binds SourceAddrs(SourceBase, n)[i]. Default 127.0.1.1.
+	// loopback: worker i binds SourceAddrs(SourceBase, n*k)[i*k:(i+1)*k], with k
+	// SourcesPerWorker. Default 127.0.1.1.
 	SourceBase netip.Addr
+	// SourcesPerWorker is how many source addresses each worker binds, taken
+	// round-robin by its connections. The ephemeral ports run out per (source,
+	// destination) pair, and connect() slows as a pair fills: at about 9,000
+	// connections per address, one worker can hold 18,000 with 2. Default 1.
+	SourcesPerWorker int
 	// NoSources leaves the source address to the kernel.
 	NoSources bool
 	// JoinTimeout bounds the wait for every worker to join. Default 30 s.
@@ -430,9 +437,10 @@ func (r *run) execute(ctx context.Context) {
 	c, spec := r.c, r.spec
 	n := len(r.workers)
 	var srcs []netip.Addr
+	k := max(c.cfg.SourcesPerWorker, 1)
 	if !c.cfg.NoSources && spec.TargetIsLoopback() {
 		var err error
-		if srcs, err = SourceAddrs(c.cfg.SourceBase, n); err != nil {
+		if srcs, err = SourceAddrs(c.cfg.SourceBase, n*k); err != nil {
 			c.log.Warn("no source addresses", "err", err)
 			srcs = nil
 		}
@@ -444,15 +452,15 @@ func (r *run) execute(ctx context.Context) {
 		if i < spec.Connections%n {
 			w.conns++
 		}
-		if w.hello.Source != "" {
-			w.source = w.hello.Source
-		} else if srcs != nil {
-			w.source = srcs[i].String()
-		}
 		plan := &Plan{WorkerID: i, Workers: n, Spec: *spec, Connections: w.conns, Start: r.start.UnixNano()}
-		if w.source != "" {
-			plan.Sources = []string{w.source}
+		if w.hello.Source != "" {
+			plan.Sources = []string{w.hello.Source}
+		} else if srcs != nil {
+			for _, a := range srcs[i*k : (i+1)*k] {
+				plan.Sources = append(plan.Sources, a.String())
+			}
 		}
+		w.source = strings.Join(plan.Sources, ",")
 		w.state = stateRunning
 		w.lastSeen = time.Now()
 		r.send(w, &ctrlMsg{Type: msgPlan, Version: ProtocolVersion, Plan: plan})

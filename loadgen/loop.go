@@ -214,6 +214,12 @@ func (l *loop) run() {
 			l.sweep()
 			l.lastSweep = l.now
 		}
+		if rb := l.p.cfg.ReadBatch; rb > 0 && n > 0 && n < len(l.events) {
+			// A plain nanosleep: the thread sleeps once, where time.Sleep would
+			// park the goroutine and wake runtime threads several times.
+			ts := unix.NsecToTimespec(int64(rb))
+			_ = unix.Nanosleep(&ts, nil)
+		}
 	}
 }
 

@@ -40,6 +40,13 @@ type Config struct {
 	// MaxHandshakes bounds the connections in flight (from socket() to
 	// pusher:connection_established) across the pool. Default 512.
 	MaxHandshakes int
+	// ReadBatch, if positive, makes a busy loop wait this long after handling a
+	// partial batch of events before it asks for the next one, so that it reads
+	// what arrived meanwhile in one wake-up instead of one wake-up per frame. An idle
+	// loop still blocks in epoll_wait and wakes at once. It adds up to ReadBatch to
+	// the latencies it measures; it is for many client processes sharing the
+	// server's cores, where a wake-up per frame costs more CPU than the frames.
+	ReadBatch time.Duration
 	// Channels returns the channels connection id subscribes to as soon as it is
 	// established; nil or an empty result subscribes to none. Called on a loop
 	// goroutine; the result is not retained.

@@ -146,6 +146,9 @@ type Spec struct {
 	MaxHandshakes int `json:"max_handshakes"`
 	// Loops is the epoll loops per worker. Default GOMAXPROCS of the worker.
 	Loops int `json:"loops"`
+	// ReadBatch is Config.ReadBatch of every worker: while busy, a loop reads at
+	// most once per ReadBatch. Default 0 (a wake-up for every event).
+	ReadBatch Duration `json:"read_batch,omitempty"`
 }
 
 // Duration is a time.Duration that reads and writes JSON as "1.5s" (or a number of

@@ -213,7 +213,7 @@ func newWorker(plan *Plan, log *slog.Logger) (*worker, error) {
 	}
 	cfg := Config{
 		Addrs: wsAddrs, Key: spec.Key, Secret: spec.Secret, SourceAddrs: srcs,
-		Loops: spec.Loops, MaxHandshakes: spec.MaxHandshakes,
+		Loops: spec.Loops, MaxHandshakes: spec.MaxHandshakes, ReadBatch: spec.ReadBatch.D(),
 		CloseGrace: spec.CloseTimeout.D(),
 		Channels: func(id uint64) []string {
 			var buf [8]int

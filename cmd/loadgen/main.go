@@ -87,6 +87,7 @@ type runOpts struct {
 	expect        int
 	listen        string
 	sourceBase    string
+	sourcesPer    int
 	noSources     bool
 	joinTimeout   time.Duration
 	heartbeat     time.Duration
@@ -166,12 +167,14 @@ func runFlags(spec *loadgen.Spec, o *runOpts, out io.Writer) *flag.FlagSet {
 	fs.DurationVar((*time.Duration)(&spec.Drain), "drain", spec.Drain.D(), "stop publishing this long before the end so messages can arrive (0: 2s, at most duration/3)")
 	fs.DurationVar((*time.Duration)(&spec.CloseTimeout), "close-timeout", spec.CloseTimeout.D(), "bound on the close handshakes at the end (0: 5s)")
 	fs.IntVar(&spec.MaxHandshakes, "max-handshakes", spec.MaxHandshakes, "handshakes in flight per worker (0: 512)")
+	fs.DurationVar((*time.Duration)(&spec.ReadBatch), "read-batch", spec.ReadBatch.D(), "while busy, each worker loop reads at most once per this long, so many worker processes sharing the server's cores wake once per batch, not once per frame; adds up to this to measured latencies (0: off)")
 	fs.IntVar(&spec.Loops, "loops", spec.Loops, "epoll loops per worker (0: one per CPU)")
 
 	fs.IntVar(&o.workers, "workers", 1, "worker processes to spawn on this host (each holds at most ~19,000 connections: 20,000 open files)")
 	fs.IntVar(&o.expect, "expect-workers", 0, "remote workers to wait for (started with: loadgen worker --join <--listen address>)")
 	fs.StringVar(&o.listen, "listen", "127.0.0.1:0", "where workers join the coordinator (use host:port reachable by remote workers)")
-	fs.StringVar(&o.sourceBase, "source-base", "127.0.1.1", "first source address for workers when the target is on loopback: worker i binds the i-th address from here")
+	fs.StringVar(&o.sourceBase, "source-base", "127.0.1.1", "first source address for workers when the target is on loopback: worker i binds the next --sources-per-worker addresses from here")
+	fs.IntVar(&o.sourcesPer, "sources-per-worker", 1, "source addresses per worker on loopback, taken round-robin by its connections (about 9,000 connections per address keep connect() fast)")
 	fs.BoolVar(&o.noSources, "no-source-ips", false, "let the kernel choose source addresses")
 	fs.DurationVar(&o.joinTimeout, "join-timeout", 30*time.Second, "bound on the wait for every worker to join")
 	fs.DurationVar(&o.heartbeat, "heartbeat-timeout", 5*time.Second, "a worker from which nothing arrives this long while the others are heard from is lost (10x as long: in any case)")
@@ -256,7 +259,7 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	cfg := loadgen.CoordinatorConfig{
 		Spec: spec, Listen: o.listen, Spawn: o.workers, Expect: o.expect,
-		SourceBase: base, NoSources: o.noSources,
+		SourceBase: base, SourcesPerWorker: o.sourcesPer, NoSources: o.noSources,
 		JoinTimeout: o.joinTimeout, HeartbeatTimeout: o.heartbeat,
 		WorkerOutput: stderr, Logger: log,
 	}

@@ -17,8 +17,8 @@ func TestParseFlagsSizesTheFleet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.conns != 1_000_000 || o.hubs != 55 || o.workers != 110 || o.redis != redisSingle || o.spread != "one" {
-		t.Fatalf("defaults: conns %d hubs %d workers %d redis %s spread %s, want 1,000,000 55 110 single one",
+	if o.conns != 1_000_000 || o.hubs != 55 || o.workers != 55 || o.redis != redisSingle || o.spread != "one" {
+		t.Fatalf("defaults: conns %d hubs %d workers %d redis %s spread %s, want 1,000,000 55 55 single one",
 			o.conns, o.hubs, o.workers, o.redis, o.spread)
 	}
 	p := makePlan(o)
@@ -28,7 +28,7 @@ func TestParseFlagsSizesTheFleet(t *testing.T) {
 	if p.perHubHigh > float64(o.hubMax) {
 		t.Fatalf("default plan: +4 sd per hub %.0f over --hub-max-connections %d", p.perHubHigh, o.hubMax)
 	}
-	if p.perSource > 28232*9/10 {
+	if p.perSource > perSourceLoadgen || p.filesPerWorker > 20000 {
 		t.Fatalf("default plan: %d connections per source address, more than the default port range gives", p.perSource)
 	}
 

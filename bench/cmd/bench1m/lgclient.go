@@ -115,6 +115,9 @@ func startLoadgen(bin string, args []string, dir string) (*lgProc, error) {
 		return nil, err
 	}
 	cmd := exec.Command(bin, append([]string{"run"}, args...)...)
+	if os.Getenv("BENCH1M_CHRT") != "" {
+		cmd = exec.Command("chrt", append([]string{"-b", "0", bin, "run"}, args...)...)
+	}
 	cmd.Stderr = errf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stdout, err := cmd.StdoutPipe()
@@ -338,8 +341,8 @@ func (r *runner) lgArgs(addr, out, html string) []string {
 		"--scenario", "broadcast", "--connections", strconv.Itoa(o.conns),
 		"--ramp", strconv.FormatFloat(o.lgRamp, 'f', -1, 64),
 		"--duration", o.lgDuration.String(), "--drain", lgDrain.String(), "--close-timeout", o.closeTimeout.String(),
-		"--max-handshakes", strconv.Itoa(hs), "--loops", strconv.Itoa(o.loops),
-		"--workers", strconv.Itoa(o.workers), "--source-base", o.srcBase.String(),
+		"--max-handshakes", strconv.Itoa(hs), "--loops", strconv.Itoa(o.loops), "--read-batch", o.readBatch.String(),
+		"--workers", strconv.Itoa(o.workers), "--source-base", o.srcBase.String(), "--sources-per-worker", strconv.Itoa(o.srcPer),
 		"--join-timeout", lgJoin.String(), "--heartbeat-timeout", lgHeartbeat.String(),
 		"--progress", "json", "--log-level", "info",
 		// One API connection: every broadcast goes through one node's HTTP API.
@@ -702,15 +705,18 @@ func (r *runner) readLgReport(g *lgResult, lg *lgProc) {
 			g.LostWorkers++
 		}
 	}
-	if cwd, err := os.Getwd(); err == nil {
-		bin := filepath.Join(cwd, "bin")
+	name := "bench1m-loadgen-report"
+	if len(r.o.scale) > 0 { // one report per size
+		name += "-" + strconv.Itoa(r.o.conns)
+	}
+	if bin, err := filepath.Abs(r.o.outDir); err == nil {
 		if err := os.MkdirAll(bin, 0o755); err == nil {
 			for _, c := range []struct {
 				from, to string
 				dst      *string
 			}{
-				{src, "bench1m-loadgen-report.json", &g.ReportJSON},
-				{filepath.Join(r.dir, "loadgen-report.html"), "bench1m-loadgen-report.html", &g.ReportHTML},
+				{src, name + ".json", &g.ReportJSON},
+				{filepath.Join(r.dir, "loadgen-report.html"), name + ".html", &g.ReportHTML},
 			} {
 				if data, err := os.ReadFile(c.from); err == nil {
 					to := filepath.Join(bin, c.to)

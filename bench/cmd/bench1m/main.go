@@ -61,15 +61,16 @@ import (
 // connections in flight.
 const perProcess = 18500
 
-// perSourceLoadgen is the connections per loadgen worker (and so per source
-// address) when --workers is 0: at about 14,000 per (source, destination) the
-// ramp stalled in connect().
+// perSourceLoadgen is the connections per source address when --workers is 0: at
+// about 14,000 per (source, destination) the ramp stalled in connect(). A worker
+// binds --sources-per-worker addresses, so it holds that many times as many.
 const perSourceLoadgen = 9100
 
 type options struct {
 	conns        int
 	hubs         int
 	workers      int
+	srcPer       int // source addresses per worker
 	hubMax       int
 	handshakes   int
 	hold         time.Duration
@@ -96,8 +97,15 @@ type options struct {
 	broadcastHold time.Duration // then one broadcast a minute for this long
 
 	lgRamp     float64
+	readBatch  time.Duration
 	lgDuration time.Duration
 	lgProfile  string // loadgen run --cpuprofile: the coordinator's CPU profile
+
+	scale  []int  // --scale: one run per size, smallest first
+	outDir string // where the reports are copied
+	// The sizes as given (0: derived from --conns).
+	askedWorkers int
+	askedLgDur   time.Duration
 }
 
 // Redis modes.
@@ -128,7 +136,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.SetOutput(stderr)
 	fs.IntVar(&o.conns, "conns", 1_000_000, "connections to hold")
 	fs.IntVar(&o.hubs, "hubs", 0, "herald processes sharing one port with --reuseport (0: conns/18,500 rounded up)")
-	fs.IntVar(&o.workers, "workers", 0, "loadgen worker processes, one source address each (0: conns/9,100 rounded up)")
+	fs.IntVar(&o.workers, "workers", 0, "loadgen worker processes (0: conns/(9,100 x sources-per-worker), and at least conns/18,500, rounded up)")
+	fs.IntVar(&o.srcPer, "sources-per-worker", 2, "loadgen's --sources-per-worker: source addresses per worker, about 9,000 connections each")
 	fs.IntVar(&o.hubMax, "hub-max-connections", 19400, "each herald's --max-connections (past it: 4100)")
 	fs.IntVar(&o.handshakes, "handshakes", 1000, "handshakes in flight at most, over all workers")
 	fs.DurationVar(&o.hold, "hold", 30*time.Second, "how long the peak is held before the first broadcast; memory is measured at its end")
@@ -139,7 +148,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.Float64Var(&memFloorGiB, "mem-floor", 3, "GiB: the run stops if MemAvailable falls under this")
 	fs.StringVar(&host, "host", "127.0.0.1", "loopback address the hubs listen on")
 	fs.IntVar(&o.port, "port", 0, "port the hubs share (0: a free one)")
-	fs.StringVar(&srcBase, "src-base", "127.20.0.1", "first source address of the workers, one each in turn (last octets 0 and 255 skipped)")
+	fs.StringVar(&srcBase, "src-base", "127.20.0.1", "first source address of the workers, --sources-per-worker each in turn (last octets 0 and 255 skipped)")
 	fs.StringVar(&o.channel, "channel", "bench1m", "channel name prefix: every connection subscribes to <channel>-0, or with --channels M to one of <channel>-0..M-1")
 	fs.IntVar(&o.channels, "channels", 1, "channels: 1 (every connection on one) or more, chosen with Zipf popularity (--spread zipf)")
 	fs.IntVar(&o.loops, "loops", 1, "epoll loops per herald and per worker")
@@ -152,8 +161,11 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.broadcasts, "broadcasts", "10x10s", "the first broadcasts after the hold, NxINTERVAL (through one node's HTTP API)")
 	fs.DurationVar(&o.broadcastHold, "broadcast-hold", 10*time.Minute, "then hold this long with one broadcast a minute (0: none)")
 	fs.Float64Var(&o.lgRamp, "lg-ramp", 4000, "loadgen's --ramp, connections per second over all its workers")
+	fs.DurationVar(&o.readBatch, "read-batch", time.Millisecond, "loadgen's --read-batch: while busy, a worker reads at most once per this long (0: a wake-up per frame)")
 	fs.DurationVar(&o.lgDuration, "lg-duration", 0, "loadgen's --duration (0: 2 x conns/lg-ramp + hold + broadcasts + 45 s)")
 	fs.StringVar(&o.lgProfile, "lg-cpuprofile", "", "write loadgen's coordinator CPU profile to this file (loadgen run --cpuprofile)")
+	var scale string
+	fs.StringVar(&scale, "scale", "", "run once per size, e.g. 100k,250k,500k,1m, on the hub count of the largest, and write how memory and broadcast completion grow (a table, and bin/bench1m-scale.{json,html} with charts); --conns is then the largest")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -161,6 +173,13 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
 	}
 	var err error
+	if scale != "" {
+		if o.scale, err = parseScale(scale); err != nil {
+			return o, err
+		}
+		o.conns = o.scale[len(o.scale)-1]
+	}
+	o.outDir = "bin"
 	if o.host, err = netip.ParseAddr(host); err != nil || !o.host.Is4() || !o.host.IsLoopback() {
 		return o, fmt.Errorf("%w: --host %q: want an IPv4 loopback address (127.0.0.0/8)", errUsage, host)
 	}
@@ -180,6 +199,22 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if o.lgRamp <= 0 || o.lgDuration < 0 || o.broadcastHold < 0 {
 		return o, fmt.Errorf("%w: --lg-ramp must be positive, --lg-duration and --broadcast-hold not negative", errUsage)
 	}
+	if _, err := o.broadcastSpan(); err != nil {
+		return o, err
+	}
+	if o.srcPer < 1 {
+		return o, fmt.Errorf("%w: --sources-per-worker must be at least 1", errUsage)
+	}
+	o.askedWorkers, o.askedLgDur = o.workers, o.lgDuration
+	return o.sized(o.conns)
+}
+
+// sized derives what depends on the connection count for n connections (loadgen's
+// duration and the worker count, unless given; the hub count once, unless given,
+// so that every size of --scale runs on the same hubs), and checks the result.
+func (o options) sized(n int) (options, error) {
+	o.conns = n
+	o.lgDuration, o.workers = o.askedLgDur, o.askedWorkers
 	span, err := o.broadcastSpan()
 	if err != nil {
 		return o, err
@@ -192,9 +227,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		o.hubs = ceilDiv(o.conns, perProcess)
 	}
 	if o.workers == 0 {
-		// loadgen binds each worker to one source address; past about 9,000
-		// connections per (source, destination) the 1M run stalled in connect().
-		o.workers = ceilDiv(o.conns, perSourceLoadgen)
+		// Past about 9,000 connections per (source, destination) the 1M run
+		// stalled in connect(); fewer worker processes deliver a broadcast faster
+		// (each wakes for more frames at once), down to the file limit.
+		o.workers = max(ceilDiv(o.conns, perSourceLoadgen*o.srcPer), ceilDiv(o.conns, perProcess))
 	}
 	switch {
 	case o.conns < 1 || o.hubs < 1 || o.workers < 1 || o.workers > o.conns:
@@ -206,7 +242,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	case o.hold < 0 || o.holdEvery <= 0 || o.stepTimeout <= 0 || o.closeTimeout <= 0 || o.timeout <= 0:
 		return o, fmt.Errorf("%w: durations must be positive", errUsage)
 	}
-	if _, err := sourceAddrs(o.srcBase, o.workers); err != nil {
+	if _, err := sourceAddrs(o.srcBase, o.workers*o.srcPer); err != nil {
 		return o, err
 	}
 	return o, nil
@@ -278,11 +314,20 @@ func run(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
+	command := "go run ./bench/cmd/bench1m" + proc.QuoteArgs(args)
+	if len(o.scale) > 0 {
+		return runScale(ctx, o, dir, command, stdout, stderr)
+	}
 	r := &runner{o: o, dir: dir, out: stdout, log: stderr}
 	res := r.runLoadgen(ctx)
-	res.Command = "go run ./bench/cmd/bench1m" + proc.QuoteArgs(args)
+	res.Command = command
 	res.Elapsed = time.Since(r.started).Round(100 * time.Millisecond).String()
 	res.print(stdout)
+	return verdict(o, res)
+}
+
+// verdict is the run's error: the target not held, a hold note, or loadgen's exit.
+func verdict(o options, res *result) error {
 	if res.Reached < int64(o.conns) {
 		return fmt.Errorf("held %d of %d connections: %s", res.Reached, o.conns, res.Stopped)
 	}

@@ -303,10 +303,10 @@ func makePlan(o options) plan {
 		perHubMean:     float64(o.conns) / float64(o.hubs),
 		perWorker:      ceilDiv(o.conns, o.workers),
 		handshakesEach: max(o.handshakes/o.workers, 1),
-		sources:        o.workers,
+		sources:        o.workers * o.srcPer,
 	}
 	p.perHubHigh = p.perHubMean + 4*math.Sqrt(p.perHubMean)
-	p.perSource = p.perWorker
+	p.perSource = ceilDiv(p.perWorker, o.srcPer)
 	p.filesPerHub = o.hubMax + procFiles
 	p.filesPerWorker = p.perWorker + p.handshakesEach + procFiles
 	p.memBudget = int64(o.conns)*(planKernelPerConn+planHeraldPerConn+planClientPerConn) +
@@ -479,10 +479,10 @@ func failedChecks(cs []check) string {
 func printChecks(w io.Writer, o options, cs []check) {
 	p := makePlan(o)
 	fmt.Fprintf(w, "bench1m plan: %s connections; %d hubs (herald --reuseport on %s, --max-connections %s, %s each on average), redis %s; "+
-		"one loadgen run with %d workers (%s each at most, one source address each: %s-%s), --ramp %g/s, %d handshakes in flight (%d per worker), "+
+		"one loadgen run with %d workers (%s each at most, %d source address(es) each: %s-%s), --ramp %g/s, %d handshakes in flight (%d per worker), "+
 		"--duration %v; %d channel(s), %s; hold %v, then broadcasts %s and one a minute for %v (--publish-schedule %s)\n",
 		thousands(int64(o.conns)), o.hubs, portOrFree(o), thousands(int64(o.hubMax)), thousands(int64(p.perHubMean)), o.redis,
-		o.workers, thousands(int64(p.perWorker)), p.firstSrc, p.lastS, o.lgRamp, o.handshakes, p.handshakesEach,
+		o.workers, thousands(int64(p.perWorker)), o.srcPer, p.firstSrc, p.lastS, o.lgRamp, o.handshakes, p.handshakesEach,
 		o.lgDuration, o.channels, o.spread, o.hold, o.broadcasts, o.broadcastHold, o.schedule())
 	fmt.Fprintln(w, "OS checks:")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)

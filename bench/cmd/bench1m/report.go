@@ -101,6 +101,8 @@ type summary struct {
 	Loops      int    `json:"loops"`
 	GOMAXPROCS int    `json:"gomaxprocs"`
 	MemFloor   int64  `json:"mem_floor"`
+	SrcPer     int    `json:"sources_per_worker"`
+	ReadBatch  string `json:"read_batch"`
 }
 
 func (o options) summary() summary {
@@ -109,6 +111,7 @@ func (o options) summary() summary {
 		Handshakes: o.handshakes, Hold: o.hold.String(), Channel: o.channel, Channels: o.channels,
 		Spread: o.spread, Redis: o.redis, Schedule: o.schedule(),
 		Loops: o.loops, GOMAXPROCS: o.gomaxprocs, MemFloor: o.memFloor,
+		SrcPer: o.srcPer, ReadBatch: o.readBatch.String(),
 	}
 }
 
@@ -150,8 +153,8 @@ func (r *result) print(w io.Writer) {
 	}
 	fmt.Fprintf(w, "machine: nproc=%d, %s, linux %s, MemTotal %s, open files %d per process\n",
 		r.Machine.NProc, r.Machine.GoVersion, r.Machine.Kernel, gib(r.Machine.MemTotal), r.Machine.NoFile)
-	fmt.Fprintf(w, "setup:   %d herald processes on %s (--reuseport, --max-connections %s, --loops %d, %s); redis %v; one loadgen run with %d workers, one source address each; %d channel(s) (%s); run took %s\n\n",
-		o.Hubs, r.Addr, thousands(int64(o.HubMax)), o.Loops, o.Redis, r.RedisAddrs, o.Workers, o.Channels, o.Spread, r.Elapsed)
+	fmt.Fprintf(w, "setup:   %d herald processes on %s (--reuseport, --max-connections %s, --loops %d, %s); redis %v; one loadgen run with %d workers, %d source address(es) each, --read-batch %v; %d channel(s) (%s); run took %s\n\n",
+		o.Hubs, r.Addr, thousands(int64(o.HubMax)), o.Loops, o.Redis, r.RedisAddrs, o.Workers, o.SrcPer, o.ReadBatch, o.Channels, o.Spread, r.Elapsed)
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	row := func(k, format string, a ...any) { fmt.Fprintf(tw, "%s\t%s\n", k, fmt.Sprintf(format, a...)) }
