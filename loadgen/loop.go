@@ -125,6 +125,7 @@ type loop struct {
 	members                  int64 // pusher_internal:member_added and member_removed
 	membersAdded             int64 // pusher_internal:member_added
 	memberHist               *Histogram
+	wakes                    int64 // epoll_wait returns, for tests
 	cursor                   int   // where Send and Disconnect continue in conns
 	dupsClosed, reordClosed  int64 // from connections already closed
 }
@@ -197,6 +198,7 @@ func (l *loop) run() {
 			return
 		}
 		l.now = time.Now().UnixNano()
+		l.wakes++
 		for i := 0; i < n; i++ {
 			ev := l.events[i]
 			if ev.Pad < 0 {

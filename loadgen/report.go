@@ -153,7 +153,7 @@ type Scenario struct {
 type WorkerSummary struct {
 	ID          int    `json:"id"`
 	Addr        string `json:"addr"`        // where its control connection came from
-	Source      string `json:"source"`      // source IP its sockets were bound to, "" for any
+	Source      string `json:"source"`      // source IPs its sockets were bound to, comma separated; "" for any
 	Connections int    `json:"connections"` // connections assigned
 	State       string `json:"state"`       // "ok", "lost" (died or disconnected mid-run), "failed"
 	Error       string `json:"error,omitempty"`
