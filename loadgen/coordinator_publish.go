@@ -27,38 +27,16 @@ type apiPublisher struct {
 	n         atomic.Uint64
 	published []atomic.Int64 // per channel, accepted by the server
 	total     atomic.Int64
-	mu        sync.Mutex // guards errs, stopped, recs, tracked
+	mu        sync.Mutex // guards errs, stopped
 	errs      map[string]uint64
 	stopped   bool
-	recs      []pubRecord // accepted publishes not yet taken by the run
-	tracked   int         // publishes recorded in recs over the run
 	schedule  []time.Duration
 
-	// track, when the spec tracks publishes (tracking.go), follows every event to
-	// its last delivery; finished counts the events answered (Spec.PublishCount).
+	// track (tracking.go) follows the events to their last delivery (every one,
+	// or the first maxTrackedBroadcasts); finished counts the events answered
+	// (Spec.PublishCount).
 	track    *tracker
 	finished atomic.Int64
-}
-
-// maxTrackedBroadcasts bounds the publishes whose completion is followed one by
-// one (the first ones of a run): a broadcast benchmark makes tens, a rate run
-// many more, of which the first are a fair sample.
-const maxTrackedBroadcasts = 10000
-
-// pubRecord is one publish accepted by the server, for its completion.
-type pubRecord struct {
-	seq uint64
-	ch  int
-	at  int64 // unix ns: the payload's timestamp, taken just before the request
-}
-
-// takeRecords returns the accepted publishes recorded since the last call.
-func (a *apiPublisher) takeRecords() []pubRecord {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	r := a.recs
-	a.recs = nil
-	return r
 }
 
 func newAPIPublisher(spec *Spec, workers int) (*apiPublisher, error) {
@@ -262,16 +240,10 @@ func (a *apiPublisher) send(ctx context.Context) {
 		a.finished.Add(int64(len(chans)))
 		switch {
 		case err == nil:
-			a.mu.Lock()
-			for i, ch := range chans {
+			for _, ch := range chans {
 				a.published[ch].Add(1)
-				if a.tracked < maxTrackedBroadcasts {
-					a.tracked++
-					a.recs = append(a.recs, pubRecord{seq: seqs[i], ch: ch, at: now})
-				}
 			}
 			a.total.Add(int64(len(chans)))
-			a.mu.Unlock()
 		case errors.Is(err, ErrPublish):
 			kind := "publish_refused"
 			if m := statusRE.FindStringSubmatch(publishStatus(err)); m != nil {

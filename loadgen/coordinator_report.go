@@ -47,25 +47,12 @@ type run struct {
 	dups       []int64
 	lastPubbed []int64 // API publishes already accounted in expected
 	clientSent int64
+	lostConns  int64
+	atClose    map[string]int64
 
-	// Broadcast completion: the API publishes followed (in publish order) and
-	// the deliveries of each, by sequence number.
-	pubs      []*bcastState
-	bySeq     map[uint64]*bcastState
-	early     map[uint64]*SeqDeliveries // deliveries merged before their publish's record
-	lostConns int64
-	atClose   map[string]int64
-
-	x runExtras // tracking.go
-}
-
-// bcastState is one followed API publish.
-type bcastState struct {
-	rec       pubRecord
-	expected  int64
-	delivered int64 // unique
-	dups      int64
-	last      int64 // unix ns
+	// x holds the tracker, the source of Report.Broadcasts and Report.Completion
+	// (tracking.go).
+	x runExtras
 }
 
 func newRun(c *Coordinator) *run {
@@ -77,8 +64,6 @@ func newRun(c *Coordinator) *run {
 		memberLoad: NewHistogram(),
 		expected:   make([]float64, m), delivered: make([]int64, m), dups: make([]int64, m),
 		lastPubbed: make([]int64, m),
-		bySeq:      map[uint64]*bcastState{},
-		early:      map[uint64]*SeqDeliveries{},
 		atClose:    map[string]int64{},
 	}
 }
@@ -133,16 +118,6 @@ func (r *run) merge(w *workerState, s *Snapshot) error {
 	}
 	w.heap = max(w.heap, s.HeapBytes)
 	w.rss = max(w.rss, s.RSSBytes)
-	for _, b := range s.Broadcasts {
-		if st := r.bySeq[b.Seq]; st != nil {
-			st.add(b)
-		} else if e := r.early[b.Seq]; e != nil {
-			e.N, e.Dups, e.Last = e.N+b.N, e.Dups+b.Dups, max(e.Last, b.Last)
-		} else if len(r.early) < maxTrackedBroadcasts {
-			c := b
-			r.early[b.Seq] = &c
-		}
-	}
 	r.lostConns += s.LostBeforeStop
 	for k, v := range s.AtClose {
 		r.atClose[k] += v
@@ -167,16 +142,6 @@ func (r *run) accountPublishes() {
 	if r.pub == nil {
 		return
 	}
-	// Followed publishes first, with the same subscriber counts.
-	for _, rec := range r.pub.takeRecords() {
-		st := &bcastState{rec: rec, expected: r.subscribers(rec.ch)}
-		if e := r.early[rec.seq]; e != nil {
-			st.add(*e)
-			delete(r.early, rec.seq)
-		}
-		r.pubs = append(r.pubs, st)
-		r.bySeq[rec.seq] = st
-	}
 	for i := range r.lastPubbed {
 		n := r.pub.published[i].Load()
 		if d := n - r.lastPubbed[i]; d > 0 {
@@ -185,41 +150,6 @@ func (r *run) accountPublishes() {
 			r.lastPubbed[i] = n
 		}
 	}
-}
-
-func (b *bcastState) add(d SeqDeliveries) {
-	b.delivered += d.N
-	b.dups += d.Dups
-	b.last = max(b.last, d.Last)
-}
-
-// broadcasts summarises the followed publishes, nil when there were none.
-func (r *run) broadcasts() *BroadcastSummary {
-	if len(r.pubs) == 0 {
-		return nil
-	}
-	bs := &BroadcastSummary{Count: len(r.pubs)}
-	h := NewHistogram()
-	for i, st := range r.pubs {
-		complete := st.delivered >= st.expected
-		var took time.Duration
-		if st.last > 0 {
-			took = time.Duration(st.last - st.rec.at)
-		}
-		if complete {
-			bs.Complete++
-			h.Record(took)
-		} else {
-			bs.Incomplete++
-		}
-		if i < 1000 {
-			bs.Items = append(bs.Items, BroadcastItem{Seq: st.rec.seq, Channel: r.spec.ChannelName(st.rec.ch),
-				Published: time.Unix(0, st.rec.at), Expected: uint64(st.expected), Delivered: uint64(st.delivered),
-				Duplicated: uint64(st.dups), CompletionMs: ms(took), Complete: complete})
-		}
-	}
-	bs.Completion = distribution(h)
-	return bs
 }
 
 // sample closes a reporting interval.
@@ -386,7 +316,6 @@ func (r *run) report() *Report {
 			t.AtClose[k] = uint64(v)
 		}
 	}
-	rep.Broadcasts = r.broadcasts()
 	var nerr uint64
 	for _, v := range t.Errors {
 		nerr += v
@@ -435,7 +364,7 @@ func (r *run) report() *Report {
 		rep.Presence = ps
 	}
 	rep.Reordered = uint64(r.total.Reordered)
-	r.reportTracking(rep)
+	r.reportTracking(rep) // Broadcasts, Completion, the workers' memory
 	return rep
 }
 

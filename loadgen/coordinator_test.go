@@ -510,6 +510,18 @@ func TestRunPublishSchedule(t *testing.T) {
 	}
 	checkBroadcasts(t, rep)
 	it := rep.Broadcasts.Items
+	// Each publish exactly: every connection holds the channel.
+	for i, b := range it {
+		if b.Expected != 120 || b.Delivered != 120 || b.Duplicated != 0 || !b.Complete || b.Channel != "loadgen-0" {
+			t.Errorf("publish %d: %+v, want 120 of 120 delivered, complete", i, b)
+		}
+		if i > 0 && b.Seq <= it[i-1].Seq {
+			t.Errorf("publish %d: seq %d after %d", i, b.Seq, it[i-1].Seq)
+		}
+	}
+	if rep.Completion != nil {
+		t.Errorf("completion %+v in a run that neither counts nor awaits its publishes", rep.Completion)
+	}
 	// The schedule: offsets 0, 300, 600, 1200, 1800 ms from the first (no upper
 	// bound: a loaded machine only delays them; the first may be late by a tick).
 	for i, ms := range []int{0, 300, 600, 1200, 1800} {

@@ -67,12 +67,14 @@
 //     that samples the server) and, on presence channels, Presence: joins and
 //     leaves per second over the load phase, member events received, and
 //     join-to-member_added latency over the whole run and over the load phase.
-//   - Broadcast completion: the coordinator records each API publish it makes
-//     (the first 10,000: sequence number, channel, time) and workers report, per
-//     API sequence number, unique deliveries, duplicates and the latest receive
-//     time in their snapshots; Report.Broadcasts gives each publish's expected
-//     and unique deliveries and publish-to-last-delivery time, with p50 and max
-//     over the publishes. Spec.PublishSchedule publishes in groups ("10x10s,10x1m")
+//   - Broadcast completion: every run that publishes through the API tracks its
+//     publishes (tracking.go; all of them with PublishCount or PublishAwait, the
+//     first 10,000 otherwise): workers report, per API sequence number, unique
+//     deliveries, duplicates and the latest receive time, read from the pool's
+//     lock-free per-seq ring; Report.Broadcasts gives each publish's expected and
+//     unique deliveries, duplicates and publish-to-last-delivery time, with the
+//     distribution over the publishes, from the same tracker entries as
+//     Report.Completion. Spec.PublishSchedule publishes in groups ("10x10s,10x1m")
 //     instead of at a rate.
 //   - ParseThresholds / EvaluateThresholds: k6-style pass/fail criteria.
 //     Totals.LostConnections (closed before the stop, not by loadgen) and the
@@ -90,10 +92,10 @@
 // # The coordinator/worker protocol
 //
 // One TCP connection per worker, JSON lines (one object per line, at most 64 MiB),
-// ProtocolVersion 1:
+// ProtocolVersion 2:
 //
-//	worker → coordinator  {"type":"hello","version":1,"hello":{"pid":…,"host":…,"source":…}}
-//	coordinator → worker  {"type":"plan","version":1,"plan":{worker_id, workers, spec, connections, sources, start}}
+//	worker → coordinator  {"type":"hello","version":2,"hello":{"pid":…,"host":…,"source":…}}
+//	coordinator → worker  {"type":"plan","version":2,"plan":{worker_id, workers, spec, connections, sources, start}}
 //	                      or {"type":"reject","error":…} (other version, joined too late)
 //	worker → coordinator  {"type":"snapshot","snapshot":{…}} every second, at once when its
 //	                      share is up (ramp_seconds), and a final one ("final":true)
@@ -101,9 +103,11 @@
 //	                      {"type":"quiesce"}  stop sending (drain before the end)
 //	                      {"type":"stop"}     close connections (bounded), send the final snapshot
 //	worker → coordinator  {"type":"failed","error":…} when the plan cannot run
-//	worker → coordinator  {"type":"seqs","seqs":[[seq,count,last_ns],…]} about every
-//	                      millisecond, only when publishes are tracked: the changed
-//	                      cumulative delivery counts of the recent API publishes
+//	worker → coordinator  {"type":"seqs","seqs":[[seq,unique,dups,last_ns],…]} every
+//	                      millisecond with publish_await, every 100 ms otherwise, when
+//	                      the run publishes through the API: the changed cumulative
+//	                      delivery counts of the recent tracked API publishes (and
+//	                      once more just before the final snapshot)
 //
 // A snapshot carries deltas since the previous one (Stats with both histograms in
 // the HdrHistogram V2 encoding, obtained exactly with Stats.Sub; per-channel

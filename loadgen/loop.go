@@ -80,10 +80,14 @@ func (c *conn) shrink() {
 	}
 }
 
+// seqSlot is one sequence number's deliveries in a loop's ring: unique ones
+// (count) and duplicates apart, so that each counter only grows while the slot holds
+// seq. Only the loop's goroutine writes it; readers use the atomics.
 type seqSlot struct {
 	seq   atomic.Uint64
-	count atomic.Int64
-	last  atomic.Int64
+	count atomic.Int64 // unique deliveries (one per connection)
+	dups  atomic.Int64 // duplicates
+	last  atomic.Int64 // unix ns of the latest delivery
 }
 
 // errConnGone tells the read path that the connection was closed while handling it.
@@ -642,10 +646,15 @@ func (l *loop) deliver(c *conn, seq uint64, ts int64) (dup bool) {
 	r := &l.ring[seq&(SeqWindow-1)]
 	if r.seq.Load() != seq {
 		r.count.Store(0)
+		r.dups.Store(0)
 		r.last.Store(0)
 		r.seq.Store(seq)
 	}
-	r.count.Store(r.count.Load() + 1)
+	if dup {
+		r.dups.Store(r.dups.Load() + 1)
+	} else {
+		r.count.Store(r.count.Load() + 1)
+	}
 	if l.now > r.last.Load() {
 		r.last.Store(l.now)
 	}

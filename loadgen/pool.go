@@ -344,20 +344,32 @@ func (p *Pool) Delivered() int64 {
 }
 
 // SeqDeliveries returns how many times the event with sequence number seq was
-// received across the pool and the latest receive time (unix nanoseconds). The last
-// SeqWindow sequence numbers are kept; older ones read as zero.
+// received across the pool (duplicates included) and the latest receive time (unix
+// nanoseconds). The last SeqWindow sequence numbers are kept; older ones read as zero.
 func (p *Pool) SeqDeliveries(seq uint64) (count int64, last int64) {
+	uniq, dups, last := p.seqDeliveries(seq)
+	return uniq + dups, last
+}
+
+// seqDeliveries returns seq's unique deliveries, duplicates and latest receive time
+// across the pool. A ring slot that a newer sequence number takes while it is read
+// is skipped, so each figure only grows from one read to the next while seq is
+// within the window.
+func (p *Pool) seqDeliveries(seq uint64) (uniq, dups, last int64) {
 	for _, l := range p.loops {
 		s := &l.ring[seq&(SeqWindow-1)]
 		if s.seq.Load() != seq {
 			continue
 		}
-		count += s.count.Load()
-		if t := s.last.Load(); t > last {
-			last = t
+		u, d, t := s.count.Load(), s.dups.Load(), s.last.Load()
+		if s.seq.Load() != seq {
+			continue // reused meanwhile: the figures may be the new seq's
 		}
+		uniq += u
+		dups += d
+		last = max(last, t)
 	}
-	return count, last
+	return uniq, dups, last
 }
 
 // Stats collects the loops' histograms and counters. If lastSeq > 0, Missing counts,

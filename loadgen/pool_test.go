@@ -125,6 +125,9 @@ func TestPoolSubscribeAndDeliver(t *testing.T) {
 	if c, last := p.SeqDeliveries(3); c != 2*n || last == 0 {
 		t.Fatalf("seq 3: %d deliveries, last %d; want %d", c, last, 2*n)
 	}
+	if u, d, _ := p.seqDeliveries(3); u != n || d != n {
+		t.Fatalf("seq 3: %d unique deliveries and %d duplicates, want %d and %d", u, d, n, n)
+	}
 	if c, _ := p.SeqDeliveries(6); c != 0 {
 		t.Fatalf("seq 6: %d deliveries, want 0", c)
 	}

@@ -51,15 +51,18 @@ type Report struct {
 	Completion *CompletionSummary `json:"completion,omitempty"`
 }
 
-// BroadcastSummary follows each API publish (the first maxTrackedBroadcasts of a
-// run) to its last delivery over all workers. Expected deliveries are the
-// channel's subscribers when the publish was accounted (within a second of it).
+// BroadcastSummary follows each API publish the server accepted (every one with
+// Spec.PublishCount or Spec.PublishAwait, the first maxTrackedBroadcasts of a run
+// otherwise) to its last delivery over all workers. It is built from the tracker
+// (tracking.go), as Completion is, so they agree. Expected deliveries are the
+// channel's subscribers when the publish was sent, from the workers' latest
+// snapshots.
 type BroadcastSummary struct {
 	Count      int `json:"count"`      // publishes followed
 	Complete   int `json:"complete"`   // every expected delivery arrived
 	Incomplete int `json:"incomplete"` // fewer unique deliveries than expected
 	// Completion is publish (the payload's timestamp, just before the request) to
-	// the last delivery, over the complete broadcasts.
+	// the last delivery, over the complete broadcasts that had subscribers.
 	Completion Distribution    `json:"completion"`
 	Items      []BroadcastItem `json:"items,omitempty"` // the first 1,000, in publish order
 }
@@ -72,7 +75,7 @@ type BroadcastItem struct {
 	Expected     uint64    `json:"expected"`
 	Delivered    uint64    `json:"delivered"` // unique
 	Duplicated   uint64    `json:"duplicated"`
-	CompletionMs float64   `json:"completion_ms"` // to the last delivery received
+	CompletionMs float64   `json:"completion_ms"` // to the delivery that completed it (incomplete: the latest received)
 	Complete     bool      `json:"complete"`
 }
 
@@ -87,9 +90,10 @@ type CompletionSummary struct {
 	// Latency is publish-to-last-delivery of the complete publishes.
 	Latency Distribution `json:"latency"`
 	// FirstSent is when the first tracked publish was sent, LastDelivery the latest
-	// receive time of a complete one; Deliveries counts the deliveries of the
-	// complete publishes, and DeliveriesPerSec and PublishesPerSec are them (and
-	// Complete) over that span: the throughput of closed-loop publishing.
+	// receive time of a complete one; Deliveries counts the unique deliveries of
+	// the complete publishes (duplicates apart, in Broadcasts), and
+	// DeliveriesPerSec and PublishesPerSec are them (and Complete) over that
+	// span: the throughput of closed-loop publishing.
 	FirstSent    time.Time `json:"first_sent,omitzero"`
 	LastDelivery time.Time `json:"last_delivery,omitzero"`
 	// LastReceived is the latest receive time of any accepted tracked publish,

@@ -1,26 +1,45 @@
 package loadgen
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 )
 
-// Tracking follows API publishes to their last delivery (Spec.PublishCount,
-// Spec.PublishAwait). It adds one message to the coordinator/worker protocol:
+// Tracking follows API publishes to their last delivery. It is on whenever a run
+// publishes through the API (Spec.publishing): it is the one source of
+// Report.Broadcasts, and, with Spec.PublishCount or Spec.PublishAwait, of
+// Report.Completion, the end of the drain and the closed loop. It adds one message
+// to the coordinator/worker protocol:
 //
-//	worker → coordinator  {"type":"seqs","seqs":[[seq, count, last_unix_ns], …]}
+//	worker → coordinator  {"type":"seqs","seqs":[[seq, unique, dups, last_unix_ns], …]}
 //
-// sent by a worker, about every millisecond while API publishes arrive, for the
-// tracked sequence numbers whose delivery count changed since its previous "seqs".
-// Counts are cumulative per worker (the pool's SeqDeliveries), so a lost or late
+// sent by a worker, while API publishes arrive, for the tracked sequence numbers
+// whose delivery counts changed since its previous "seqs". Counts are cumulative per
+// worker (the pool's lock-free per-seq ring, Pool.seqDeliveries), so a lost or late
 // message costs nothing but time. The coordinator adds them up per publish; a
-// publish is complete when its count reaches the subscribers its channel had when
-// it was sent (the workers' latest snapshots), and its completion time is the
-// latest receive time over the workers at that moment.
+// publish is complete when its unique deliveries reach the subscribers its channel
+// had when it was sent (the workers' latest snapshots), and its completion time is
+// the latest receive time over the workers at that moment.
+//
+// Its cost is small enough to leave it on: nothing on a delivery but an atomic
+// load (and a compare-and-swap once per publish and loop) in seqReporter.observe,
+// no lock; a worker reads the ring every seqReportEvery with PublishAwait (a sender
+// waits on it) and every seqReportCoarse otherwise, starting at the first API
+// delivery it sees, and sends only the counts that changed. Without PublishCount
+// or PublishAwait only the first maxTrackedBroadcasts publishes are followed
+// (Spec.lastTrackedSeq), so a long run at a high rate keeps neither the
+// coordinator's table nor the messages growing.
+//
+// The ring holds the last SeqWindow sequence numbers, SeqWindow/(workers+1) API
+// publishes: deliveries of a publish that still arrive after that many later
+// publishes are not counted, and it reads incomplete (the snapshots' per-channel
+// counts and Totals are not affected).
 
 // defaultAwaitTimeout is Spec.AwaitTimeout's default.
 const defaultAwaitTimeout = 10 * time.Second
@@ -28,9 +47,14 @@ const defaultAwaitTimeout = 10 * time.Second
 // Worker side: how far back a worker looks for deliveries of tracked publishes.
 const (
 	seqReportEvery = time.Millisecond
-	recentSeqs     = 64   // API publishes checked every report
-	trackedSeqs    = 4096 // API publishes checked every fullReportEvery reports
-	fullReportN    = 100
+	// seqReportCoarse is the report period when no sender waits for deliveries:
+	// completion times come from the receive times, not from when a report
+	// arrives, so 10 reports a second suffice, and cost 55 workers (bench1m)
+	// 550 wake-ups a second instead of 55,000.
+	seqReportCoarse = 100 * time.Millisecond
+	recentSeqs      = 64   // API publishes checked every report
+	trackedSeqs     = 4096 // API publishes checked every fullReportN reports (every coarse one)
+	fullReportN     = 100
 )
 
 // normalizeTracking checks the tracking options; Normalize calls it once the
@@ -60,22 +84,50 @@ func (s *Spec) normalizeTracking() error {
 	return nil
 }
 
-// tracking reports whether API publishes are followed to their last delivery.
+// tracking reports whether every API publish is followed to its last delivery
+// and the run reports Completion (PublishCount, PublishAwait). Any run that
+// publishes through the API tracks its first maxTrackedBroadcasts publishes
+// (lastTrackedSeq).
 func (s *Spec) tracking() bool { return s.PublishCount > 0 || s.PublishAwait }
+
+// lastTrackedSeq is the highest API sequence number that is tracked, 0 for every
+// one. API publish k (from 1) has seq (k-1)*stride+1.
+func (s *Spec) lastTrackedSeq(stride uint64) uint64 {
+	if s.tracking() {
+		return 0
+	}
+	return uint64(maxTrackedBroadcasts-1)*stride + 1
+}
 
 // tracked is one API publish as the tracker follows it.
 type tracked struct {
-	registered bool  // the publisher sent it (ch, expected and sent are set)
-	answered   bool  // the server answered
-	accepted   bool  // the server answered 2xx
-	expected   int64 // subscribers of its channel when it was sent
-	sent       int64 // unix ns, the payload's timestamp
-	counts     []int64
-	lasts      []int64
-	total      int64
-	completeAt int64 // latest receive time when it became complete; 0 before
+	seq        uint64
+	registered bool       // the publisher sent it (ch, expected and sent are set)
+	answered   bool       // the server answered
+	accepted   bool       // the server answered 2xx
+	ch         int        // channel index
+	expected   int64      // subscribers of its channel when it was sent
+	sent       int64      // unix ns, the payload's timestamp
+	per        []seqCount // per worker, cumulative
+	total      int64      // unique deliveries over the workers
+	dups       int64      // duplicates over the workers
+	completeAt int64      // latest receive time when it became complete; 0 before
 	complete   bool
 	done       chan struct{} // closed when complete
+}
+
+// seqCount is one worker's cumulative figures for one publish.
+type seqCount struct {
+	uniq, dups, last int64
+}
+
+// lastReceived is the latest receive time over the workers, 0 before any.
+func (p *tracked) lastReceived() int64 {
+	var l int64
+	for _, c := range p.per {
+		l = max(l, c.last)
+	}
+	return l
 }
 
 // tracker follows tracked publishes. The publisher's senders register, answer and
@@ -84,20 +136,25 @@ type tracked struct {
 type tracker struct {
 	mu       sync.Mutex
 	workers  int
+	lastSeq  uint64  // the highest sequence number followed, 0 for all (Spec.lastTrackedSeq)
 	subs     []int64 // subscribers per channel, from the latest snapshots
 	pubs     map[uint64]*tracked
 	lastNews time.Time // when a report last raised a count (or a publish was answered)
 }
 
-func newTracker(workers, channels int) *tracker {
-	return &tracker{workers: workers, subs: make([]int64, channels), pubs: map[uint64]*tracked{}}
+// newTracker returns a tracker of every sequence number up to lastSeq (0: all).
+func newTracker(workers, channels int, lastSeq uint64) *tracker {
+	return &tracker{workers: workers, lastSeq: lastSeq, subs: make([]int64, channels), pubs: map[uint64]*tracked{}}
 }
+
+// follows reports whether seq is tracked.
+func (t *tracker) follows(seq uint64) bool { return t.lastSeq == 0 || seq <= t.lastSeq }
 
 // get returns seq's entry, creating it. mu must be held.
 func (t *tracker) get(seq uint64) *tracked {
 	p := t.pubs[seq]
 	if p == nil {
-		p = &tracked{done: make(chan struct{}), counts: make([]int64, t.workers), lasts: make([]int64, t.workers)}
+		p = &tracked{seq: seq, done: make(chan struct{}), per: make([]seqCount, t.workers)}
 		t.pubs[seq] = p
 	}
 	return p
@@ -109,9 +166,7 @@ func (t *tracker) check(p *tracked) {
 		return
 	}
 	p.complete = true
-	for _, l := range p.lasts {
-		p.completeAt = max(p.completeAt, l)
-	}
+	p.completeAt = p.lastReceived()
 	close(p.done)
 }
 
@@ -126,18 +181,25 @@ func (t *tracker) setSubs(subs func(i int) int64) {
 }
 
 // register is called by a sender just before it sends seq to channel ch; sent is
-// the payload's timestamp. The returned channel is closed when seq is complete.
+// the payload's timestamp. The returned channel is closed when seq is complete; it
+// is nil (never ready) when seq is not tracked.
 func (t *tracker) register(seq uint64, ch int, sent int64) <-chan struct{} {
+	if !t.follows(seq) {
+		return nil
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	p := t.get(seq)
-	p.registered, p.expected, p.sent = true, t.subs[ch], sent
+	p.registered, p.ch, p.expected, p.sent = true, ch, t.subs[ch], sent
 	t.check(p)
 	return p.done
 }
 
 // answer records the server's answer to seq.
 func (t *tracker) answer(seq uint64, accepted bool) {
+	if !t.follows(seq) {
+		return
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	p := t.get(seq)
@@ -145,24 +207,31 @@ func (t *tracker) answer(seq uint64, accepted bool) {
 	t.lastNews = time.Now()
 }
 
-// add applies one worker's report (the coordinator's goroutine).
-func (t *tracker) add(worker int, seqs [][3]int64) {
+// add applies one worker's report (the coordinator's goroutine): each entry is
+// [seq, unique deliveries, duplicates, latest receive unix ns], cumulative, so a
+// figure lower than one already seen changes nothing.
+func (t *tracker) add(worker int, seqs [][4]int64) {
 	if worker < 0 || worker >= t.workers {
 		return
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, s := range seqs {
-		if s[0] <= 0 {
+		if s[0] <= 0 || !t.follows(uint64(s[0])) {
 			continue
 		}
 		p := t.get(uint64(s[0]))
-		if s[1] > p.counts[worker] {
-			p.total += s[1] - p.counts[worker]
-			p.counts[worker] = s[1]
+		c := &p.per[worker]
+		if s[1] > c.uniq {
+			p.total += s[1] - c.uniq
+			c.uniq = s[1]
 			t.lastNews = time.Now()
 		}
-		p.lasts[worker] = max(p.lasts[worker], s[2])
+		if s[2] > c.dups {
+			p.dups += s[2] - c.dups
+			c.dups = s[2]
+		}
+		c.last = max(c.last, s[3])
 		t.check(p)
 	}
 }
@@ -196,9 +265,7 @@ func (t *tracker) summary() *CompletionSummary {
 		if !p.registered || !p.accepted {
 			continue
 		}
-		for _, l := range p.lasts {
-			received = max(received, l)
-		}
+		received = max(received, p.lastReceived())
 		cs.Accepted++
 		if first == 0 || p.sent < first {
 			first = p.sent
@@ -230,6 +297,70 @@ func (t *tracker) summary() *CompletionSummary {
 	return cs
 }
 
+// broadcasts builds the report's BroadcastSummary from the same entries as
+// summary: every tracked publish the server accepted, in publish order (send time,
+// then sequence number); nil when there is none. Name gives a channel's name.
+// Delivered is unique deliveries, Duplicated the duplicates the workers counted;
+// a publish is complete, and its completion is completeAt minus its send time,
+// exactly as in summary, so the two never disagree. An incomplete publish's
+// completion_ms is to the latest delivery received so far (0 without any).
+func (t *tracker) broadcasts(name func(int) string) *BroadcastSummary {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var ps []*tracked
+	for _, p := range t.pubs {
+		if p.registered && p.accepted {
+			ps = append(ps, p)
+		}
+	}
+	if len(ps) == 0 {
+		return nil
+	}
+	slices.SortFunc(ps, func(a, b *tracked) int {
+		if c := cmp.Compare(a.sent, b.sent); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.seq, b.seq)
+	})
+	bs := &BroadcastSummary{Count: len(ps)}
+	h := NewHistogram()
+	for i, p := range ps {
+		var took time.Duration
+		switch {
+		case p.complete && p.completeAt > 0:
+			took = time.Duration(p.completeAt - p.sent)
+		case !p.complete:
+			if l := p.lastReceived(); l > 0 {
+				took = time.Duration(l - p.sent)
+			}
+		}
+		if p.complete {
+			bs.Complete++
+			if p.expected > 0 && p.completeAt > 0 {
+				h.Record(took)
+			}
+		} else {
+			bs.Incomplete++
+		}
+		if i < maxBroadcastItems {
+			bs.Items = append(bs.Items, BroadcastItem{Seq: p.seq, Channel: name(p.ch),
+				Published: time.Unix(0, p.sent), Expected: uint64(p.expected), Delivered: uint64(p.total),
+				Duplicated: uint64(p.dups), CompletionMs: ms(took), Complete: p.complete})
+		}
+	}
+	bs.Completion = distribution(h)
+	return bs
+}
+
+// maxBroadcastItems bounds BroadcastSummary.Items (the first ones, in publish
+// order).
+const maxBroadcastItems = 1000
+
+// maxTrackedBroadcasts bounds the publishes a run that neither counts nor awaits
+// its publishes follows one by one (the first ones): a broadcast benchmark makes
+// tens, a rate run many more, of which the first are a fair sample.
+const maxTrackedBroadcasts = 10000
+
 // awaitDone waits for done, AwaitTimeout or ctx, and reports whether done closed.
 func awaitDone(ctx context.Context, done <-chan struct{}, timeout time.Duration) bool {
 	t := time.NewTimer(timeout)
@@ -250,12 +381,13 @@ type runExtras struct {
 	mem   map[int]*[2]*WorkerMem // worker id → start, load
 }
 
-// startTracking gives pub a tracker when the spec tracks publishes.
+// startTracking gives pub a tracker: every run that publishes through the API
+// follows its publishes (all of them, or the first maxTrackedBroadcasts).
 func (r *run) startTracking(pub *apiPublisher, workers int) {
-	if !r.spec.tracking() || pub == nil {
+	if pub == nil {
 		return
 	}
-	r.x.track = newTracker(workers, r.spec.Channels)
+	r.x.track = newTracker(workers, r.spec.Channels, r.spec.lastTrackedSeq(pub.stride))
 	r.x.track.setSubs(r.subscribers)
 	pub.track = r.x.track
 }
@@ -286,7 +418,7 @@ func (r *run) afterSnapshot(w *workerState, s *Snapshot) {
 }
 
 // onSeqs applies a worker's "seqs" message.
-func (r *run) onSeqs(w *workerState, seqs [][3]int64) {
+func (r *run) onSeqs(w *workerState, seqs [][4]int64) {
 	if r.x.track != nil {
 		r.x.track.add(w.id, seqs)
 	}
@@ -309,10 +441,14 @@ func (r *run) settled() bool {
 // stops waiting for their deliveries when none has arrived for this long.
 const settleQuiet = 5 * time.Second
 
-// reportTracking adds the completion summary and the workers' memory to rep.
+// reportTracking adds the broadcasts, the completion summary (runs that count or
+// await their publishes) and the workers' memory to rep.
 func (r *run) reportTracking(rep *Report) {
 	if r.x.track != nil {
-		rep.Completion = r.x.track.summary()
+		rep.Broadcasts = r.x.track.broadcasts(r.spec.ChannelName)
+		if r.spec.tracking() {
+			rep.Completion = r.x.track.summary()
+		}
 	}
 	for i := range rep.Workers {
 		if m := r.x.mem[rep.Workers[i].ID]; m != nil {
@@ -329,24 +465,32 @@ func readWorkerMem() *WorkerMem {
 	return &WorkerMem{RSSBytes: readRSS(), HeapBytes: int64(ms.HeapInuse)}
 }
 
-// seqReporter is a worker's side of tracking: OnEvent notes the highest API
-// sequence number received; report, on the worker's goroutine, sends the changed
-// counts of the recent ones.
+// seqReporter is a worker's side of tracking: OnEvent notes the highest tracked
+// API sequence number received (lock-free); report, on the worker's goroutine,
+// sends the changed counts of the recent ones, read from the pool's ring.
 type seqReporter struct {
 	pool    *Pool
 	stride  uint64 // API publishes have seq ≡ 1 (mod stride)
+	lastSeq uint64 // the highest tracked seq, 0 for all (Spec.lastTrackedSeq)
+	every   time.Duration
+	coarse  bool // no sender awaits: every report reads every tracked seq in the ring
 	maxSeen atomic.Uint64
-	sent    map[uint64]int64 // count last reported, per seq
+	sent    map[uint64][2]int64 // unique and duplicates last reported, per seq
 	n       int
-	buf     [][3]int64
+	buf     [][4]int64
 }
 
-// newSeqReporter returns nil when the spec does not track publishes.
+// newSeqReporter returns nil when the spec does not publish through the API.
 func newSeqReporter(spec *Spec, stride uint64) *seqReporter {
-	if !spec.tracking() {
+	if !spec.publishing() {
 		return nil
 	}
-	return &seqReporter{stride: stride, sent: map[uint64]int64{}}
+	s := &seqReporter{stride: stride, lastSeq: spec.lastTrackedSeq(stride), every: seqReportEvery,
+		sent: map[uint64][2]int64{}}
+	if !spec.PublishAwait {
+		s.every, s.coarse = seqReportCoarse, true
+	}
+	return s
 }
 
 // attach gives the reporter the worker's pool.
@@ -356,9 +500,10 @@ func (s *seqReporter) attach(p *Pool) {
 	}
 }
 
-// observe is called for every sequenced event (any loop goroutine).
+// observe is called for every sequenced event (any loop goroutine): an atomic load,
+// and a compare-and-swap when seq is a new highest.
 func (s *seqReporter) observe(seq uint64) {
-	if s == nil || seq%s.stride != 1 {
+	if s == nil || seq%s.stride != 1 || (s.lastSeq != 0 && seq > s.lastSeq) {
 		return
 	}
 	for {
@@ -369,38 +514,40 @@ func (s *seqReporter) observe(seq uint64) {
 	}
 }
 
-// ticks returns the report ticker's channel, nil (never ready) without tracking.
-func (s *seqReporter) ticks() (<-chan time.Time, func()) {
-	if s == nil {
-		return nil, func() {}
-	}
-	t := time.NewTicker(seqReportEvery)
-	return t.C, t.Stop
-}
+// eager reports whether the report ticker runs from the start (a sender awaits
+// every publish); otherwise it starts once seen.
+func (s *seqReporter) eager() bool { return s != nil && !s.coarse }
+
+// seen reports whether a tracked API publish has been received.
+func (s *seqReporter) seen() bool { return s != nil && s.maxSeen.Load() > 0 }
 
 // report sends the counts that changed among the recent API publishes (all the
-// tracked ones every fullReportN calls).
-func (s *seqReporter) report(cd *codec) error {
+// tracked ones in the ring when full, every fullReportN calls, or every call when
+// coarse).
+func (s *seqReporter) report(cd *codec, full bool) error {
+	if s == nil {
+		return nil
+	}
 	hi := s.maxSeen.Load()
 	if hi == 0 {
 		return nil
 	}
 	s.n++
 	span := uint64(recentSeqs)
-	full := s.n%fullReportN == 0
+	full = full || s.coarse || s.n%fullReportN == 0
 	if full {
 		span = min(uint64(trackedSeqs), uint64(SeqWindow)/s.stride)
 	}
 	s.buf = s.buf[:0]
 	for k := uint64(0); k < span && k*s.stride < hi; k++ {
 		seq := hi - k*s.stride
-		c, last := s.pool.SeqDeliveries(seq)
-		if c > 0 && c != s.sent[seq] {
-			s.sent[seq] = c
-			s.buf = append(s.buf, [3]int64{int64(seq), c, last})
+		u, d, last := s.pool.seqDeliveries(seq)
+		if (u > 0 || d > 0) && [2]int64{u, d} != s.sent[seq] {
+			s.sent[seq] = [2]int64{u, d}
+			s.buf = append(s.buf, [4]int64{int64(seq), u, d, last})
 		}
 	}
-	if full {
+	if full && s.n%fullReportN == 0 {
 		floor := int64(hi) - int64(trackedSeqs*s.stride)
 		for seq := range s.sent {
 			if int64(seq) < floor {

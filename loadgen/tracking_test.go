@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -62,7 +63,7 @@ func TestPublishAwaitIsClosedLoop(t *testing.T) {
 		rt := &roundTripper{}
 		a.pub, _ = NewPublisher(PublisherConfig{BaseURL: "http://127.0.0.1:1", AppID: "1", Key: "k", Secret: "s",
 			Client: &http.Client{Transport: rt}})
-		a.track = newTracker(1, spec.Channels)
+		a.track = newTracker(1, spec.Channels, 0)
 		a.track.setSubs(func(int) int64 { return 2 }) // two subscribers on channel 0
 		a.start()
 		// step lets the pacer's 5 ms ticks run (fake time) and every goroutine block.
@@ -82,18 +83,18 @@ func TestPublishAwaitIsClosedLoop(t *testing.T) {
 		if len(got) != 1 {
 			t.Fatalf("before any delivery: %d publishes sent, want 1", len(got))
 		}
-		a.track.add(0, [][3]int64{{int64(got[0]), 1, time.Now().UnixNano()}})
+		a.track.add(0, [][4]int64{{int64(got[0]), 1, 0, time.Now().UnixNano()}})
 		step()
 		if n := len(rt.sent()); n != 1 {
 			t.Fatalf("after 1 of 2 deliveries: %d publishes sent, want 1", n)
 		}
-		a.track.add(0, [][3]int64{{int64(got[0]), 2, time.Now().UnixNano()}})
+		a.track.add(0, [][4]int64{{int64(got[0]), 2, 0, time.Now().UnixNano()}})
 		step()
 		got = rt.sent()
 		if len(got) != 2 || got[1] == got[0] {
 			t.Fatalf("after the first completed: sent %v, want a second publish", got)
 		}
-		a.track.add(0, [][3]int64{{int64(got[1]), 2, time.Now().UnixNano()}})
+		a.track.add(0, [][4]int64{{int64(got[1]), 2, 0, time.Now().UnixNano()}})
 		step()
 		got = rt.sent()
 		if len(got) != 3 {
@@ -137,7 +138,7 @@ func TestPublishAwaitStops(t *testing.T) {
 		rt := &roundTripper{}
 		a.pub, _ = NewPublisher(PublisherConfig{BaseURL: "http://127.0.0.1:1", AppID: "1", Key: "k", Secret: "s",
 			Client: &http.Client{Transport: rt}})
-		a.track = newTracker(1, spec.Channels)
+		a.track = newTracker(1, spec.Channels, 0)
 		a.track.setSubs(func(int) int64 { return 1 })
 		a.start()
 		time.Sleep(20 * time.Millisecond)
@@ -191,12 +192,12 @@ func TestPublishDelay(t *testing.T) {
 // nothing), completes a publish at its expected count, and takes the latest
 // receive time over the workers.
 func TestTrackerCompletion(t *testing.T) {
-	tr := newTracker(2, 1)
+	tr := newTracker(2, 1, 0)
 	tr.setSubs(func(int) int64 { return 3 })
 	done := tr.register(7, 0, 1000)
 	tr.answer(7, true)
-	tr.add(1, [][3]int64{{7, 2, 5000}})
-	tr.add(1, [][3]int64{{7, 2, 5000}}) // the same report again
+	tr.add(1, [][4]int64{{7, 2, 0, 5000}})
+	tr.add(1, [][4]int64{{7, 2, 0, 5000}}) // the same report again
 	select {
 	case <-done:
 		t.Fatal("complete with 2 of 3 deliveries")
@@ -208,7 +209,7 @@ func TestTrackerCompletion(t *testing.T) {
 	if !tr.settled(0) {
 		t.Error("not settled with every publish answered and nothing new for the quiet time")
 	}
-	tr.add(0, [][3]int64{{7, 1, 4000}, {9, 5, 100}}) // 9 was never registered
+	tr.add(0, [][4]int64{{7, 1, 0, 4000}, {9, 5, 0, 100}}) // 9 was never registered
 	select {
 	case <-done:
 	default:
@@ -229,7 +230,7 @@ func TestTrackerCompletion(t *testing.T) {
 		t.Errorf("last received %v, want 5000 ns", cs.LastReceived.UnixNano())
 	}
 	// Reports that arrive before the registration count too.
-	tr.add(0, [][3]int64{{11, 3, 9000}})
+	tr.add(0, [][4]int64{{11, 3, 0, 9000}})
 	done = tr.register(11, 0, 8000)
 	if tr.settled(0) {
 		t.Error("settled with a publish not answered")
@@ -298,6 +299,8 @@ func TestRunPublishCountAwait(t *testing.T) {
 		!c.LastDelivery.After(c.FirstSent) {
 		t.Errorf("completion %+v, latency %+v", c, rep.Latency)
 	}
+	checkAgree(t, rep.Broadcasts, c)
+	checkBroadcasts(t, rep)
 	for _, w := range rep.Workers {
 		if w.MemStart == nil || w.MemLoad == nil || w.MemStart.RSSBytes <= 0 || w.MemLoad.HeapBytes <= 0 {
 			t.Errorf("worker %d memory: %+v %+v", w.ID, w.MemStart, w.MemLoad)
@@ -324,5 +327,118 @@ func TestRunPublishCountAtRate(t *testing.T) {
 	}
 	if c.LastReceived.Before(c.LastDelivery) || c.LastDelivery.IsZero() {
 		t.Errorf("last received %v before the last completion %v", c.LastReceived, c.LastDelivery)
+	}
+	checkAgree(t, rep.Broadcasts, c)
+	checkBroadcasts(t, rep)
+}
+
+// checkAgree fails when Broadcasts and Completion, built from the same tracker
+// entries, disagree on any publish.
+func checkAgree(t *testing.T, bs *BroadcastSummary, cs *CompletionSummary) {
+	t.Helper()
+	if bs == nil || cs == nil {
+		t.Fatalf("broadcasts %+v, completion %+v", bs, cs)
+	}
+	if uint64(bs.Count) != cs.Accepted || uint64(bs.Complete) != cs.Complete || uint64(bs.Incomplete) != cs.Incomplete {
+		t.Errorf("broadcasts %d (%d complete, %d incomplete), completion %d (%d, %d)",
+			bs.Count, bs.Complete, bs.Incomplete, cs.Accepted, cs.Complete, cs.Incomplete)
+	}
+	if !reflect.DeepEqual(bs.Completion, cs.Latency) {
+		t.Errorf("broadcast completion %+v, completion latency %+v", bs.Completion, cs.Latency)
+	}
+	if len(bs.Items) == bs.Count {
+		var delivered uint64
+		for _, it := range bs.Items {
+			if it.Complete {
+				delivered += it.Delivered
+			}
+		}
+		if delivered != cs.Deliveries {
+			t.Errorf("complete broadcasts delivered %d, completion deliveries %d", delivered, cs.Deliveries)
+		}
+	}
+}
+
+// Broadcasts come from the tracker's entries: expected, unique deliveries and
+// duplicates per publish, completion from the send to the delivery that completed
+// it, in publish order; refused publishes are left out, a publish to a channel
+// without subscribers is complete without a completion time.
+func TestTrackerBroadcasts(t *testing.T) {
+	tr := newTracker(2, 3, 0)
+	subs := []int64{3, 2, 0}
+	tr.setSubs(func(i int) int64 { return subs[i] })
+	tr.register(4, 1, 2000) // registered out of order: listed by send time
+	tr.register(1, 0, 1000)
+	tr.register(7, 2, 3000)
+	tr.register(10, 0, 4000)
+	for _, s := range []uint64{1, 4, 7} {
+		tr.answer(s, true)
+	}
+	tr.answer(10, false)
+	tr.add(0, [][4]int64{{1, 2, 0, 5000}, {4, 1, 0, 2500}})
+	tr.add(1, [][4]int64{{1, 1, 1, 6000}})  // complete (3 of 3) at 6000, one duplicate
+	tr.add(1, [][4]int64{{1, 1, 2, 9000}})  // a later duplicate: counted, completion unchanged
+	tr.add(1, [][4]int64{{1, 0, 1, 9000}})  // a lower (stale) figure changes nothing
+	tr.add(1, [][4]int64{{10, 3, 0, 4500}}) // refused, never listed
+	bs := tr.broadcasts(func(i int) string { return []string{"a", "b", "c"}[i] })
+	if bs == nil || bs.Count != 3 || bs.Complete != 2 || bs.Incomplete != 1 || bs.Completion.Count != 1 {
+		t.Fatalf("broadcasts %+v", bs)
+	}
+	want := []BroadcastItem{
+		{Seq: 1, Channel: "a", Published: time.Unix(0, 1000), Expected: 3, Delivered: 3, Duplicated: 2,
+			CompletionMs: 0.005, Complete: true},
+		{Seq: 4, Channel: "b", Published: time.Unix(0, 2000), Expected: 2, Delivered: 1, CompletionMs: 0.0005},
+		{Seq: 7, Channel: "c", Published: time.Unix(0, 3000), Complete: true},
+	}
+	if !reflect.DeepEqual(bs.Items, want) {
+		t.Errorf("items\n%+v\nwant\n%+v", bs.Items, want)
+	}
+	checkAgree(t, bs, tr.summary())
+}
+
+// Without PublishCount or PublishAwait only the first maxTrackedBroadcasts
+// publishes are tracked, on both sides.
+func TestTrackerLimit(t *testing.T) {
+	spec := Spec{Scenario: ScenarioBroadcast, Target: "ws://127.0.0.1:1", AppID: "1", Key: "k", Secret: "s"}
+	if err := spec.Normalize(); err != nil {
+		t.Fatal(err)
+	}
+	const stride = 3
+	last := spec.lastTrackedSeq(stride)
+	if last != (maxTrackedBroadcasts-1)*stride+1 {
+		t.Fatalf("last tracked seq %d", last)
+	}
+	tr := newTracker(1, 1, last)
+	tr.setSubs(func(int) int64 { return 1 })
+	if tr.register(last+stride, 0, 1) != nil {
+		t.Error("a publish past the limit is tracked")
+	}
+	tr.answer(last+stride, true)
+	tr.add(0, [][4]int64{{int64(last + stride), 1, 0, 2}})
+	tr.register(last, 0, 1)
+	tr.answer(last, true)
+	tr.add(0, [][4]int64{{int64(last), 1, 0, 2}})
+	if len(tr.pubs) != 1 || tr.broadcasts(spec.ChannelName).Complete != 1 {
+		t.Errorf("%d entries, want the one within the limit", len(tr.pubs))
+	}
+	r := newSeqReporter(&spec, stride)
+	r.observe(last + stride)
+	if r.seen() {
+		t.Error("the worker follows a publish past the limit")
+	}
+	r.observe(last)
+	if !r.seen() || r.eager() || r.every != seqReportCoarse {
+		t.Errorf("reporter: seen %v eager %v every %v", r.seen(), r.eager(), r.every)
+	}
+	spec.PublishCount = maxTrackedBroadcasts + 1
+	if spec.lastTrackedSeq(stride) != 0 {
+		t.Error("a run with publish_count does not track every publish")
+	}
+	spec.Scenario, spec.PublishRate, spec.PublishCount = ScenarioHold, 0, 0
+	if err := spec.Normalize(); err != nil {
+		t.Fatal(err)
+	}
+	if newSeqReporter(&spec, stride) != nil {
+		t.Error("a run without API publishes has a reporter")
 	}
 }

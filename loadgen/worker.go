@@ -128,55 +128,7 @@ type worker struct {
 	sentTotal                   atomic.Int64
 	nextSeq                     atomic.Uint64
 
-	bmu    sync.Mutex // guards bcast (OnEvent runs on every loop)
-	bcast  map[uint64]*SeqDeliveries
-	bextra int64 // API deliveries not tracked: bcast was full
-
-	seqs *seqReporter // nil unless publishes are tracked (tracking.go)
-}
-
-// maxBcastPending bounds the API sequence numbers a worker follows between two
-// snapshots.
-const maxBcastPending = 4096
-
-// noteBroadcast counts a delivery of an API publish (slot 0 of the sequence).
-func (w *worker) noteBroadcast(ev *Event) {
-	if (ev.Seq-1)%w.stride != 0 {
-		return
-	}
-	w.bmu.Lock()
-	d := w.bcast[ev.Seq]
-	if d == nil {
-		if len(w.bcast) >= maxBcastPending {
-			w.bextra++
-			w.bmu.Unlock()
-			return
-		}
-		d = &SeqDeliveries{Seq: ev.Seq}
-		w.bcast[ev.Seq] = d
-	}
-	if ev.Duplicate {
-		d.Dups++
-	} else {
-		d.N++
-	}
-	d.Last = max(d.Last, ev.Received)
-	w.bmu.Unlock()
-}
-
-// takeBroadcasts returns the API deliveries since the last call, by seq.
-func (w *worker) takeBroadcasts() []SeqDeliveries {
-	w.bmu.Lock()
-	defer w.bmu.Unlock()
-	if len(w.bcast) == 0 {
-		return nil
-	}
-	out := make([]SeqDeliveries, 0, len(w.bcast))
-	for _, d := range w.bcast {
-		out = append(out, *d)
-	}
-	clear(w.bcast)
-	return out
+	seqs *seqReporter // nil unless the run publishes through the API (tracking.go)
 }
 
 func newWorker(plan *Plan, log *slog.Logger) (*worker, error) {
@@ -194,7 +146,6 @@ func newWorker(plan *Plan, log *slog.Logger) (*worker, error) {
 		index:  make(map[string]int, spec.Channels),
 		stride: uint64(plan.Workers) + 1,
 		slot:   uint64(plan.WorkerID) + 1,
-		bcast:  map[uint64]*SeqDeliveries{},
 	}
 	w.seqs = newSeqReporter(spec, w.stride)
 	for i, n := range w.names {
@@ -247,7 +198,6 @@ func newWorker(plan *Plan, log *slog.Logger) (*worker, error) {
 					w.dups[i].Add(1)
 				}
 			}
-			w.noteBroadcast(ev)
 		},
 	}
 	if w.pool, err = New(cfg); err != nil {
@@ -350,8 +300,25 @@ func (w *worker) run(ctx context.Context, cd *codec) error {
 	snap := time.NewTicker(snapshotEvery)
 	defer snap.Stop()
 
-	seqTicks, stopSeqTicks := w.seqs.ticks()
-	defer stopSeqTicks()
+	// The tracking reports' ticker (tracking.go) runs from the start when a sender
+	// awaits each publish; otherwise from the first snapshot tick after an API
+	// publish arrived, so that a worker that only holds connections is not woken.
+	var seqTick *time.Ticker
+	var seqTicks <-chan time.Time
+	startSeqTicks := func() {
+		if seqTick == nil && w.seqs != nil {
+			seqTick = time.NewTicker(w.seqs.every)
+			seqTicks = seqTick.C
+		}
+	}
+	defer func() {
+		if seqTick != nil {
+			seqTick.Stop()
+		}
+	}()
+	if w.seqs.eager() {
+		startSeqTicks()
+	}
 
 	var (
 		dialed               int
@@ -409,10 +376,13 @@ func (w *worker) run(ctx context.Context, cd *codec) error {
 			if out.busy() {
 				continue
 			}
-			if err := w.seqs.report(cd); err != nil {
+			if err := w.seqs.report(cd, false); err != nil {
 				return err
 			}
 		case <-snap.C:
+			if w.seqs.seen() {
+				startSeqTicks()
+			}
 			if err := offer(); err != nil {
 				return err
 			}
@@ -491,6 +461,11 @@ func (w *worker) finish(out *snapSender, sn *snapshotter, why string) error {
 	sn.before = before
 	if err != nil {
 		w.log.Warn("closing connections", "err", err)
+	}
+	// The tracked publishes' last counts, read after the close, go before the final
+	// snapshot (the coordinator handles them in order).
+	if err := w.seqs.report(out.cd, true); err != nil {
+		w.log.Warn("last tracking report", "err", err)
 	}
 	if sn.thinned > 0 {
 		w.log.Info("snapshots thinned: the coordinator was behind", "skipped", sn.thinned)
@@ -635,7 +610,6 @@ func (s *snapshotter) build(final bool, why string) *ctrlMsg {
 		snap.ChanDups[i], s.prevDu[i] = v-s.prevDu[i], v
 	}
 	snap.TargetConnected = w.pool.AddrCounts()
-	snap.Broadcasts = w.takeBroadcasts()
 	if final && s.before != nil {
 		b := s.before
 		// Before the stop, loadgen closes connections only for churn.

@@ -12,7 +12,10 @@ import (
 
 // ProtocolVersion is the version of the coordinator/worker protocol. Both sides send
 // it first (hello, plan); a coordinator rejects a worker of another version.
-const ProtocolVersion = 1
+// Version 2: "seqs" entries carry [seq, unique, dups, last] (3 numbers before) and
+// are sent whenever the run publishes through the API; snapshots no longer carry
+// "broadcasts".
+const ProtocolVersion = 2
 
 // maxLine bounds one protocol message (a snapshot carries two compressed histograms
 // and per-channel counters).
@@ -39,9 +42,10 @@ type ctrlMsg struct {
 	Plan     *Plan     `json:"plan,omitempty"`
 	Snapshot *Snapshot `json:"snapshot,omitempty"`
 	Error    string    `json:"error,omitempty"`
-	// Seqs (type "seqs") are [seq, deliveries so far, latest receive unix ns] of
-	// tracked API publishes whose count changed since the worker's last "seqs".
-	Seqs [][3]int64 `json:"seqs,omitempty"`
+	// Seqs (type "seqs") are [seq, unique deliveries so far, duplicates so far,
+	// latest receive unix ns] of tracked API publishes whose counts changed since
+	// the worker's last "seqs".
+	Seqs [][4]int64 `json:"seqs,omitempty"`
 }
 
 // hello introduces a worker.
@@ -85,10 +89,6 @@ type Snapshot struct {
 	// RampSeconds, in the snapshot sent when this worker's share was all
 	// established (or failed), is the time its ramp took; 0 otherwise.
 	RampSeconds float64 `json:"ramp_seconds,omitempty"`
-	// Broadcasts are, per API publish (sequence number) delivered since the
-	// previous snapshot, the unique deliveries, duplicates and the latest receive
-	// time: the coordinator adds them up into each broadcast's completion.
-	Broadcasts []SeqDeliveries `json:"broadcasts,omitempty"`
 	// LostBeforeStop, in the final snapshot, is the connections that closed
 	// before the coordinator said stop, not by loadgen's doing (churn).
 	LostBeforeStop int64 `json:"lost_before_stop,omitempty"`
@@ -101,14 +101,6 @@ type Snapshot struct {
 	// was taken.
 	MemStart *WorkerMem `json:"mem_start,omitempty"`
 	MemLoad  *WorkerMem `json:"mem_load,omitempty"`
-}
-
-// SeqDeliveries is what a worker received of one sequence number in an interval.
-type SeqDeliveries struct {
-	Seq  uint64 `json:"seq"`
-	N    int64  `json:"n"`              // unique deliveries (one per connection)
-	Dups int64  `json:"dups,omitempty"` // duplicates
-	Last int64  `json:"last"`           // unix ns of the latest delivery
 }
 
 // coalesce folds t, the next snapshot of the same worker, into s: deltas add
@@ -133,7 +125,6 @@ func (s *Snapshot) coalesce(t *Snapshot) error {
 		s.TargetConnected = t.TargetConnected
 	}
 	s.RampSeconds = max(s.RampSeconds, t.RampSeconds)
-	s.Broadcasts = append(s.Broadcasts, t.Broadcasts...) // the coordinator adds by seq
 	if t.MemStart != nil {
 		s.MemStart = t.MemStart
 	}
