@@ -161,8 +161,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.broadcasts, "broadcasts", "10x10s", "the first broadcasts after the hold, NxINTERVAL (through one node's HTTP API)")
 	fs.DurationVar(&o.broadcastHold, "broadcast-hold", 10*time.Minute, "then hold this long with one broadcast a minute (0: none)")
 	fs.Float64Var(&o.lgRamp, "lg-ramp", 4000, "loadgen's --ramp, connections per second over all its workers")
-	fs.DurationVar(&o.readBatch, "read-batch", time.Millisecond, "loadgen's --read-batch: while busy, a worker reads at most once per this long (0: a wake-up per frame)")
-	fs.DurationVar(&o.lgDuration, "lg-duration", 0, "loadgen's --duration (0: 2 x conns/lg-ramp + hold + broadcasts + 45 s)")
+	fs.DurationVar(&o.readBatch, "read-batch", 5*time.Millisecond, "loadgen's --read-batch: while busy, a worker reads at most once per this long (0: a wake-up per frame)")
+	fs.DurationVar(&o.lgDuration, "lg-duration", 0, "loadgen's --duration (0: 1.5 x conns/lg-ramp + hold + broadcasts + 75 s)")
 	fs.StringVar(&o.lgProfile, "lg-cpuprofile", "", "write loadgen's coordinator CPU profile to this file (loadgen run --cpuprofile)")
 	var scale string
 	fs.StringVar(&scale, "scale", "", "run once per size, e.g. 100k,250k,500k,1m, on the hub count of the largest, and write how memory and broadcast completion grow (a table, and bin/bench1m-scale.{json,html} with charts); --conns is then the largest")
@@ -220,7 +220,7 @@ func (o options) sized(n int) (options, error) {
 		return o, err
 	}
 	if o.lgDuration == 0 {
-		o.lgDuration = time.Duration(2*float64(o.conns)/o.lgRamp*float64(time.Second)) + o.hold + span + lgDrain + 30*time.Second
+		o.lgDuration = time.Duration(1.5*float64(o.conns)/o.lgRamp*float64(time.Second)) + o.hold + span + lgDrain + 60*time.Second
 		o.lgDuration = o.lgDuration.Round(time.Second)
 	}
 	if o.hubs == 0 {
