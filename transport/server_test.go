@@ -296,6 +296,58 @@ func TestIdleThenPongTimeout(t *testing.T) {
 	}
 }
 
+// TestPongUnreadWhenDue: a loop held up past the pong timeout (a long fan-out
+// backlog) finds more answered pings ready than one epoll_wait returns. The answers
+// it has not read yet are in the sockets: none of those clients is closed.
+func TestPongUnreadWhenDue(t *testing.T) {
+	h := newTestHandler()
+	h.onIdle = func(c *Conn) { c.WriteText([]byte(`{"event":"pusher:ping"}`)) }
+	h.onMsg = func(c *Conn, msg []byte) {}
+	idleClose := CloseReason{Code: 4201, Text: "pong reply not received", Label: "pong_timeout"}
+	s := startServer(t, Config{
+		Handler: h, Loops: 1, IdleTimeout: 500 * time.Millisecond, PongTimeout: 500 * time.Millisecond,
+		IdleClose: idleClose,
+	})
+	const n = 3 * maxEvents / 2 // more ready connections than one epoll_wait returns
+	clients := make([]*wsClient, n)
+	var first *Conn
+	for i := range clients {
+		clients[i] = dialWS(t, s.Addr())
+		if c := h.waitOpen(t); first == nil {
+			first = c
+		}
+	}
+	for _, c := range clients { // every client is pinged within a tick or two
+		if got := c.readText(t); !strings.Contains(got, "ping") {
+			t.Fatalf("got %q", got)
+		}
+	}
+	held := make(chan struct{})
+	s.Do(first, func() { close(held); time.Sleep(time.Second) }) // past the pong timeout
+	<-held
+	for _, c := range clients { // answered while the loop is held: unread when due
+		c.send(t, finText, []byte(`{"event":"pusher:pong"}`))
+	}
+	// Each client's next frame is its next ping; a client judged silent gets the
+	// close frame (4201) instead.
+	closed := 0
+	for _, c := range clients {
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		op, p, err := c.readFrame()
+		if err != nil {
+			t.Fatalf("reading the frame after the pong: %v", err)
+		}
+		if op == ws.OpClose {
+			closed++
+		} else if !strings.Contains(string(p), "ping") {
+			t.Fatalf("got %v %q", op, p)
+		}
+	}
+	if closed != 0 {
+		t.Fatalf("%d of %d clients that answered their ping were closed for pong_timeout", closed, n)
+	}
+}
+
 // TestOnCloseOnce drives every way a connection ends and checks that each opened
 // connection gets exactly one OnClose, with the first reason.
 func TestOnCloseOnce(t *testing.T) {

@@ -113,6 +113,18 @@ func (l *loop) fire(c *Conn) {
 				l.schedule(c, d)
 				return
 			}
+			// The answer may be in the socket, unread: a loop that spent the
+			// pong timeout on a long fan-out backlog, or whose epoll_wait
+			// returned other ready connections first, has not read it yet. The
+			// client was not silent then; read before judging.
+			l.onReadable(c)
+			if c.state != stOpen {
+				return
+			}
+			if c.flags&fPinged == 0 {
+				l.schedule(c, at(c.lastRead)+int64(cfg.IdleTimeout))
+				return
+			}
 			c.Close(cfg.IdleClose)
 			return
 		}
