@@ -2,6 +2,7 @@ package loadgen
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 )
@@ -64,5 +65,33 @@ func TestRunSourcesPerWorker(t *testing.T) {
 			t.Errorf("worker %d sources %q, want one of %v", w.ID, w.Source, want)
 		}
 		delete(want, w.Source)
+	}
+}
+
+// A loop held up past the pong timeout finds more answered pings ready than one
+// epoll_wait returns; the answers it has not read yet are in the sockets, and
+// none of those connections is closed for pong_timeout.
+func TestPoolPongUnreadWhenDue(t *testing.T) {
+	srv := newFakeServer(t)
+	srv.activity.Store(1)                              // ping after 1 s of silence
+	srv.pongDelay.Store(int64(300 * time.Millisecond)) // answered while the loop is held
+	p := startPool(t, Config{Addr: srv.addr(), Key: srv.key, Loops: 1, PongTimeout: time.Second})
+	const n = 3 * maxEvents / 2
+	dialAll(t, p, n, false)
+	waitFor(t, "pusher:ping from every client", func() bool {
+		srv.mu.Lock()
+		defer srv.mu.Unlock()
+		return srv.pings >= n
+	})
+	if err := p.do(ctxT(t, 5*time.Second), p.loops[0], func(*loop) { time.Sleep(3 * time.Second) }); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(4500 * time.Millisecond) // the hold, then a sweep with every pong due
+	st, err := p.Stats(ctxT(t, 5*time.Second), 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := st.ReasonsString(); strings.Contains(r, "pong_timeout") {
+		t.Fatalf("answered connections closed: %s", r)
 	}
 }

@@ -778,7 +778,12 @@ func (l *loop) sweep() {
 			idle := sec - c.active
 			if c.flags&flagPingOut != 0 {
 				if idle >= c.activity+pong {
-					l.closeConn(int32(i), c, "pong_timeout")
+					// The answer may be unread in the socket (more connections
+					// ready than one epoll_wait returns): read before judging.
+					l.read(int32(i), c, false)
+					if c.state == stReady && c.flags&flagPingOut != 0 {
+						l.closeConn(int32(i), c, "pong_timeout")
+					}
 				}
 			} else if idle >= c.activity {
 				c.flags |= flagPingOut

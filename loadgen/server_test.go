@@ -24,10 +24,11 @@ import (
 // of the client's code: it checks subscription signatures with its own HMAC, answers
 // pusher:ping, and publishes to subscribers.
 type fakeServer struct {
-	t        *testing.T
-	key      string
-	secret   string
-	activity atomic.Int32 // activity_timeout sent to clients
+	t         *testing.T
+	key       string
+	secret    string
+	activity  atomic.Int32 // activity_timeout sent to clients
+	pongDelay atomic.Int64 // ns before a pusher:pong answers a pusher:ping
 
 	srv    *httptest.Server
 	nextID atomic.Int64
@@ -138,6 +139,7 @@ func (s *fakeServer) serve(w http.ResponseWriter, r *http.Request) {
 			s.mu.Lock()
 			s.pings++
 			s.mu.Unlock()
+			time.Sleep(time.Duration(s.pongDelay.Load()))
 			_ = c.write(ctx, `{"event":"pusher:pong","data":{}}`)
 		case "pusher:subscribe":
 			if !s.authOK(c.socketID, m.Data.Channel, m.Data.Auth, m.Data.ChannelData) {

@@ -113,10 +113,10 @@ func (l *loop) fire(c *Conn) {
 				l.schedule(c, d)
 				return
 			}
-			// The answer may be in the socket, unread: a loop that spent the
-			// pong timeout on a long fan-out backlog, or whose epoll_wait
-			// returned other ready connections first, has not read it yet. The
-			// client was not silent then; read before judging.
+			// The answer may be in the socket, unread: a loop held up past the
+			// pong timeout (a long fan-out backlog) finds more connections ready
+			// than one epoll_wait returns, and the timers run before it reaches
+			// the rest. The client was not silent; read before judging.
 			l.onReadable(c)
 			if c.state != stOpen {
 				return
