@@ -21,7 +21,7 @@ type Config struct {
 	SlowConsumer     CloseReason   // reason used past MaxPendingBytes; default {1008, "slow consumer", "slow_consumer"}
 
 	IdleTimeout time.Duration // call Handler.OnIdle after this much silence; 0 disables
-	PongTimeout time.Duration // after OnIdle, close with IdleClose unless data arrives; default 30 s
+	PongTimeout time.Duration // after OnIdle, close with IdleClose unless data arrives (the socket is read once more first: an answer the loop had no turn to read counts); default 30 s
 	IdleClose   CloseReason   // default {1001, "pong timeout", "pong_timeout"}
 
 	CloseTimeout time.Duration // how long to wait for the peer's close frame after ours; default 3 s

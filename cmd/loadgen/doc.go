@@ -64,7 +64,13 @@
 // worker processes. --workers W spawns W workers on this host (this binary, "loadgen
 // worker --join 127.0.0.1:PORT"), each with its own source address from
 // --source-base (127.0.1.1, 127.0.1.2, …) when the target is on loopback, so that
-// ephemeral ports do not run out. To use other machines, start the coordinator with
+// ephemeral ports do not run out; --sources-per-worker K gives each worker K
+// consecutive addresses, its connections spread over them (connect() slows once a
+// (source, destination) pair holds more than about 9,000). Fewer, fuller workers
+// cost less CPU per delivery than many small ones. When the workers share the
+// server's cores (everything on one machine), --read-batch 5ms makes a busy worker
+// read at most every 5 ms, so it wakes once per batch of frames instead of once
+// per frame (measured latencies include up to that much). To use other machines, start the coordinator with
 // --listen 0.0.0.0:7000 --expect-workers N (and --workers 0 if none are local) and
 // run "loadgen worker --join coordinator:7000" on each. A worker that dies or goes
 // silent (nothing arrives from it for --heartbeat-timeout while the others are heard

@@ -234,6 +234,10 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "loadgen run: --source-base %q: %v\n", o.sourceBase, err)
 		return exitUsage
 	}
+	if o.sourcesPer < 1 || spec.ReadBatch < 0 {
+		fmt.Fprintf(stderr, "loadgen run: --sources-per-worker must be at least 1 and --read-batch not negative (got %d, %v)\n", o.sourcesPer, spec.ReadBatch.D())
+		return exitUsage
+	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
 		fmt.Fprintf(stderr, "loadgen run: --log-level %q: %v\n", o.logLevel, err)

@@ -258,6 +258,8 @@ func TestUsageErrorsExit2(t *testing.T) {
 		{"run", "--target", "127.0.0.1:1", "--app-key", "k", "--publish-rate", "-5"},
 		{"run", "--target", "127.0.0.1:1,127.0.0.1", "--app-key", "k"}, // the second has no port
 		{"run", "--target", "127.0.0.1:1", "--app-id", "1", "--app-key", "k", "--app-secret", "s", "--scenario", "broadcast", "--publish-batch", "101"},
+		{"run", "--target", "127.0.0.1:1", "--app-key", "k", "--sources-per-worker", "0"},
+		{"run", "--target", "127.0.0.1:1", "--app-key", "k", "--read-batch", "-1ms"},
 		{"worker"},
 		{"frobnicate"},
 	}
