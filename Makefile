@@ -116,7 +116,8 @@ bench-cluster:
 
 ## bench-1m: 1,000,000 connections on this host as one cluster (55 herald processes with
 ## SO_REUSEPORT joined through a redis-server, or --redis cluster: a 3-master Redis
-## Cluster), loadgen as the client (110 workers), then broadcasts to all of them; see
+## Cluster), loadgen as the client (55 workers, two source addresses each), then broadcasts
+## to all of them; --scale 100k,250k,500k,1m for the growth table and chart; see
 ## bench/BENCH-1M.md. Never part of make test.
 bench-1m: build
 	$(GO) run ./bench/cmd/bench1m $(ARGS)

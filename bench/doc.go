@@ -26,7 +26,7 @@
 //     checking that nothing grows (make soak).
 //   - cmd/bench1m: a million connections on one machine as one cluster: about 55
 //     herald processes sharing a port with SO_REUSEPORT, joined through a redis-server
-//     (or a 3-master Redis Cluster) it starts, with one `loadgen run` (110 workers) as
+//     (or a 3-master Redis Cluster) it starts, with one `loadgen run` (55 workers) as
 //     the client, then broadcasts through one node's API (make bench-1m; see
 //     BENCH-1M.md).
 //

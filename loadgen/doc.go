@@ -156,6 +156,10 @@
 // connection. Sockets are raw, non-blocking, optionally bound to a source address in
 // 127.0.0.0/8 (with IP_BIND_ADDRESS_NO_PORT, so ports are unique per 4-tuple) so that
 // several processes or phases use their own addresses, and registered edge-triggered.
+// With Config.ReadBatch a loop that handled fewer events than its batch holds sleeps
+// that long (one nanosleep) before it waits again, so a worker among many sharing
+// the server's cores wakes once per batch of frames rather than once per frame; an
+// idle loop still blocks in epoll_wait.
 // A loop reads into one 64 KiB buffer shared by its connections and parses in place:
 // the 101 response (Sec-WebSocket-Accept checked against a key derived from a per-pool
 // seed and the connection id, so nothing is stored while the handshake is in flight),
