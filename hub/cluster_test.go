@@ -454,6 +454,13 @@ func TestClusterWatchlist(t *testing.T) {
 	}
 	u2b := connect(t, c.hubs[0], testApp.Key) // u2's second connection, on the other node
 	signinAs(t, u2b, "u2", "")
+	// The sign-in is answered before its join reaches the store (ops goroutine);
+	// wait for it, or u2's first connection may still be its last.
+	h0 := c.hubs[0]
+	eventually(t, "u2's second connection in the online set", func() bool {
+		ch := h0.index.get(channelKey(h0.appByID(testApp.ID), onlinePrefix+"u2"))
+		return ch != nil && ch.count() == 1
+	})
 	u2.c.Close(websocket.StatusNormalClosure, "")
 	w.pingPong() // u2 is still online
 	u2b.c.Close(websocket.StatusNormalClosure, "")

@@ -164,8 +164,8 @@ func TestBroadcastSchedule(t *testing.T) {
 	if got := o.schedule(); got != "+30s,10x10s,10x1m" {
 		t.Errorf("schedule %q", got)
 	}
-	// 2 x 1M / 4,000/s + 30 s + (90 s + 600 s) + 15 s + 30 s.
-	if o.lgDuration != 1265*time.Second {
+	// 1.5 x 1M / 4,000/s + 30 s + (90 s + 600 s) + 15 s + 60 s.
+	if o.lgDuration != 1170*time.Second {
 		t.Errorf("duration %v", o.lgDuration)
 	}
 	o, err = parseFlags([]string{"--conns", "20000", "--broadcasts", "3x2s", "--broadcast-hold", "0", "--channels", "1000",
