@@ -305,7 +305,9 @@ func TestPongUnreadWhenDue(t *testing.T) {
 	h.onMsg = func(c *Conn, msg []byte) {}
 	idleClose := CloseReason{Code: 4201, Text: "pong reply not received", Label: "pong_timeout"}
 	s := startServer(t, Config{
-		Handler: h, Loops: 1, IdleTimeout: 500 * time.Millisecond, PongTimeout: 500 * time.Millisecond,
+		// The pong timeout outlasts dialing and reading every ping, so that no
+		// client is late before the loop is held; the hold outlasts it.
+		Handler: h, Loops: 1, IdleTimeout: 500 * time.Millisecond, PongTimeout: 3 * time.Second,
 		IdleClose: idleClose,
 	})
 	const n = 3 * maxEvents / 2 // more ready connections than one epoll_wait returns
@@ -323,7 +325,7 @@ func TestPongUnreadWhenDue(t *testing.T) {
 		}
 	}
 	held := make(chan struct{})
-	s.Do(first, func() { close(held); time.Sleep(time.Second) }) // past the pong timeout
+	s.Do(first, func() { close(held); time.Sleep(4 * time.Second) }) // past every pong deadline
 	<-held
 	for _, c := range clients { // answered while the loop is held: unread when due
 		c.send(t, finText, []byte(`{"event":"pusher:pong"}`))
