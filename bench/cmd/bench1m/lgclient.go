@@ -115,9 +115,6 @@ func startLoadgen(bin string, args []string, dir string) (*lgProc, error) {
 		return nil, err
 	}
 	cmd := exec.Command(bin, append([]string{"run"}, args...)...)
-	if os.Getenv("BENCH1M_CHRT") != "" {
-		cmd = exec.Command("chrt", append([]string{"-b", "0", bin, "run"}, args...)...)
-	}
 	cmd.Stderr = errf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stdout, err := cmd.StdoutPipe()
